@@ -1,0 +1,156 @@
+//! A client [`Store`] in memory: for unit tests and examples.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use super::store::*;
+use crate::ids::UserId;
+
+#[derive(Default, Clone)]
+struct State {
+    identity: Option<IdentityRecord>,
+    sessions: BTreeMap<(UserId, String), SessionRecord>,
+    outbox: BTreeMap<String, (u64, OutboxEntry)>,
+    processed: HashMap<String, ProcessedRecord>,
+    incoming: BTreeMap<String, (u64, IncomingRecord)>,
+    inbox: BTreeMap<String, (u64, InboxRecord)>,
+    contacts: BTreeMap<String, Contact>,
+    settings: BTreeMap<String, String>,
+    seq: u64,
+}
+
+/// A [`Store`] in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    op: Mutex<()>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::msg("memory store poisoned"))
+    }
+}
+
+fn ordered<T: Clone>(map: &BTreeMap<String, (u64, T)>) -> Vec<T> {
+    let mut v: Vec<_> = map.values().cloned().collect();
+    v.sort_by_key(|(seq, _)| *seq);
+    v.into_iter().map(|(_, t)| t).collect()
+}
+
+impl Store for MemoryStore {
+    type Lock<'a> = MutexGuard<'a, ()>;
+
+    fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
+        self.op
+            .lock()
+            .map_err(|_| StoreError::msg("memory store poisoned"))
+    }
+
+    fn commit(&self, c: Changes) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        if let Some(i) = c.identity {
+            s.identity = Some(i);
+        }
+        for r in c.sessions {
+            s.sessions.insert((r.peer.clone(), r.session_id.clone()), r);
+        }
+        for k in c.sessions_removed {
+            s.sessions.remove(&k);
+        }
+        for e in c.outbox {
+            s.seq += 1;
+            let seq = s.outbox.get(&e.key).map_or(s.seq, |(q, _)| *q);
+            s.outbox.insert(e.key.clone(), (seq, e));
+        }
+        for k in c.outbox_removed {
+            s.outbox.remove(&k);
+        }
+        if let Some(before) = c.processed_forget_before {
+            s.processed.retain(|_, p| p.at >= before);
+        }
+        for p in c.processed {
+            s.processed.insert(p.hash.clone(), p);
+        }
+        for i in c.incoming {
+            s.seq += 1;
+            let seq = s.seq;
+            s.incoming.entry(i.hash.clone()).or_insert((seq, i));
+        }
+        for k in c.incoming_removed {
+            s.incoming.remove(&k);
+        }
+        for m in c.inbox {
+            s.seq += 1;
+            let seq = s.seq;
+            s.inbox.entry(m.hash.clone()).or_insert((seq, m));
+        }
+        for k in c.inbox_removed {
+            s.inbox.remove(&k);
+        }
+        for ct in c.contacts {
+            s.contacts.insert(ct.name.clone(), ct);
+        }
+        for k in c.contacts_removed {
+            s.contacts.remove(&k);
+        }
+        for (k, v) in c.settings {
+            s.settings.insert(k, v);
+        }
+        Ok(())
+    }
+
+    fn identity(&self) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self.state()?.identity.clone())
+    }
+
+    fn sessions(&self, peer: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        let s = self.state()?;
+        let mut v: Vec<_> = s
+            .sessions
+            .values()
+            .filter(|r| &r.peer == peer)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.last_received
+                .total_cmp(&a.last_received)
+                .then(b.created.total_cmp(&a.created))
+        });
+        Ok(v)
+    }
+
+    fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        Ok(self.state()?.outbox.get(key).map(|(_, e)| e.clone()))
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(ordered(&self.state()?.outbox))
+    }
+
+    fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError> {
+        Ok(self.state()?.processed.get(hash).cloned())
+    }
+
+    fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
+        Ok(ordered(&self.state()?.incoming))
+    }
+
+    fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
+        Ok(ordered(&self.state()?.inbox))
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        Ok(self.state()?.contacts.values().cloned().collect())
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state()?.settings.get(key).cloned())
+    }
+}

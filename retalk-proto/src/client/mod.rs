@@ -1,0 +1,1144 @@
+//! The client: the original library's `User`, as a state machine over a
+//! [`Store`], a [`Transport`] and a [`Clock`].
+//!
+//! The rules that make it safe to crash anywhere:
+//! - the account is saved before its keys are uploaded, and an upload that
+//!   failed is retried with the same keys;
+//! - a ratchet step and the ciphertext it produced are committed together
+//!   (to the outbox) before the ciphertext leaves, and resends reuse it;
+//! - fetched mail is stored before it is handled, and a decrypted message
+//!   is stored together with its processed marker and its ack before the
+//!   ack leaves;
+//! - every message and every outbox entry fails alone.
+
+mod memory;
+mod store;
+mod transport;
+
+pub use memory::MemoryStore;
+pub use store::*;
+pub use transport::{LocalTransport, Transport, TransportError};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use vodozemac::olm::{Account, OlmMessage, Session};
+use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
+
+use crate::auth::Auth;
+use crate::canonical::args_hash;
+use crate::clock::Clock;
+use crate::envelope::{display_name, Envelope};
+use crate::ids::{fingerprint, new_message_id, sha256_hex, UserId};
+use crate::olm::{self, PickleKey};
+use crate::wire::{
+    nack_text, Args, ClaimedKey, KeyCounts, MailItem, PublicKeys, SendResult, SignedRequest,
+};
+
+/// Setting keys the client itself reads.
+pub mod setting {
+    /// The self-chosen display name sent with each message.
+    pub const NAME: &str = "name";
+    /// The relay URL saved at `init`.
+    pub const RELAY_URL: &str = "server_url";
+}
+
+/// The client's numbers (PROTOCOL section 9) and the bounds on its tables.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// One-time keys generated per upload.
+    pub otk_batch: usize,
+    /// Replenish when the relay holds fewer unclaimed keys than this.
+    pub min_otks: u64,
+    /// Rotate the fallback key when it is older than this (seconds).
+    pub fallback_max_age: f64,
+    /// First resend of an unacknowledged message after this (seconds); later
+    /// resends back off exponentially up to `max_backoff`.
+    pub resend_after: f64,
+    /// Longest wait between two attempts of one outbox entry.
+    pub max_backoff: f64,
+    /// Unacknowledged messages older than this are given up and reported.
+    pub outbox_max_age: f64,
+    /// Processed markers are kept this long; longer than `outbox_max_age`,
+    /// so every resend a sender can make is still recognised.
+    pub processed_retention: f64,
+    /// Sessions kept per peer (least recently used dropped).
+    pub sessions_per_peer: usize,
+    /// Fetch rounds per receive (each hands over a relay batch).
+    pub max_fetch_rounds: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            otk_batch: 100,
+            min_otks: 20,
+            fallback_max_age: 86_400.0,
+            resend_after: 120.0,
+            max_backoff: 3_600.0,
+            outbox_max_age: 30.0 * 86_400.0,
+            processed_retention: 45.0 * 86_400.0,
+            sessions_per_peer: 8,
+            max_fetch_rounds: 20,
+        }
+    }
+}
+
+/// Everything a client operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no identity in this store")]
+    NoIdentity,
+    #[error("an identity already exists in this store")]
+    IdentityExists,
+    #[error("could not unlock the identity (wrong secret?)")]
+    WrongSecret,
+    #[error("relay error from {tool}: {source}")]
+    Relay {
+        tool: &'static str,
+        source: TransportError,
+    },
+    #[error("bad answer from the relay to {tool}: {detail}")]
+    BadResponse { tool: &'static str, detail: String },
+    #[error("PIN MISMATCH for peer '{peer}': {detail}. Possible MITM by the server — refusing to establish a session.")]
+    PinMismatch { peer: UserId, detail: String },
+    #[error("could not start a session with {peer}: {detail}")]
+    Session { peer: UserId, detail: String },
+    #[error("message {id} is saved in the outbox but did not reach the relay ({source}); it will be resent")]
+    NotDelivered {
+        id: String,
+        source: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Whether the operation may succeed later unchanged.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Relay { source, .. } => source.is_transient(),
+            ClientError::BadResponse { .. } | ClientError::NotDelivered { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A message delivered to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub id: String,
+    pub from: UserId,
+    /// Saved name, else `~claimed`, else empty.
+    pub name: String,
+    pub text: String,
+}
+
+/// Mail that could not be handled; reported, skipped, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub from: String,
+    pub reason: String,
+}
+
+/// What one `receive` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inbox {
+    pub messages: Vec<Received>,
+    pub problems: Vec<Problem>,
+    /// Fetched mail left for the next receive after a transient failure.
+    pub deferred: usize,
+}
+
+/// What one `maintain` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaintainReport {
+    pub unclaimed: u64,
+    pub replenished: bool,
+    pub fallback_rotated: bool,
+    pub flush: FlushReport,
+}
+
+/// What a flush of the outbox did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlushReport {
+    /// Entries the relay accepted.
+    pub sent: usize,
+    /// Entries that failed this time (kept, backing off).
+    pub failed: usize,
+    /// Messages the recipient refused with a verified nack (dropped).
+    pub refused: usize,
+    /// Messages given up after `outbox_max_age` without an ack.
+    pub expired: Vec<OutboxEntry>,
+}
+
+/// How a message left.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The relay queued it.
+    Queued { message_id: i64 },
+    /// The recipient refused it (verified nack); it was dropped.
+    Refused,
+}
+
+/// A sent message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendReceipt {
+    pub id: String,
+    pub delivery: Delivery,
+}
+
+/// Outcome of handling one fetched message.
+enum Handled {
+    Done,
+    Transient,
+    Failed(String),
+}
+
+/// A retalk user: an identity with a mailbox on one relay.
+pub struct Client<S, T, C> {
+    store: S,
+    transport: T,
+    clock: C,
+    key: PickleKey,
+    /// The identity half of the account, for signing requests; it never
+    /// changes, so it need not be reloaded like the rest.
+    signer: Account,
+    user_id: UserId,
+    identity_key: String,
+    signing_key: String,
+    config: ClientConfig,
+    published: AtomicBool,
+}
+
+impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
+    /// Creates a new identity in an empty store (offline).
+    pub fn create(
+        store: S,
+        transport: T,
+        clock: C,
+        secret: &str,
+        name: &str,
+    ) -> Result<Self, ClientError> {
+        let key = PickleKey::from_secret(secret);
+        {
+            let _lock = store.lock()?;
+            if store.identity()?.is_some() {
+                return Err(ClientError::IdentityExists);
+            }
+            let account = Account::new();
+            store.commit(Changes {
+                identity: Some(IdentityRecord {
+                    account_pickle: olm::pickle_account(&account, &key),
+                    fallback_published_at: None,
+                }),
+                settings: vec![(setting::NAME.into(), name.into())],
+                ..Changes::default()
+            })?;
+        }
+        Self::open(store, transport, clock, secret)
+    }
+
+    /// Opens the identity in a store.
+    pub fn open(store: S, transport: T, clock: C, secret: &str) -> Result<Self, ClientError> {
+        let key = PickleKey::from_secret(secret);
+        let record = store.identity()?.ok_or(ClientError::NoIdentity)?;
+        let signer = olm::unpickle_account(&record.account_pickle, &key)
+            .map_err(|_| ClientError::WrongSecret)?;
+        let identity_key = signer.curve25519_key().to_base64();
+        let signing_key = signer.ed25519_key().to_base64();
+        let user_id = UserId::from_keys(&identity_key, &signing_key);
+        Ok(Self {
+            store,
+            transport,
+            clock,
+            key,
+            signer,
+            user_id,
+            identity_key,
+            signing_key,
+            config: ClientConfig::default(),
+            published: AtomicBool::new(false),
+        })
+    }
+
+    pub fn with_config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This user's id: share it out of band; it is address and pin in one.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// The Curve25519 identity key, base64.
+    pub fn identity_key(&self) -> &str {
+        &self.identity_key
+    }
+
+    pub fn signing_key(&self) -> &str {
+        &self.signing_key
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The self-chosen name sent with messages.
+    pub fn name(&self) -> Result<String, ClientError> {
+        Ok(self.store.setting(setting::NAME)?.unwrap_or_default())
+    }
+
+    /// Saves a peer under a local name (and an optional identity-key pin).
+    pub fn add_contact(
+        &self,
+        name: &str,
+        id: UserId,
+        pin: Option<String>,
+    ) -> Result<(), ClientError> {
+        let _lock = self.store.lock()?;
+        self.store.commit(Changes {
+            contacts: vec![Contact {
+                name: name.into(),
+                id,
+                pin,
+            }],
+            ..Changes::default()
+        })?;
+        Ok(())
+    }
+
+    // ---------- requests ----------
+
+    fn sign(&self, args: &Args) -> SignedRequest {
+        let value = args.to_value();
+        let hash = args_hash(&value);
+        let auth = Auth::sign(
+            &self.signer,
+            args.tool().name(),
+            self.transport.audience(),
+            &hash,
+            self.clock.now(),
+        );
+        SignedRequest {
+            tool: args.tool(),
+            args: value,
+            auth,
+        }
+    }
+
+    async fn call<R: DeserializeOwned>(&self, args: Args) -> Result<R, ClientError> {
+        let tool = args.tool().name();
+        let value = self
+            .transport
+            .call(self.sign(&args))
+            .await
+            .map_err(|source| ClientError::Relay { tool, source })?;
+        serde_json::from_value(value).map_err(|e| ClientError::BadResponse {
+            tool,
+            detail: e.to_string(),
+        })
+    }
+
+    fn load_account(&self) -> Result<(Account, IdentityRecord), ClientError> {
+        let record = self.store.identity()?.ok_or(ClientError::NoIdentity)?;
+        let account = olm::unpickle_account(&record.account_pickle, &self.key)
+            .map_err(|_| ClientError::WrongSecret)?;
+        Ok((account, record))
+    }
+
+    /// Refuses keys that do not hash to the peer's id or contradict a pin.
+    fn verify_peer_keys(&self, peer: &UserId, keys: &PublicKeys) -> Result<(), ClientError> {
+        if !peer.matches_keys(&keys.identity_key, &keys.signing_key) {
+            return Err(ClientError::PinMismatch {
+                peer: peer.clone(),
+                detail: format!(
+                    "server served keys whose fingerprint is '{}'",
+                    fingerprint(&keys.identity_key, &keys.signing_key)
+                ),
+            });
+        }
+        let contacts = self.store.contacts()?;
+        if let Some(pin) = contacts
+            .iter()
+            .filter(|c| &c.id == peer)
+            .find_map(|c| c.pin.as_ref())
+        {
+            if *pin != keys.identity_key {
+                return Err(ClientError::PinMismatch {
+                    peer: peer.clone(),
+                    detail: format!(
+                        "server served identity key '{}' but the pinned key is '{pin}'",
+                        keys.identity_key
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ---------- keys ----------
+
+    /// Publishes identity, `n` fresh one-time keys and (first time, or when
+    /// asked) a fallback key. This is all the onboarding a relay needs.
+    pub async fn publish(&self, n: usize, rotate_fallback: bool) -> Result<(), ClientError> {
+        let (one_time_keys, fallback_key) = self.prepare_keys(n, rotate_fallback)?;
+        let sent_fallback = fallback_key.is_some();
+        let args = Args::PublishKeys {
+            identity_key: self.identity_key.clone(),
+            signing_key: self.signing_key.clone(),
+            one_time_keys,
+            fallback_key,
+        };
+        let _: Value = self.call(args).await?;
+        let _lock = self.store.lock()?;
+        let (mut account, record) = self.load_account()?;
+        account.mark_keys_as_published();
+        let fallback_published_at = if sent_fallback {
+            Some(self.clock.now())
+        } else {
+            record.fallback_published_at
+        };
+        self.store.commit(Changes {
+            identity: Some(IdentityRecord {
+                account_pickle: olm::pickle_account(&account, &self.key),
+                fallback_published_at,
+            }),
+            ..Changes::default()
+        })?;
+        self.published.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Generates what is to be uploaded and saves it first. Keys left
+    /// unpublished by a failed upload are uploaded again as they are.
+    #[allow(clippy::type_complexity)]
+    fn prepare_keys(
+        &self,
+        n: usize,
+        rotate: bool,
+    ) -> Result<(Vec<(String, String)>, Option<(String, String)>), ClientError> {
+        let _lock = self.store.lock()?;
+        let (mut account, record) = self.load_account()?;
+        let mut changed = false;
+        if n > 0 && account.one_time_keys().is_empty() {
+            account.generate_one_time_keys(n);
+            changed = true;
+        }
+        if (rotate || record.fallback_published_at.is_none()) && account.fallback_key().is_empty() {
+            account.generate_fallback_key();
+            changed = true;
+        }
+        if changed {
+            self.store.commit(Changes {
+                identity: Some(IdentityRecord {
+                    account_pickle: olm::pickle_account(&account, &self.key),
+                    ..record
+                }),
+                ..Changes::default()
+            })?;
+        }
+        let mut otks: Vec<_> = account
+            .one_time_keys()
+            .into_iter()
+            .map(|(id, k)| (id.to_base64(), k.to_base64()))
+            .collect();
+        otks.sort();
+        let fallback = account
+            .fallback_key()
+            .into_iter()
+            .map(|(id, k)| (id.to_base64(), k.to_base64()))
+            .next();
+        Ok((otks, fallback))
+    }
+
+    /// Makes sure the relay knows us (a wiped or new relay heals itself).
+    /// Checked once per client; `maintain` re-checks.
+    pub async fn ensure_published(&self) -> Result<(), ClientError> {
+        if self.published.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let counts: KeyCounts = self.call(Args::CountKeys).await?;
+        if !counts.has_fallback || counts.unclaimed < self.config.min_otks {
+            let n = if counts.unclaimed < self.config.min_otks {
+                self.config.otk_batch
+            } else {
+                0
+            };
+            self.publish(n, !counts.has_fallback).await?;
+        }
+        self.published.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Keeps relay-side keys healthy and the outbox moving; call it
+    /// periodically (the CLI does once a minute).
+    pub async fn maintain(&self) -> Result<MaintainReport, ClientError> {
+        let counts: KeyCounts = self.call(Args::CountKeys).await?;
+        let record = self.store.identity()?.ok_or(ClientError::NoIdentity)?;
+        let need_otks = counts.unclaimed < self.config.min_otks;
+        let need_rotate = !counts.has_fallback
+            || record
+                .fallback_published_at
+                .is_none_or(|at| self.clock.now() - at > self.config.fallback_max_age);
+        if need_otks || need_rotate {
+            self.publish(
+                if need_otks { self.config.otk_batch } else { 0 },
+                need_rotate,
+            )
+            .await?;
+        }
+        self.published.store(true, Ordering::SeqCst);
+        let flush = self.flush_due().await?;
+        self.prune()?;
+        Ok(MaintainReport {
+            unclaimed: counts.unclaimed,
+            replenished: need_otks,
+            fallback_rotated: need_rotate,
+            flush,
+        })
+    }
+
+    fn prune(&self) -> Result<(), ClientError> {
+        let _lock = self.store.lock()?;
+        self.store.commit(Changes {
+            processed_forget_before: Some(self.clock.now() - self.config.processed_retention),
+            ..Changes::default()
+        })?;
+        Ok(())
+    }
+
+    // ---------- sending ----------
+
+    /// Encrypts and sends a message. It stays in the outbox until the peer
+    /// acks it. If the relay cannot take it now, the error says so and the
+    /// message is resent later.
+    pub async fn send(&self, to: &UserId, text: &str) -> Result<SendReceipt, ClientError> {
+        self.ensure_published().await?;
+        self.ensure_session(to).await?;
+        let envelope = Envelope::msg(new_message_id(), text, &self.name()?);
+        let entry = {
+            let _lock = self.store.lock()?;
+            let (entry, changes) = self.seal(to, &envelope, OutboxKind::Message)?;
+            self.store.commit(changes)?;
+            entry
+        };
+        let id = entry.envelope_id.clone();
+        match self.deliver(&entry).await {
+            Ok(delivery) => Ok(SendReceipt { id, delivery }),
+            Err(e) => Err(ClientError::NotDelivered {
+                id,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Claims a key and starts an outbound session when there is none.
+    async fn ensure_session(&self, peer: &UserId) -> Result<(), ClientError> {
+        if !self.store.sessions(peer)?.is_empty() {
+            return Ok(());
+        }
+        let claimed: ClaimedKey = self
+            .call(Args::ClaimKey {
+                peer: peer.to_string(),
+            })
+            .await?;
+        self.verify_peer_keys(
+            peer,
+            &PublicKeys {
+                identity_key: claimed.identity_key.clone(),
+                signing_key: claimed.signing_key.clone(),
+            },
+        )?;
+        let bad = |what: &str| ClientError::Session {
+            peer: peer.clone(),
+            detail: format!("the relay served an invalid {what}"),
+        };
+        let identity_key = Curve25519PublicKey::from_base64(&claimed.identity_key)
+            .map_err(|_| bad("identity key"))?;
+        let one_time_key = Curve25519PublicKey::from_base64(&claimed.one_time_key)
+            .map_err(|_| bad("one-time key"))?;
+        let _lock = self.store.lock()?;
+        if !self.store.sessions(peer)?.is_empty() {
+            return Ok(()); // another task or process got there first
+        }
+        let (account, _) = self.load_account()?;
+        let session = account
+            .create_outbound_session(olm::session_config(), identity_key, one_time_key)
+            .map_err(|e| ClientError::Session {
+                peer: peer.clone(),
+                detail: e.to_string(),
+            })?;
+        let now = self.clock.now();
+        let record = SessionRecord {
+            peer: peer.clone(),
+            session_id: session.session_id(),
+            pickle: olm::pickle_session(&session, &self.key),
+            last_received: 0.0,
+            created: now,
+        };
+        self.store.commit(Changes {
+            sessions: vec![record],
+            ..Changes::default()
+        })?;
+        Ok(())
+    }
+
+    /// Encrypts an envelope on the peer's send session. Returns the outbox
+    /// entry and the changes (advanced session + entry) to commit together.
+    /// Call with the store lock held.
+    fn seal(
+        &self,
+        peer: &UserId,
+        envelope: &Envelope,
+        kind: OutboxKind,
+    ) -> Result<(OutboxEntry, Changes), ClientError> {
+        let mut record = self
+            .store
+            .sessions(peer)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Session {
+                peer: peer.clone(),
+                detail: "no session".into(),
+            })?;
+        let mut session = olm::unpickle_session(&record.pickle, &self.key)
+            .map_err(|_| ClientError::WrongSecret)?;
+        let entry = self.encrypt_entry(&mut session, peer, envelope, kind)?;
+        record.pickle = olm::pickle_session(&session, &self.key);
+        Ok((
+            entry.clone(),
+            Changes {
+                sessions: vec![record],
+                outbox: vec![entry],
+                ..Changes::default()
+            },
+        ))
+    }
+
+    fn encrypt_entry(
+        &self,
+        session: &mut Session,
+        peer: &UserId,
+        envelope: &Envelope,
+        kind: OutboxKind,
+    ) -> Result<OutboxEntry, ClientError> {
+        let message = session
+            .encrypt(envelope.encode())
+            .map_err(|e| ClientError::Session {
+                peer: peer.clone(),
+                detail: e.to_string(),
+            })?;
+        let (mtype, body) = olm::encode_message(&message);
+        let envelope_id = envelope.id().unwrap_or_default().to_owned();
+        let now = self.clock.now();
+        let key = match kind {
+            OutboxKind::Message => envelope_id.clone(),
+            OutboxKind::Ack => format!("ack/{peer}/{envelope_id}/{}", sha256_hex(&body)),
+        };
+        Ok(OutboxEntry {
+            key,
+            envelope_id,
+            peer: peer.clone(),
+            kind,
+            mtype,
+            body,
+            created: now,
+            next_attempt: now,
+            attempts: 0,
+            last_error: None,
+        })
+    }
+
+    /// Hands one outbox entry to the relay and records the outcome.
+    async fn deliver(&self, entry: &OutboxEntry) -> Result<Delivery, ClientError> {
+        let args = Args::SendMessage {
+            to: entry.peer.to_string(),
+            mtype: entry.mtype,
+            body: entry.body.clone(),
+        };
+        let outcome: Result<SendResult, ClientError> = self.call(args).await;
+        let outcome = match outcome {
+            Ok(SendResult::Refused { sig, .. }) => match self.verify_refusal(entry, &sig).await {
+                Ok(true) => Ok(Delivery::Refused),
+                Ok(false) => Err(ClientError::BadResponse {
+                    tool: "send_message",
+                    detail: "refusal with an invalid signature".into(),
+                }),
+                Err(e) => Err(e),
+            },
+            Ok(SendResult::Stored { message_id, .. }) => Ok(Delivery::Queued { message_id }),
+            Err(e) => Err(e),
+        };
+        self.record_attempt(entry, &outcome)?;
+        outcome
+    }
+
+    /// A refusal counts only when signed by the recipient: the relay cannot
+    /// make us drop a message by claiming one.
+    async fn verify_refusal(&self, entry: &OutboxEntry, sig: &str) -> Result<bool, ClientError> {
+        let keys: PublicKeys = self
+            .call(Args::GetKeys {
+                peer: entry.peer.to_string(),
+            })
+            .await?;
+        if self.verify_peer_keys(&entry.peer, &keys).is_err() {
+            return Ok(false);
+        }
+        let (Ok(key), Ok(sig)) = (
+            Ed25519PublicKey::from_base64(&keys.signing_key),
+            Ed25519Signature::from_base64(sig),
+        ) else {
+            return Ok(false);
+        };
+        Ok(key
+            .verify(
+                nack_text(entry.peer.as_str(), &sha256_hex(&entry.body)).as_bytes(),
+                &sig,
+            )
+            .is_ok())
+    }
+
+    fn record_attempt(
+        &self,
+        entry: &OutboxEntry,
+        outcome: &Result<Delivery, ClientError>,
+    ) -> Result<(), ClientError> {
+        let _lock = self.store.lock()?;
+        let Some(mut current) = self.store.outbox_entry(&entry.key)? else {
+            return Ok(()); // acked meanwhile
+        };
+        let now = self.clock.now();
+        let mut changes = Changes::default();
+        match outcome {
+            Ok(Delivery::Refused) => {
+                // The peer refused our ciphertext: drop it and our sessions
+                // with them, so the next message starts a fresh session.
+                changes.outbox_removed.push(current.key);
+                for s in self.store.sessions(&entry.peer)? {
+                    changes.sessions_removed.push((s.peer, s.session_id));
+                }
+            }
+            Ok(Delivery::Queued { .. }) if current.kind == OutboxKind::Ack => {
+                changes.outbox_removed.push(current.key)
+            }
+            Ok(Delivery::Queued { .. }) => {
+                current.attempts += 1;
+                current.last_error = None;
+                current.next_attempt =
+                    now + self.backoff(self.config.resend_after, current.attempts);
+                changes.outbox.push(current);
+            }
+            Err(e) => {
+                current.attempts += 1;
+                current.last_error = Some(e.to_string());
+                current.next_attempt =
+                    now + self.backoff(self.config.resend_after / 4.0, current.attempts);
+                changes.outbox.push(current);
+            }
+        }
+        self.store.commit(changes)?;
+        Ok(())
+    }
+
+    fn backoff(&self, base: f64, attempts: u32) -> f64 {
+        (base * 2f64.powi(attempts.saturating_sub(1).min(20) as i32)).min(self.config.max_backoff)
+    }
+
+    /// Re-uploads unacknowledged messages created at least `older_than`
+    /// seconds ago (0: all of them, as after moving to a new relay), and any
+    /// acks still waiting. Each entry fails alone.
+    pub async fn flush_outbox(&self, older_than: f64) -> Result<FlushReport, ClientError> {
+        let cutoff = self.clock.now() - older_than;
+        let entries = self
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|e| e.kind == OutboxKind::Ack || e.created <= cutoff)
+            .collect();
+        self.flush(entries).await
+    }
+
+    /// Re-uploads the outbox entries that are due, and gives up on
+    /// messages past `outbox_max_age`.
+    pub async fn flush_due(&self) -> Result<FlushReport, ClientError> {
+        let now = self.clock.now();
+        let mut expired = Vec::new();
+        {
+            let _lock = self.store.lock()?;
+            let mut changes = Changes::default();
+            for e in self.store.outbox()? {
+                if now - e.created > self.config.outbox_max_age {
+                    changes.outbox_removed.push(e.key.clone());
+                    expired.push(e);
+                }
+            }
+            if !changes.is_empty() {
+                self.store.commit(changes)?;
+            }
+        }
+        let due = self
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|e| e.next_attempt <= now)
+            .collect();
+        let mut report = self.flush(due).await?;
+        report.expired = expired;
+        Ok(report)
+    }
+
+    async fn flush(&self, entries: Vec<OutboxEntry>) -> Result<FlushReport, ClientError> {
+        let mut report = FlushReport::default();
+        for entry in entries {
+            match self.deliver(&entry).await {
+                Ok(Delivery::Queued { .. }) => report.sent += 1,
+                Ok(Delivery::Refused) => report.refused += 1,
+                Err(ClientError::Store(e)) => return Err(e.into()),
+                Err(_) => report.failed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    // ---------- receiving ----------
+
+    /// Fetches, decrypts and acks pending mail; returns the new messages.
+    /// Each message is handled on its own: bad ones are reported and
+    /// skipped, and mail that hit a passing failure is kept for next time.
+    pub async fn receive(&self) -> Result<Inbox, ClientError> {
+        self.ensure_published().await?;
+        let mut inbox = Inbox::default();
+        for _ in 0..self.config.max_fetch_rounds.max(1) {
+            let mail: Vec<MailItem> = self
+                .call(Args::ReadMessages {
+                    peer: None,
+                    peek: false,
+                })
+                .await?;
+            if mail.is_empty() {
+                break;
+            }
+            self.stash(mail)?;
+        }
+        for record in self.store.incoming()? {
+            match self.handle(&record).await? {
+                Handled::Done => {}
+                Handled::Transient => inbox.deferred += 1,
+                Handled::Failed(reason) => {
+                    let _lock = self.store.lock()?;
+                    self.store.commit(Changes {
+                        incoming_removed: vec![record.hash.clone()],
+                        ..Changes::default()
+                    })?;
+                    inbox.problems.push(Problem {
+                        from: record.from.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let acks: Vec<_> = self
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|e| e.kind == OutboxKind::Ack)
+            .collect();
+        self.flush(acks).await?;
+        inbox.messages = self.take_inbox()?;
+        Ok(inbox)
+    }
+
+    /// Stores fetched mail before anything else happens to it.
+    fn stash(&self, mail: Vec<MailItem>) -> Result<(), ClientError> {
+        let now = self.clock.now();
+        let incoming = mail
+            .into_iter()
+            .map(|m| IncomingRecord {
+                hash: sha256_hex(&m.body),
+                from: m.from,
+                mtype: m.mtype,
+                body: m.body,
+                fetched_at: now,
+            })
+            .collect();
+        let _lock = self.store.lock()?;
+        self.store.commit(Changes {
+            incoming,
+            ..Changes::default()
+        })?;
+        Ok(())
+    }
+
+    /// Hands the decrypted messages to the application, removing them.
+    pub fn take_inbox(&self) -> Result<Vec<Received>, ClientError> {
+        let _lock = self.store.lock()?;
+        let records = self.store.inbox()?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contacts = self.store.contacts()?;
+        let saved = |id: &UserId| {
+            contacts
+                .iter()
+                .find(|c| &c.id == id)
+                .map(|c| c.name.as_str())
+        };
+        let out = records
+            .iter()
+            .map(|r| Received {
+                id: r.envelope_id.clone(),
+                from: r.from.clone(),
+                name: display_name(saved(&r.from), &r.claimed_name),
+                text: r.text.clone(),
+            })
+            .collect();
+        self.store.commit(Changes {
+            inbox_removed: records.into_iter().map(|r| r.hash).collect(),
+            ..Changes::default()
+        })?;
+        Ok(out)
+    }
+
+    /// Handles one fetched message. Only store failures are errors; every
+    /// problem with the message itself is an outcome.
+    async fn handle(&self, record: &IncomingRecord) -> Result<Handled, ClientError> {
+        let Ok(sender) = UserId::parse(&record.from) else {
+            return Ok(Handled::Failed(format!(
+                "sender is not a user id: {:?}",
+                record.from
+            )));
+        };
+        let message = match olm::decode_message(record.mtype, &record.body) {
+            Ok(m) => m,
+            Err(e) => return Ok(Handled::Failed(e.to_string())),
+        };
+        // A pre-key message for a session we do not hold needs the sender's
+        // keys, fetched (and checked against the id) before taking the lock.
+        let mut sender_key = None;
+        if let OlmMessage::PreKey(pre) = &message {
+            let known = self
+                .store
+                .sessions(&sender)?
+                .iter()
+                .any(|s| s.session_id == pre.session_id());
+            if !known && self.store.processed(&record.hash)?.is_none() {
+                match self
+                    .call::<PublicKeys>(Args::GetKeys {
+                        peer: sender.to_string(),
+                    })
+                    .await
+                {
+                    Ok(keys) => match self.verify_peer_keys(&sender, &keys) {
+                        Ok(()) => match Curve25519PublicKey::from_base64(&keys.identity_key) {
+                            Ok(k) => sender_key = Some(k),
+                            Err(_) => {
+                                return Ok(Handled::Failed(
+                                    "the relay served an invalid identity key".into(),
+                                ))
+                            }
+                        },
+                        Err(e) => return Ok(Handled::Failed(e.to_string())),
+                    },
+                    Err(e) if e.is_transient() => return Ok(Handled::Transient),
+                    Err(e) => return Ok(Handled::Failed(e.to_string())),
+                }
+            }
+        }
+        let ack = {
+            let _lock = self.store.lock()?;
+            match self.open_locked(record, &sender, &message, sender_key)? {
+                Ok(ack) => ack,
+                Err(handled) => return Ok(handled),
+            }
+        };
+        if let Some(entry) = ack {
+            // Committed already; a failure here is retried by the next flush.
+            let _ = self.deliver(&entry).await;
+        }
+        Ok(Handled::Done)
+    }
+
+    /// The locked part of handling a message: decrypt, act on the envelope,
+    /// commit everything it changed in one batch. Returns the ack to send.
+    #[allow(clippy::type_complexity)]
+    fn open_locked(
+        &self,
+        record: &IncomingRecord,
+        sender: &UserId,
+        message: &OlmMessage,
+        sender_key: Option<Curve25519PublicKey>,
+    ) -> Result<Result<Option<OutboxEntry>, Handled>, ClientError> {
+        let now = self.clock.now();
+        let mut changes = Changes {
+            incoming_removed: vec![record.hash.clone()],
+            ..Changes::default()
+        };
+
+        // A copy of something already handled: re-ack it (our first ack may
+        // have been lost), never surface it again.
+        if let Some(done) = self.store.processed(&record.hash)? {
+            if &done.peer != sender
+                || done.envelope_id.is_empty()
+                || self.store.sessions(sender)?.is_empty()
+            {
+                self.store.commit(changes)?;
+                return Ok(Ok(None));
+            }
+            let (entry, sealed) = self.seal(
+                sender,
+                &Envelope::Ack {
+                    id: done.envelope_id,
+                },
+                OutboxKind::Ack,
+            )?;
+            changes.sessions = sealed.sessions;
+            changes.outbox = sealed.outbox;
+            self.store.commit(changes)?;
+            return Ok(Ok(Some(entry)));
+        }
+
+        let mut sessions = self.store.sessions(sender)?;
+        let mut account_changed = None;
+        let mut opened: Option<(SessionRecord, Session, Vec<u8>)> = None;
+        match message {
+            OlmMessage::PreKey(pre) => {
+                if let Some(pos) = sessions
+                    .iter()
+                    .position(|s| s.session_id == pre.session_id())
+                {
+                    let rec = sessions.remove(pos);
+                    let mut session = olm::unpickle_session(&rec.pickle, &self.key)
+                        .map_err(|_| ClientError::WrongSecret)?;
+                    match session.decrypt(message) {
+                        Ok(plain) => opened = Some((rec, session, plain)),
+                        Err(e) => {
+                            return Ok(Err(Handled::Failed(format!("could not decrypt: {e}"))))
+                        }
+                    }
+                } else {
+                    let Some(key) = sender_key else {
+                        return Ok(Err(Handled::Transient));
+                    };
+                    let (mut account, identity) = self.load_account()?;
+                    match account.create_inbound_session(olm::session_config(), key, pre) {
+                        Ok(created) => {
+                            let rec = SessionRecord {
+                                peer: sender.clone(),
+                                session_id: created.session.session_id(),
+                                pickle: String::new(),
+                                last_received: now,
+                                created: now,
+                            };
+                            account_changed = Some((account, identity));
+                            opened = Some((rec, created.session, created.plaintext));
+                        }
+                        Err(e) => {
+                            return Ok(Err(Handled::Failed(format!(
+                                "could not start the session: {e}"
+                            ))))
+                        }
+                    }
+                }
+            }
+            OlmMessage::Normal(_) => {
+                for (pos, rec) in sessions.iter().enumerate() {
+                    let mut session = olm::unpickle_session(&rec.pickle, &self.key)
+                        .map_err(|_| ClientError::WrongSecret)?;
+                    if let Ok(plain) = session.decrypt(message) {
+                        let rec = sessions.remove(pos);
+                        opened = Some((rec, session, plain));
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((mut rec, mut session, plaintext)) = opened else {
+            return Ok(Err(Handled::Failed(
+                "the message matches none of the stored sessions".into(),
+            )));
+        };
+        rec.last_received = now;
+        if let Some((account, identity)) = account_changed {
+            changes.identity = Some(IdentityRecord {
+                account_pickle: olm::pickle_account(&account, &self.key),
+                ..identity
+            });
+        }
+        // Bound the sessions kept per peer (least recently used go).
+        let keep = self.config.sessions_per_peer.saturating_sub(1);
+        for old in sessions.iter().skip(keep) {
+            changes
+                .sessions_removed
+                .push((old.peer.clone(), old.session_id.clone()));
+        }
+
+        let mut problem = None;
+        let mut ack = None;
+        let envelope_id;
+        match Envelope::decode(&plaintext) {
+            Err(e) => {
+                envelope_id = String::new();
+                problem = Some(e.to_string());
+            }
+            Ok(Envelope::Ack { id }) => {
+                if let Some(entry) = self.store.outbox_entry(&id)? {
+                    if &entry.peer == sender && entry.kind == OutboxKind::Message {
+                        changes.outbox_removed.push(entry.key);
+                    }
+                }
+                envelope_id = id;
+            }
+            Ok(envelope) => {
+                envelope_id = envelope.id().unwrap_or_default().to_owned();
+                match envelope {
+                    Envelope::Msg { id, text, name, .. } => changes.inbox.push(InboxRecord {
+                        hash: record.hash.clone(),
+                        envelope_id: id,
+                        from: sender.clone(),
+                        claimed_name: name,
+                        text,
+                        received_at: now,
+                    }),
+                    Envelope::Other { kind, .. } => {
+                        problem = Some(format!("ignored a '{kind}' envelope (not supported here)"))
+                    }
+                    Envelope::Ack { .. } => {}
+                }
+                if !envelope_id.is_empty() {
+                    // The session that just decrypted is the send session.
+                    let entry = self.encrypt_entry(
+                        &mut session,
+                        sender,
+                        &Envelope::Ack {
+                            id: envelope_id.clone(),
+                        },
+                        OutboxKind::Ack,
+                    )?;
+                    changes.outbox.push(entry.clone());
+                    ack = Some(entry);
+                }
+            }
+        }
+        rec.pickle = olm::pickle_session(&session, &self.key);
+        changes.sessions.push(rec);
+        changes.processed.push(ProcessedRecord {
+            hash: record.hash.clone(),
+            envelope_id,
+            peer: sender.clone(),
+            at: now,
+        });
+        self.store.commit(changes)?;
+        match problem {
+            // Handled and committed; reported, and the incoming row is gone.
+            Some(reason) => Ok(Err(Handled::Failed(reason))),
+            None => Ok(Ok(ack)),
+        }
+    }
+}

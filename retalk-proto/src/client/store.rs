@@ -1,0 +1,160 @@
+//! What a client keeps, as a domain-level, transactional trait.
+//!
+//! Reads are plain queries; every write is one [`Changes`] batch that the
+//! backend commits atomically. A batch is one logical step of the protocol
+//! (a ratchet advance together with the outbox entry it produced; a
+//! decrypted message together with its processed marker and its ack), so
+//! a crash can never leave half of one behind.
+
+use crate::ids::UserId;
+pub use crate::relay::StoreError;
+
+/// The account and its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityRecord {
+    /// vodozemac's encrypted account pickle.
+    pub account_pickle: String,
+    /// When a fallback key was last published (None: never).
+    pub fallback_published_at: Option<f64>,
+}
+
+/// One Olm session with a peer. A peer may have several.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub peer: UserId,
+    pub session_id: String,
+    /// vodozemac's encrypted session pickle.
+    pub pickle: String,
+    /// When this session last decrypted something (0 = never): the send
+    /// session is the one that most recently did.
+    pub last_received: f64,
+    pub created: f64,
+}
+
+/// What an outbox entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A message kept until the peer acks it, re-sent when due.
+    Message,
+    /// An ack; dropped once the relay has taken it.
+    Ack,
+}
+
+/// A ciphertext that must reach the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// Unique local key: the envelope id for messages, `ack/<peer>/<id>`
+    /// for acks.
+    pub key: String,
+    /// The envelope id (of the message, or of what an ack acknowledges).
+    pub envelope_id: String,
+    pub peer: UserId,
+    pub kind: OutboxKind,
+    pub mtype: i64,
+    pub body: String,
+    pub created: f64,
+    /// When it should next go to the relay.
+    pub next_attempt: f64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// A ciphertext already handled: its re-sent copies are re-acked, never
+/// surfaced twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedRecord {
+    /// sha256 hex of the body string.
+    pub hash: String,
+    pub envelope_id: String,
+    pub peer: UserId,
+    pub at: f64,
+}
+
+/// Mail fetched from the relay and kept until it is handled, so a failure
+/// half-way through a batch loses nothing that the relay already deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingRecord {
+    pub hash: String,
+    pub from: String,
+    pub mtype: i64,
+    pub body: String,
+    pub fetched_at: f64,
+}
+
+/// A decrypted message, durable before it is acked, kept until the
+/// application takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxRecord {
+    /// The body hash of the ciphertext it came in.
+    pub hash: String,
+    pub envelope_id: String,
+    pub from: UserId,
+    /// The sender's self-chosen name (unverified).
+    pub claimed_name: String,
+    pub text: String,
+    pub received_at: f64,
+}
+
+/// A saved peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub name: String,
+    pub id: UserId,
+    /// An explicit identity-key pin on top of the fingerprint.
+    pub pin: Option<String>,
+}
+
+/// One atomic batch of writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub identity: Option<IdentityRecord>,
+    pub sessions: Vec<SessionRecord>,
+    pub sessions_removed: Vec<(UserId, String)>,
+    /// Upserts by key.
+    pub outbox: Vec<OutboxEntry>,
+    pub outbox_removed: Vec<String>,
+    pub processed: Vec<ProcessedRecord>,
+    /// Forget processed markers older than this.
+    pub processed_forget_before: Option<f64>,
+    pub incoming: Vec<IncomingRecord>,
+    pub incoming_removed: Vec<String>,
+    pub inbox: Vec<InboxRecord>,
+    pub inbox_removed: Vec<String>,
+    pub contacts: Vec<Contact>,
+    pub contacts_removed: Vec<String>,
+    pub settings: Vec<(String, String)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// A client's state.
+pub trait Store: Send + Sync {
+    /// Held for every read-modify-write of the client, so operations from
+    /// several tasks or OS processes sharing one identity are serialised.
+    type Lock<'a>
+    where
+        Self: 'a;
+
+    fn lock(&self) -> Result<Self::Lock<'_>, StoreError>;
+
+    /// Commits a batch atomically and durably.
+    fn commit(&self, changes: Changes) -> Result<(), StoreError>;
+
+    fn identity(&self) -> Result<Option<IdentityRecord>, StoreError>;
+    /// The peer's sessions, most recently receiving first, then newest.
+    fn sessions(&self, peer: &UserId) -> Result<Vec<SessionRecord>, StoreError>;
+    fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Every outbox entry, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError>;
+    /// Fetched, unhandled mail in fetch order.
+    fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError>;
+    /// Decrypted, not yet taken messages in arrival order.
+    fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError>;
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+}

@@ -1,0 +1,190 @@
+//! What the relay keeps, as a domain-level trait.
+//!
+//! Every method is one atomic step of the protocol (claim one key, accept
+//! one message against the caps, hand over and delete a batch), so a
+//! backend can do it in one transaction and the relay never composes
+//! read-then-write sequences that could race.
+
+use crate::ids::UserId;
+use crate::wire::{ClaimedKey, KeyCounts, PublicKeys};
+
+/// A storage failure. Backends wrap their own errors; the relay answers
+/// them with a generic text and never leaks backend details to strangers.
+#[derive(Debug, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    pub fn msg(text: impl Into<String>) -> StoreError {
+        StoreError(text.into().into())
+    }
+}
+
+/// Outcome of adding keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Published,
+    /// The upload would leave more than the cap of unclaimed one-time keys;
+    /// nothing was stored.
+    TooManyKeys {
+        unclaimed: u64,
+    },
+}
+
+/// Outcome of claiming a peer's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(ClaimedKey),
+    /// No such user, or it never published keys.
+    UnknownPeer,
+    /// Known, with no one-time key left and no fallback key.
+    Exhausted,
+}
+
+/// A message to accept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub sender: UserId,
+    pub recipient: UserId,
+    pub mtype: i64,
+    pub body: String,
+    /// sha256 hex of `body`: the key of the 0.3.0 refusal gate.
+    pub body_hash: String,
+    pub ts: f64,
+}
+
+/// The caps and the refusal gate applied when accepting a message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryRules {
+    /// Undelivered messages per recipient; 0 = unlimited.
+    pub max_mailbox: u64,
+    /// Undelivered messages per (sender, recipient), only with a mailbox cap;
+    /// 0 = unlimited.
+    pub max_per_sender: u64,
+    /// Refusals recorded at or before this time no longer block.
+    pub refusals_expire_before: f64,
+}
+
+/// Outcome of accepting a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendOutcome {
+    Stored {
+        message_id: i64,
+    },
+    /// The recipient nacked this exact body; `sig` is their signed refusal.
+    Refused {
+        sig: String,
+    },
+    UnknownRecipient,
+    MailboxFull {
+        total: u64,
+    },
+    SenderFull {
+        from_sender: u64,
+    },
+}
+
+/// A queued message as handed over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub message_id: i64,
+    pub ts: f64,
+    pub sender: String,
+    pub mtype: i64,
+    pub body: String,
+}
+
+/// How much one `read_messages` hands over: at least one message when any
+/// is queued, then up to these bounds, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+/// Bounds on the 0.3.0 refusal table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefusalRules {
+    /// Refusals older than this are pruned.
+    pub expire_before: Option<f64>,
+    /// Per recipient; the oldest beyond it are evicted. 0 = unlimited.
+    pub max_per_recipient: u64,
+}
+
+/// An API key as listed to the operator (never the raw key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub key_hash: String,
+    pub label: String,
+    pub created: f64,
+    pub disabled: bool,
+}
+
+/// The relay's state.
+pub trait RelayStore: Send + Sync {
+    /// Records a nonce, first forgetting nonces used before `forget_before`.
+    /// Returns false when the nonce is already known (a replay). Must
+    /// survive a restart for durable backends.
+    fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError>;
+
+    /// Upserts the user's identity (creating the mailbox), adds one-time keys
+    /// (skipping exact duplicates of keys already held, so a retried upload
+    /// adds nothing twice), and replaces the fallback key when one is given;
+    /// unless the unclaimed one-time keys would exceed `max_unclaimed`.
+    fn publish_keys(
+        &self,
+        user: &UserId,
+        keys: &PublicKeys,
+        one_time_keys: &[(String, String)],
+        fallback_key: Option<&(String, String)>,
+        max_unclaimed: u64,
+    ) -> Result<PublishOutcome, StoreError>;
+
+    /// Unclaimed one-time keys and whether a fallback key is set (0/false
+    /// for an unknown user).
+    fn count_keys(&self, user: &UserId) -> Result<KeyCounts, StoreError>;
+
+    /// The user's published identity and signing keys.
+    fn get_keys(&self, user: &UserId) -> Result<Option<PublicKeys>, StoreError>;
+
+    /// Atomically takes the oldest unclaimed one-time key (never the same one
+    /// twice, under any concurrency), else the fallback key.
+    fn claim_key(&self, user: &UserId) -> Result<ClaimOutcome, StoreError>;
+
+    /// Accepts a message for a known recipient, applying the refusal gate
+    /// and the caps in one step. Caps reject; they never evict.
+    fn send_message(
+        &self,
+        message: &NewMessage,
+        rules: &DeliveryRules,
+    ) -> Result<SendOutcome, StoreError>;
+
+    /// Hands over the user's queued mail, oldest first, optionally only from
+    /// one sender; deletes what it returns unless `peek`, in the same step.
+    fn read_messages(
+        &self,
+        user: &UserId,
+        from: Option<&str>,
+        peek: bool,
+        limit: ReadLimit,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Records (or refreshes) the recipient's signed refusal of a body hash.
+    fn nack(
+        &self,
+        recipient: &UserId,
+        hash: &str,
+        sig: &str,
+        now: f64,
+        rules: &RefusalRules,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a non-disabled API key with this sha256 hex exists.
+    fn api_key_valid(&self, key_hash: &str) -> Result<bool, StoreError>;
+    fn api_key_create(&self, key_hash: &str, label: &str, now: f64) -> Result<(), StoreError>;
+    fn api_key_list(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Returns how many keys changed.
+    fn api_key_set_disabled(&self, key_hash: &str, disabled: bool) -> Result<u64, StoreError>;
+    /// Returns how many keys were deleted.
+    fn api_key_delete(&self, key_hash: &str) -> Result<u64, StoreError>;
+}
