@@ -1,0 +1,1 @@
+//! The relay: an axum server over `retalk_proto::relay`, its configuration and binary.

@@ -1,0 +1,1 @@
+//! The client `Transport` over HTTP (reqwest): the client side of the wire.
