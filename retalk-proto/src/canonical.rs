@@ -1,5 +1,7 @@
 //! Canonical JSON: Python's
-//! `json.dumps(args, sort_keys=True, separators=(",", ":"))`, byte for byte.
+//! `json.dumps(args, sort_keys=True, separators=(",", ":"))`, byte for byte:
+//! everything outside printable ASCII (DEL included, as Python does and the
+//! captured vectors show) is escaped as `\uXXXX`.
 //!
 //! Signatures cover `sha256(canon(args))`, so a single differing escape or
 //! number format makes every request from a Python client fail. The value is
@@ -149,7 +151,7 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' | '\u{7f}' => out.push(c),
+            ' '..='~' => out.push(c),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {

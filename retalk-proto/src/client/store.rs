@@ -158,3 +158,44 @@ pub trait Store: Send + Sync {
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    type Lock<'a>
+        = S::Lock<'a>
+    where
+        Self: 'a;
+
+    fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
+        (**self).lock()
+    }
+    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        (**self).commit(changes)
+    }
+    fn identity(&self) -> Result<Option<IdentityRecord>, StoreError> {
+        (**self).identity()
+    }
+    fn sessions(&self, peer: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        (**self).sessions(peer)
+    }
+    fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        (**self).outbox_entry(key)
+    }
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        (**self).outbox()
+    }
+    fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError> {
+        (**self).processed(hash)
+    }
+    fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
+        (**self).incoming()
+    }
+    fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
+        (**self).inbox()
+    }
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        (**self).contacts()
+    }
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        (**self).setting(key)
+    }
+}
