@@ -755,6 +755,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// seconds ago (0: all of them, as after moving to a new relay), and any
     /// acks still waiting. Each entry fails alone.
     pub async fn flush_outbox(&self, older_than: f64) -> Result<FlushReport, ClientError> {
+        // Acks for what we send must find us on this relay.
+        self.ensure_published().await?;
         let cutoff = self.clock.now() - older_than;
         let entries = self
             .store

@@ -52,7 +52,14 @@ impl MemoryRelayStore {
             .unwrap_or_default()
     }
 
-    /// Forgets everything about a user (a test's "wiped relay" or tampering).
+    /// (unclaimed one-time keys, has fallback) of a user, for tests.
+    pub fn count_keys_for(&self, user: &UserId) -> (u64, bool) {
+        self.count_keys(user)
+            .map(|c| (c.unclaimed, c.has_fallback))
+            .unwrap_or_default()
+    }
+
+    /// Replaces a user's published keys: a test's tampering relay.
     pub fn set_keys(&self, user: &UserId, keys: Option<PublicKeys>) {
         if let Ok(mut s) = self.state() {
             s.users.entry(user.clone()).or_default().keys = keys;
