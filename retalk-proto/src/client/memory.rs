@@ -31,6 +31,11 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many processed markers are kept (for tests of the bounds).
+    pub fn processed_count(&self) -> usize {
+        self.state().map(|s| s.processed.len()).unwrap_or_default()
+    }
+
     fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         self.state
             .lock()

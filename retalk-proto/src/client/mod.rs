@@ -815,6 +815,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// Each message is handled on its own: bad ones are reported and
     /// skipped, and mail that hit a passing failure is kept for next time.
     pub async fn receive(&self) -> Result<Inbox, ClientError> {
+        let mut inbox = self.fetch().await?;
+        inbox.messages = self.take_inbox()?;
+        Ok(inbox)
+    }
+
+    /// The first half of [`receive`](Self::receive): fetches, decrypts and
+    /// acks, leaving the messages in the store's inbox until
+    /// [`take_inbox`](Self::take_inbox). A message is durable there before
+    /// its ack leaves.
+    pub async fn fetch(&self) -> Result<Inbox, ClientError> {
         self.ensure_published().await?;
         let mut inbox = Inbox::default();
         for _ in 0..self.config.max_fetch_rounds.max(1) {
@@ -853,7 +863,6 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .filter(|e| e.kind == OutboxKind::Ack)
             .collect();
         self.flush(acks).await?;
-        inbox.messages = self.take_inbox()?;
         Ok(inbox)
     }
 
