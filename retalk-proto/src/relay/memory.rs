@@ -45,7 +45,7 @@ impl MemoryRelayStore {
             .map_err(|_| StoreError::msg("memory relay store poisoned"))
     }
 
-    /// Queued messages, for tests that look at what the relay holds.
+    /// Queued messages, for tests and demos that look at what the relay holds.
     pub fn queued(&self) -> Vec<StoredMessage> {
         self.state()
             .map(|s| s.messages.values().map(|(_, m)| m.clone()).collect())
