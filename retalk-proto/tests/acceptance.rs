@@ -1,6 +1,8 @@
 //! The original acceptance scenario, each step its own test, on a
 //! simulated clock with in-process relays.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

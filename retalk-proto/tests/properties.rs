@@ -1,5 +1,7 @@
 //! Property tests: canonical JSON and request signing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use retalk_proto::auth::Auth;
 use retalk_proto::canonical::{args_hash, canonical};

@@ -1,5 +1,7 @@
 //! Golden vectors captured from the Python packages (tests/data/).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use retalk_proto::auth::AuthError;
 use retalk_proto::canonical::{args_hash, canonical};
 use retalk_proto::ids::{fingerprint, UserId};

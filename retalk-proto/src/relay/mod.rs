@@ -347,7 +347,7 @@ impl<S: RelayStore> Relay<S> {
                     .map_err(|_| RelayError::BadNackSignature)?;
                 let rules = RefusalRules {
                     expire_before: (self.config.refused_ttl > 0.0)
-                        .then(|| now - self.config.refused_ttl),
+                        .then_some(now - self.config.refused_ttl),
                     max_per_recipient: self.config.max_refused,
                 };
                 self.store.nack(caller, &hash, &sig, now, &rules)?;

@@ -2,7 +2,7 @@
 //! in-memory stores, one simulated clock, and a transport that can fail on
 //! purpose.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
 use std::future::Future;
