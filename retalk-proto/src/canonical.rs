@@ -37,7 +37,7 @@ fn write_value(out: &mut String, value: &Value) {
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_string(out, s),
+        Value::String(s) => push_json_string(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -62,7 +62,7 @@ fn write_object(out: &mut String, map: &Map<String, Value>) {
         if i > 0 {
             out.push(',');
         }
-        write_string(out, k);
+        push_json_string(out, k);
         out.push(':');
         write_value(out, v);
     }
@@ -140,7 +140,9 @@ pub fn python_float_repr(x: f64) -> String {
     out
 }
 
-fn write_string(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string the way Python writes it with
+/// `ensure_ascii` (the default of `json.dumps`).
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

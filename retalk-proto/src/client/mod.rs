@@ -128,6 +128,10 @@ impl ClientError {
 /// A message delivered to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
+    /// Local key of the message (the hash of its ciphertext), for
+    /// [`Client::confirm_taken`].
+    pub key: String,
+    /// The sender's envelope id.
     pub id: String,
     pub from: UserId,
     /// Saved name, else `~claimed`, else empty.
@@ -889,32 +893,42 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
 
     /// Hands the decrypted messages to the application, removing them.
     pub fn take_inbox(&self) -> Result<Vec<Received>, ClientError> {
-        let _lock = self.store.lock()?;
+        let messages = self.pending_messages()?;
+        self.confirm_taken(messages.iter().map(|m| m.key.clone()).collect())?;
+        Ok(messages)
+    }
+
+    /// The decrypted messages not yet taken, oldest first, without removing
+    /// them: an application that must not lose one (a printer to a pipe
+    /// that may close) confirms each with [`confirm_taken`](Self::confirm_taken)
+    /// after handling it.
+    pub fn pending_messages(&self) -> Result<Vec<Received>, ClientError> {
         let records = self.store.inbox()?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let contacts = self.store.contacts()?;
-        let saved = |id: &UserId| {
-            contacts
-                .iter()
-                .find(|c| &c.id == id)
-                .map(|c| c.name.as_str())
-        };
-        let out = records
-            .iter()
+        let saved = |id: &UserId| contacts.iter().find(|c| &c.id == id).map(|c| c.name.as_str());
+        Ok(records
+            .into_iter()
             .map(|r| Received {
-                id: r.envelope_id.clone(),
-                from: r.from.clone(),
                 name: display_name(saved(&r.from), &r.claimed_name),
-                text: r.text.clone(),
+                key: r.hash,
+                id: r.envelope_id,
+                from: r.from,
+                text: r.text,
             })
-            .collect();
-        self.store.commit(Changes {
-            inbox_removed: records.into_iter().map(|r| r.hash).collect(),
-            ..Changes::default()
-        })?;
-        Ok(out)
+            .collect())
+    }
+
+    /// Removes handled messages (by [`Received::key`]) from the inbox.
+    pub fn confirm_taken(&self, keys: Vec<String>) -> Result<(), ClientError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.store.lock()?;
+        self.store.commit(Changes { inbox_removed: keys, ..Changes::default() })?;
+        Ok(())
     }
 
     /// Handles one fetched message. Only store failures are errors; every
