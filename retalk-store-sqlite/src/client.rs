@@ -1,0 +1,856 @@
+//! A client's state on SQLite: one `store.db` per identity folder.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fs4::fs_std::FileExt;
+use retalk_proto::client::{
+    Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
+    ProcessedRecord, SessionRecord, Store, StoreError,
+};
+use retalk_proto::ids::UserId;
+use retalk_proto::olm::{self, PickleKey};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use crate::conn::{self, db_err, finite, io_err};
+
+/// The database file in an identity folder (the name Python retalk uses).
+pub const STORE_FILE: &str = "store.db";
+
+/// `PRAGMA user_version` of the schema below. 0 is an empty file or a
+/// Python retalk store (which never sets it).
+const SCHEMA_VERSION: i64 = 1;
+
+/// The value left under `meta.account`: Python retalk reads its account
+/// pickle there, fails to decrypt this, and refuses to open the folder
+/// ("could not unlock the identity") instead of silently creating a new
+/// identity next to ours.
+const PYTHON_TOMBSTONE: &str =
+    "retalk-rs: this identity folder was upgraded to the Rust retalk and cannot be opened by Python retalk";
+
+/// The peer recorded for a processed marker migrated from Python retalk
+/// 0.0.1 when its sender cannot be known (see the crate docs).
+pub const UNKNOWN_PEER: &str = "00000000000000000000000000000000";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS identity(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    account_pickle TEXT NOT NULL,
+    fallback_published_at REAL
+);
+CREATE TABLE IF NOT EXISTS settings(
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions(
+    peer TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    pickle TEXT NOT NULL,
+    last_received REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (peer, session_id)
+);
+CREATE TABLE IF NOT EXISTS outbox(
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    envelope_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'ack')),
+    mtype INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    next_attempt REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS processed(
+    hash TEXT PRIMARY KEY,
+    envelope_id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS processed_at ON processed(at);
+CREATE TABLE IF NOT EXISTS incoming(
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    mtype INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    fetched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox(
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    envelope_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    claimed_name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts(
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    pin TEXT
+);
+CREATE TABLE IF NOT EXISTS meta(
+    k TEXT PRIMARY KEY,
+    v TEXT
+);
+";
+
+/// The tables of a Python retalk 0.0.1 `store.db` (`peers` comes from its
+/// CLI); renamed out of the way, imported, then dropped.
+const PYTHON_TABLES: [&str; 5] = ["meta", "sessions", "outbox", "processed", "peers"];
+
+/// A client [`Store`] in an identity folder's `store.db`.
+///
+/// Reads and commits share one connection; every [`commit`](Store::commit)
+/// is one `BEGIN IMMEDIATE` transaction, fsynced (`synchronous=FULL`)
+/// before it returns. [`lock`](Store::lock) takes an exclusive `flock` on
+/// `store.db.lock` — the lock file Python retalk uses — so operations from
+/// several threads or OS processes sharing the identity are serialised.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    lock_file: Mutex<File>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds the store's exclusive lock (in-process and on `store.db.lock`)
+/// until dropped.
+pub struct StoreLock<'a> {
+    file: MutexGuard<'a, File>,
+}
+
+impl Drop for StoreLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; the file stays open for
+        // the next lock, so release it explicitly.
+        let _ = FileExt::unlock(&*self.file);
+    }
+}
+
+impl std::fmt::Debug for StoreLock<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLock")
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn corrupt(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, format!("{what}: {value:?}"), rusqlite::types::Type::Text)
+}
+
+fn user_id(value: String) -> rusqlite::Result<UserId> {
+    UserId::try_from(value).map_err(|e| corrupt("not a user id in store.db", &e.0))
+}
+
+fn kind_text(kind: OutboxKind) -> &'static str {
+    match kind {
+        OutboxKind::Message => "message",
+        OutboxKind::Ack => "ack",
+    }
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    let kind: String = r.get(3)?;
+    Ok(OutboxEntry {
+        key: r.get(0)?,
+        envelope_id: r.get(1)?,
+        peer: user_id(r.get(2)?)?,
+        kind: match kind.as_str() {
+            "message" => OutboxKind::Message,
+            "ack" => OutboxKind::Ack,
+            other => return Err(corrupt("unknown outbox kind", other)),
+        },
+        mtype: r.get(4)?,
+        body: r.get(5)?,
+        created: r.get(6)?,
+        next_attempt: r.get(7)?,
+        attempts: r.get(8)?,
+        last_error: r.get(9)?,
+    })
+}
+
+const OUTBOX_COLUMNS: &str =
+    "key, envelope_id, peer, kind, mtype, body, created, next_attempt, attempts, last_error";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        peer: user_id(r.get(0)?)?,
+        session_id: r.get(1)?,
+        pickle: r.get(2)?,
+        last_received: r.get(3)?,
+        created: r.get(4)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens the identity folder `dir` (created, owner-only, if missing),
+    /// i.e. its `store.db`, creating the schema, or upgrading a Python
+    /// retalk 0.0.1 store in place (one way; see the crate docs).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(io_err)?;
+        }
+        Self::open_path(dir.join(STORE_FILE))
+    }
+
+    /// Opens a store database by its path; the lock file is the path plus
+    /// `.lock`.
+    pub fn open_path(db: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = db.as_ref().to_path_buf();
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err)?;
+        // Create and upgrade under the identity's lock, so no other process
+        // (ours or Python retalk's) works on the folder half-way through.
+        FileExt::lock_exclusive(&lock_file).map_err(io_err)?;
+        let opened = Self::open_locked(&path);
+        let _ = FileExt::unlock(&lock_file);
+        let conn = opened?;
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+            lock_file: Mutex::new(lock_file),
+        })
+    }
+
+    fn open_locked(path: &Path) -> Result<Connection, StoreError> {
+        if !path.exists() {
+            // An empty file is an empty database; creating it ourselves
+            // makes it (and the WAL SQLite derives from it) owner-only.
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        let mut conn = conn::open(path)?;
+        upgrade(&mut conn)?;
+        Ok(conn)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        // A panic while holding the connection rolled its transaction back
+        // (the `Transaction` drops); the data lives in SQLite, so go on.
+        Ok(self.conn.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&*self.conn()?).map_err(db_err)
+    }
+
+    /// Which store this one was upgraded from (e.g. `"python retalk 0.0.1"`),
+    /// if it was.
+    pub fn migrated_from(&self) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT v FROM meta WHERE k = 'retalk_rs_migrated_from'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Gives the sessions migrated from Python retalk 0.0.1 — stored with
+    /// an empty `session_id`, since the id is inside the encrypted pickle —
+    /// their real session ids, which needs the secret. Call it once after
+    /// unlocking the identity; pre-key messages are matched to sessions by
+    /// id. Returns how many sessions were re-keyed. A pickle that does not
+    /// open with `key` is an error and nothing is changed.
+    pub fn rekey_legacy_sessions(&self, key: &PickleKey) -> Result<usize, StoreError> {
+        let _lock = self.lock()?;
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let legacy: Vec<SessionRecord> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT peer, session_id, pickle, last_received, created FROM sessions \
+                     WHERE session_id = ''",
+                )
+                .map_err(db_err)?;
+            let rows = stmt.query_map([], session_row).map_err(db_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
+        };
+        for rec in &legacy {
+            let session = olm::unpickle_session(&rec.pickle, key).map_err(|_| {
+                StoreError::msg(format!(
+                    "a session with {} migrated from Python retalk does not open with this secret",
+                    rec.peer
+                ))
+            })?;
+            tx.execute(
+                "DELETE FROM sessions WHERE peer = ?1 AND session_id = ''",
+                [rec.peer.as_str()],
+            )
+            .map_err(db_err)?;
+            // A session already stored under its real id is newer: keep it.
+            tx.execute(
+                "INSERT INTO sessions(peer, session_id, pickle, last_received, created) \
+                 VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(peer, session_id) DO NOTHING",
+                params![
+                    rec.peer.as_str(),
+                    session.session_id(),
+                    rec.pickle,
+                    rec.last_received,
+                    rec.created
+                ],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(legacy.len())
+    }
+}
+
+fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    tx.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .exists([name])
+}
+
+fn columns(tx: &Transaction<'_>, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = tx.prepare(&format!("PRAGMA table_info(\"{table}\")"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    rows.collect()
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] in one transaction.
+fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version != 0 {
+        return Err(StoreError::msg(format!(
+            "store.db has schema version {version}; this retalk knows version {SCHEMA_VERSION} \
+             (written by a newer retalk?)"
+        )));
+    }
+    let from_python = table_exists(&tx, "meta").map_err(db_err)?
+        && !table_exists(&tx, "identity").map_err(db_err)?;
+    if from_python {
+        for t in PYTHON_TABLES {
+            if table_exists(&tx, t).map_err(db_err)? {
+                tx.execute_batch(&format!("ALTER TABLE \"{t}\" RENAME TO \"legacy_{t}\""))
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    tx.execute_batch(SCHEMA).map_err(db_err)?;
+    if from_python {
+        import_python(&tx).map_err(db_err)?;
+        for t in PYTHON_TABLES {
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS \"legacy_{t}\""))
+                .map_err(db_err)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(k, v) VALUES('retalk_rs_migrated_from', 'python retalk 0.0.1'), \
+             ('retalk_rs_migrated_at', ?1)",
+            [unix_now().to_string()],
+        )
+        .map_err(db_err)?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta(k, v) VALUES('account', ?1)",
+        [PYTHON_TOMBSTONE],
+    )
+    .map_err(db_err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db_err)?;
+    tx.commit().map_err(db_err)
+}
+
+/// Copies a Python retalk 0.0.1 store (tables renamed to `legacy_*`) into
+/// the schema. Tolerates the 0.3.0 shapes of `sessions` (with `sid`, `used`)
+/// and `peers` (keyed by `fingerprint`). Rows naming a peer that is not a
+/// user id cannot be represented and are skipped.
+fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let now = unix_now();
+    // meta: the account, its fallback time; every other key is a setting
+    // (0.0.1 has `name` and `server_url`, which the client reads as such).
+    let mut account = None;
+    let mut fallback_ts = None;
+    let mut settings = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT k, v FROM legacy_meta")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })?;
+        for row in rows {
+            let (Some(k), Some(v)) = row? else { continue };
+            match k.as_str() {
+                "account" => account = Some(v),
+                "fallback_ts" => fallback_ts = v.trim().parse::<f64>().ok(),
+                _ => settings.push((k, v)),
+            }
+        }
+    }
+    if let Some(pickle) = account {
+        tx.execute(
+            "INSERT INTO identity(id, account_pickle, fallback_published_at) VALUES(1, ?1, ?2)",
+            params![pickle, fallback_ts],
+        )?;
+    }
+    for (k, v) in settings {
+        tx.execute(
+            "INSERT OR REPLACE INTO settings(k, v) VALUES(?1, ?2)",
+            params![k, v],
+        )?;
+    }
+
+    // sessions: one per peer, keyed by peer; the session id is inside the
+    // encrypted pickle, so it is left empty (see rekey_legacy_sessions).
+    let mut session_peers = Vec::new();
+    if table_exists(tx, "legacy_sessions")? {
+        let cols = columns(tx, "legacy_sessions")?;
+        let sid = if cols.iter().any(|c| c == "sid") {
+            "sid"
+        } else {
+            "''"
+        };
+        let used = if cols.iter().any(|c| c == "used") {
+            "used"
+        } else {
+            "0"
+        };
+        let mut stmt = tx.prepare(&format!(
+            "SELECT peer, {sid}, blob, {used} FROM legacy_sessions"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<f64>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (Some(peer), sid, Some(blob), used) = row? else {
+                continue;
+            };
+            let Ok(peer) = UserId::try_from(peer) else {
+                continue;
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO sessions(peer, session_id, pickle, last_received, created) \
+                 VALUES(?1, ?2, ?3, ?4, 0)",
+                params![peer.as_str(), sid.unwrap_or_default(), blob, used.unwrap_or(0.0)],
+            )?;
+            if !session_peers.contains(&peer) {
+                session_peers.push(peer);
+            }
+        }
+    }
+
+    // outbox: sent, unacknowledged messages, due for a resend.
+    if table_exists(tx, "legacy_outbox")? {
+        let mut stmt = tx.prepare("SELECT id, peer, mtype, body, ts FROM legacy_outbox")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<f64>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (Some(id), Some(peer), Some(mtype), Some(body), ts) = row? else {
+                continue;
+            };
+            let Ok(peer) = UserId::try_from(peer) else {
+                continue;
+            };
+            let created = ts.unwrap_or(now);
+            insert_outbox(
+                tx,
+                &OutboxEntry {
+                    key: id.clone(),
+                    envelope_id: id,
+                    peer,
+                    kind: OutboxKind::Message,
+                    mtype,
+                    body,
+                    created,
+                    next_attempt: created,
+                    attempts: 1,
+                    last_error: None,
+                },
+            )?;
+        }
+    }
+
+    // processed: hash -> envelope id. Python kept no sender; every processed
+    // message came on a stored session (0.0.1 never deletes sessions), so
+    // with a single session peer that is the sender; otherwise UNKNOWN_PEER.
+    if table_exists(tx, "legacy_processed")? {
+        let peer = match session_peers.as_slice() {
+            [only] => only.as_str().to_owned(),
+            _ => UNKNOWN_PEER.to_owned(),
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO processed(hash, envelope_id, peer, at) \
+             SELECT hash, COALESCE(msg_id, ''), ?1, ?2 FROM legacy_processed WHERE hash IS NOT NULL",
+            params![peer, now],
+        )?;
+    }
+
+    // peers -> contacts (0.0.1: name, id, pin; 0.3.0: fingerprint, name,
+    // identity_key, signing_key).
+    if table_exists(tx, "legacy_peers")? {
+        let cols = columns(tx, "legacy_peers")?;
+        let sql = if cols.iter().any(|c| c == "fingerprint") {
+            "SELECT COALESCE(name, fingerprint), fingerprint, identity_key FROM legacy_peers"
+        } else {
+            "SELECT name, id, pin FROM legacy_peers"
+        };
+        let mut stmt = tx.prepare(sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (Some(name), Some(id), pin) = row? else {
+                continue;
+            };
+            let Ok(id) = UserId::try_from(id) else {
+                continue;
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO contacts(name, id, pin) VALUES(?1, ?2, ?3)",
+                params![name, id.as_str(), pin.filter(|p| !p.is_empty())],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox(key, envelope_id, peer, kind, mtype, body, created, next_attempt, \
+         attempts, last_error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT(key) DO UPDATE SET envelope_id = excluded.envelope_id, \
+         peer = excluded.peer, kind = excluded.kind, mtype = excluded.mtype, \
+         body = excluded.body, created = excluded.created, \
+         next_attempt = excluded.next_attempt, attempts = excluded.attempts, \
+         last_error = excluded.last_error",
+    )?
+    .execute(params![
+        e.key,
+        e.envelope_id,
+        e.peer.as_str(),
+        kind_text(e.kind),
+        e.mtype,
+        e.body,
+        finite(e.created),
+        finite(e.next_attempt),
+        e.attempts,
+        e.last_error,
+    ])?;
+    Ok(())
+}
+
+/// Applies a batch inside a transaction, in the order the memory store
+/// does: for each table upserts first, then removals.
+fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
+    if let Some(i) = &c.identity {
+        tx.prepare_cached(
+            "INSERT INTO identity(id, account_pickle, fallback_published_at) VALUES(1, ?1, ?2) \
+             ON CONFLICT(id) DO UPDATE SET account_pickle = excluded.account_pickle, \
+             fallback_published_at = excluded.fallback_published_at",
+        )?
+        .execute(params![
+            i.account_pickle,
+            i.fallback_published_at.map(finite)
+        ])?;
+    }
+    for s in &c.sessions {
+        tx.prepare_cached(
+            "INSERT INTO sessions(peer, session_id, pickle, last_received, created) \
+             VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(peer, session_id) DO UPDATE SET \
+             pickle = excluded.pickle, last_received = excluded.last_received, \
+             created = excluded.created",
+        )?
+        .execute(params![
+            s.peer.as_str(),
+            s.session_id,
+            s.pickle,
+            finite(s.last_received),
+            finite(s.created)
+        ])?;
+    }
+    for (peer, id) in &c.sessions_removed {
+        tx.prepare_cached("DELETE FROM sessions WHERE peer = ?1 AND session_id = ?2")?
+            .execute(params![peer.as_str(), id])?;
+    }
+    for e in &c.outbox {
+        insert_outbox(tx, e)?;
+    }
+    for k in &c.outbox_removed {
+        tx.prepare_cached("DELETE FROM outbox WHERE key = ?1")?
+            .execute([k])?;
+    }
+    if let Some(before) = c.processed_forget_before {
+        tx.prepare_cached("DELETE FROM processed WHERE at < ?1")?
+            .execute([finite(before)])?;
+    }
+    for p in &c.processed {
+        tx.prepare_cached(
+            "INSERT INTO processed(hash, envelope_id, peer, at) VALUES(?1, ?2, ?3, ?4) \
+             ON CONFLICT(hash) DO UPDATE SET envelope_id = excluded.envelope_id, \
+             peer = excluded.peer, at = excluded.at",
+        )?
+        .execute(params![
+            p.hash,
+            p.envelope_id,
+            p.peer.as_str(),
+            finite(p.at)
+        ])?;
+    }
+    for i in &c.incoming {
+        // The first copy of a body wins and keeps its place.
+        tx.prepare_cached(
+            "INSERT INTO incoming(hash, sender, mtype, body, fetched_at) \
+             VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(hash) DO NOTHING",
+        )?
+        .execute(params![
+            i.hash,
+            i.from,
+            i.mtype,
+            i.body,
+            finite(i.fetched_at)
+        ])?;
+    }
+    for k in &c.incoming_removed {
+        tx.prepare_cached("DELETE FROM incoming WHERE hash = ?1")?
+            .execute([k])?;
+    }
+    for m in &c.inbox {
+        tx.prepare_cached(
+            "INSERT INTO inbox(hash, envelope_id, sender, claimed_name, text, received_at) \
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hash) DO NOTHING",
+        )?
+        .execute(params![
+            m.hash,
+            m.envelope_id,
+            m.from.as_str(),
+            m.claimed_name,
+            m.text,
+            finite(m.received_at)
+        ])?;
+    }
+    for k in &c.inbox_removed {
+        tx.prepare_cached("DELETE FROM inbox WHERE hash = ?1")?
+            .execute([k])?;
+    }
+    for ct in &c.contacts {
+        tx.prepare_cached(
+            "INSERT INTO contacts(name, id, pin) VALUES(?1, ?2, ?3) \
+             ON CONFLICT(name) DO UPDATE SET id = excluded.id, pin = excluded.pin",
+        )?
+        .execute(params![ct.name, ct.id.as_str(), ct.pin])?;
+    }
+    for k in &c.contacts_removed {
+        tx.prepare_cached("DELETE FROM contacts WHERE name = ?1")?
+            .execute([k])?;
+    }
+    for (k, v) in &c.settings {
+        tx.prepare_cached(
+            "INSERT INTO settings(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+        )?
+        .execute(params![k, v])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    type Lock<'a> = StoreLock<'a>;
+
+    fn lock(&self) -> Result<StoreLock<'_>, StoreError> {
+        // A holder that panicked released the file lock as it unwound.
+        let file = self.lock_file.lock().unwrap_or_else(|e| e.into_inner());
+        FileExt::lock_exclusive(&*file).map_err(io_err)?;
+        Ok(StoreLock { file })
+    }
+
+    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        apply(&tx, &changes).map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn identity(&self) -> Result<Option<IdentityRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT account_pickle, fallback_published_at FROM identity WHERE id = 1",
+            )?
+            .query_row([], |r| {
+                Ok(IdentityRecord {
+                    account_pickle: r.get(0)?,
+                    fallback_published_at: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn sessions(&self, peer: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT peer, session_id, pickle, last_received, created FROM sessions \
+                 WHERE peer = ?1 ORDER BY last_received DESC, created DESC, session_id",
+            )?;
+            let rows = stmt.query_map([peer.as_str()], session_row)?;
+            rows.collect()
+        })
+    }
+
+    fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE key = ?1"
+            ))?
+            .query_row([key], outbox_row)
+            .optional()
+        })
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY seq"))?;
+            let rows = stmt.query_map([], outbox_row)?;
+            rows.collect()
+        })
+    }
+
+    fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT hash, envelope_id, peer, at FROM processed WHERE hash = ?1")?
+                .query_row([hash], |r| {
+                    Ok(ProcessedRecord {
+                        hash: r.get(0)?,
+                        envelope_id: r.get(1)?,
+                        peer: user_id(r.get(2)?)?,
+                        at: r.get(3)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT hash, sender, mtype, body, fetched_at FROM incoming ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(IncomingRecord {
+                    hash: r.get(0)?,
+                    from: r.get(1)?,
+                    mtype: r.get(2)?,
+                    body: r.get(3)?,
+                    fetched_at: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT hash, envelope_id, sender, claimed_name, text, received_at FROM inbox \
+                 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(InboxRecord {
+                    hash: r.get(0)?,
+                    envelope_id: r.get(1)?,
+                    from: user_id(r.get(2)?)?,
+                    claimed_name: r.get(3)?,
+                    text: r.get(4)?,
+                    received_at: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT name, id, pin FROM contacts ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Contact {
+                    name: r.get(0)?,
+                    id: user_id(r.get(1)?)?,
+                    pin: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT v FROM settings WHERE k = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()
+        })
+    }
+}

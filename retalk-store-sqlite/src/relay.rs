@@ -1,0 +1,575 @@
+//! The relay's state on SQLite, in the Python relay's own tables.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use retalk_proto::ids::UserId;
+use retalk_proto::relay::{
+    ApiKeyRecord, ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, RefusalRules,
+    RelayStore, SendOutcome, StoreError, StoredMessage,
+};
+use retalk_proto::wire::{ClaimedKey, KeyCounts, PublicKeys};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::conn::{self, db_err, finite};
+
+/// The Python relay's tables, verbatim from `retalk==0.3.0`'s `server.py`
+/// (0.0.1 has the first four), then the indexes of the hot paths. Indexes
+/// are invisible to the Python relay, so the file stays a drop-in for it.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users(
+    id TEXT PRIMARY KEY,
+    identity_key TEXT,
+    signing_key TEXT,
+    fallback_key_id TEXT,
+    fallback_key TEXT
+);
+CREATE TABLE IF NOT EXISTS otks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT,
+    key_id TEXT,
+    key TEXT,
+    claimed INT DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL,
+    sender TEXT,
+    recipient TEXT,
+    mtype INT,
+    body TEXT
+);
+CREATE TABLE IF NOT EXISTS nonces(
+    nonce TEXT PRIMARY KEY,
+    ts REAL
+);
+CREATE TABLE IF NOT EXISTS api_keys(
+    key_hash TEXT PRIMARY KEY,
+    label TEXT,
+    created REAL,
+    disabled INT DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS refused(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT,
+    hash TEXT,
+    sig TEXT,
+    ts REAL,
+    UNIQUE(recipient, hash)
+);
+CREATE INDEX IF NOT EXISTS otks_owner_claimed ON otks(owner, claimed, id);
+CREATE INDEX IF NOT EXISTS messages_recipient ON messages(recipient, id);
+CREATE INDEX IF NOT EXISTS messages_recipient_sender ON messages(recipient, sender, id);
+CREATE INDEX IF NOT EXISTS nonces_ts ON nonces(ts);
+CREATE INDEX IF NOT EXISTS refused_recipient ON refused(recipient, id);
+CREATE INDEX IF NOT EXISTS refused_ts ON refused(ts);
+";
+
+/// Idle connections kept for reuse. Requests beyond this many at once open
+/// a connection of their own (about 50 µs) and close it afterwards; SQLite
+/// serialises the writers anyway, so more idle connections buy nothing.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+/// A [`RelayStore`] on one SQLite file, laid out exactly as the Python
+/// relay's `server.db`: an operator can stop a Python relay and start one
+/// on this store over the same file, and inspect or edit it with `sqlite3`
+/// while the relay runs (nothing is cached across requests).
+///
+/// Safe to share between threads: each call borrows a connection from a
+/// small pool, and every write is one `BEGIN IMMEDIATE` transaction, so
+/// concurrent writers queue on SQLite's write lock (with a busy timeout)
+/// rather than fail or interleave.
+pub struct SqliteRelayStore {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    pool_size: usize,
+}
+
+impl std::fmt::Debug for SqliteRelayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteRelayStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn user_text(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    // Operators may have hand-edited rows; read NULL and '' alike as unset.
+    Ok(row.get::<_, Option<String>>(i)?.filter(|s| !s.is_empty()))
+}
+
+impl SqliteRelayStore {
+    /// Opens (creating if missing) a relay database, including one written
+    /// by the Python relay (0.0.1 or 0.3.0): its tables are created if
+    /// missing, indexes are added, and the file is switched to WAL.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_pool(path, DEFAULT_POOL_SIZE)
+    }
+
+    /// [`open`](Self::open) with a chosen number of idle connections.
+    pub fn open_with_pool(path: impl AsRef<Path>, pool_size: usize) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = conn::open(&path)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        tx.execute_batch(SCHEMA).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        let store = Self {
+            path,
+            idle: Mutex::new(Vec::with_capacity(pool_size)),
+            pool_size: pool_size.max(1),
+        };
+        store.idle_list()?.push(conn);
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn idle_list(&self) -> Result<MutexGuard<'_, Vec<Connection>>, StoreError> {
+        self.idle
+            .lock()
+            .map_err(|_| StoreError::msg("sqlite relay store: connection pool poisoned"))
+    }
+
+    /// Runs `f` on a connection borrowed from the pool, returned after.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let reused = self.idle_list()?.pop();
+        let mut conn = match reused {
+            Some(c) => c,
+            None => conn::open(&self.path)?,
+        };
+        let out = f(&mut conn);
+        // A connection left inside a transaction (never, barring a bug) is
+        // closed, which rolls it back, rather than handed to the next caller.
+        if conn.is_autocommit() {
+            let mut idle = self.idle_list()?;
+            if idle.len() < self.pool_size {
+                idle.push(conn);
+            }
+        }
+        out
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: it holds the write
+    /// lock from the first read, so read-then-write steps never race.
+    /// Commits when `f` returns `Ok((value, true))`, rolls back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
+    ) -> Result<T, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let (value, commit) = f(&tx).map_err(db_err)?;
+            if commit {
+                tx.commit().map_err(db_err)?;
+            } else {
+                tx.rollback().map_err(db_err)?;
+            }
+            Ok(value)
+        })
+    }
+
+    /// Runs `f` on one connection outside any explicit transaction (a
+    /// single statement is its own consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        self.with_conn(|conn| f(conn).map_err(db_err))
+    }
+}
+
+impl RelayStore for SqliteRelayStore {
+    fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM nonces WHERE ts < ?1")?
+                .execute([finite(forget_before)])?;
+            let added = tx
+                .prepare_cached("INSERT OR IGNORE INTO nonces(nonce, ts) VALUES(?1, ?2)")?
+                .execute(params![nonce, finite(now)])?;
+            Ok((added == 1, true))
+        })
+    }
+
+    fn publish_keys(
+        &self,
+        user: &UserId,
+        keys: &PublicKeys,
+        one_time_keys: &[(String, String)],
+        fallback_key: Option<&(String, String)>,
+        max_unclaimed: u64,
+    ) -> Result<PublishOutcome, StoreError> {
+        let owner = user.as_str();
+        self.write(|tx| {
+            let unclaimed: u64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM otks WHERE owner = ?1 AND claimed = 0")?
+                .query_row([owner], |r| r.get(0))?;
+            // Every key this owner holds, claimed (by a Python relay) or not:
+            // a retried upload adds nothing twice, and a key once handed out
+            // is never offered again.
+            let mut held: HashSet<(String, String)> = HashSet::new();
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT key_id, key FROM otks WHERE owner = ?1")?;
+                let rows = stmt.query_map([owner], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
+                })?;
+                for row in rows {
+                    held.insert(row?);
+                }
+            }
+            let fresh: Vec<&(String, String)> = one_time_keys
+                .iter()
+                .filter(|k| held.insert((*k).clone()))
+                .collect();
+            if unclaimed + fresh.len() as u64 > max_unclaimed {
+                return Ok((PublishOutcome::TooManyKeys { unclaimed }, false));
+            }
+            tx.prepare_cached(
+                "INSERT INTO users(id, identity_key, signing_key) VALUES(?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET identity_key = excluded.identity_key, \
+                 signing_key = excluded.signing_key",
+            )?
+            .execute(params![owner, keys.identity_key, keys.signing_key])?;
+            if let Some((key_id, key)) = fallback_key {
+                tx.prepare_cached(
+                    "UPDATE users SET fallback_key_id = ?1, fallback_key = ?2 WHERE id = ?3",
+                )?
+                .execute(params![key_id, key, owner])?;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO otks(owner, key_id, key, claimed) VALUES(?1, ?2, ?3, 0)",
+            )?;
+            for (key_id, key) in fresh {
+                insert.execute(params![owner, key_id, key])?;
+            }
+            Ok((PublishOutcome::Published, true))
+        })
+    }
+
+    fn count_keys(&self, user: &UserId) -> Result<KeyCounts, StoreError> {
+        // One statement: one consistent snapshot.
+        let (unclaimed, fallback): (u64, Option<String>) = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM otks WHERE owner = ?1 AND claimed = 0), \
+                        (SELECT fallback_key FROM users WHERE id = ?1)",
+            )?
+            .query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        })?;
+        Ok(KeyCounts {
+            unclaimed,
+            has_fallback: fallback.is_some_and(|f| !f.is_empty()),
+        })
+    }
+
+    fn get_keys(&self, user: &UserId) -> Result<Option<PublicKeys>, StoreError> {
+        let row = self.read(|conn| {
+            conn.prepare_cached("SELECT identity_key, signing_key FROM users WHERE id = ?1")?
+                .query_row([user.as_str()], |r| {
+                    Ok((user_text(r, 0)?, user_text(r, 1)?))
+                })
+                .optional()
+        })?;
+        Ok(match row {
+            Some((Some(identity_key), Some(signing_key))) => Some(PublicKeys {
+                identity_key,
+                signing_key,
+            }),
+            _ => None,
+        })
+    }
+
+    fn claim_key(&self, user: &UserId) -> Result<ClaimOutcome, StoreError> {
+        let id = user.as_str();
+        self.write(|tx| {
+            let row = tx
+                .prepare_cached(
+                    "SELECT identity_key, signing_key, fallback_key_id, fallback_key \
+                     FROM users WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        user_text(r, 0)?,
+                        user_text(r, 1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        user_text(r, 3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((Some(identity_key), Some(signing_key), fallback_id, fallback)) = row else {
+                return Ok((ClaimOutcome::UnknownPeer, false));
+            };
+            // The oldest unclaimed key, taken and deleted in one statement
+            // under the write lock: it cannot be handed out twice, and
+            // claimed keys do not pile up.
+            let otk = tx
+                .prepare_cached(
+                    "DELETE FROM otks WHERE id = (SELECT id FROM otks \
+                     WHERE owner = ?1 AND claimed = 0 ORDER BY id LIMIT 1) \
+                     RETURNING key_id, key",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
+                })
+                .optional()?;
+            if let Some((key_id, one_time_key)) = otk {
+                let claimed = ClaimedKey {
+                    identity_key,
+                    signing_key,
+                    key_id,
+                    one_time_key,
+                    fallback: false,
+                };
+                return Ok((ClaimOutcome::Claimed(claimed), true));
+            }
+            Ok((
+                match fallback {
+                    Some(one_time_key) => ClaimOutcome::Claimed(ClaimedKey {
+                        identity_key,
+                        signing_key,
+                        key_id: fallback_id.unwrap_or_default(),
+                        one_time_key,
+                        fallback: true,
+                    }),
+                    None => ClaimOutcome::Exhausted,
+                },
+                false,
+            ))
+        })
+    }
+
+    fn send_message(
+        &self,
+        m: &NewMessage,
+        rules: &DeliveryRules,
+    ) -> Result<SendOutcome, StoreError> {
+        let to = m.recipient.as_str();
+        let sender = m.sender.as_str();
+        self.write(|tx| {
+            let known = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+                .exists([to])?;
+            if !known {
+                return Ok((SendOutcome::UnknownRecipient, false));
+            }
+            let refused: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT sig FROM refused WHERE recipient = ?1 AND hash = ?2 AND ts > ?3",
+                )?
+                .query_row(
+                    params![to, m.body_hash, finite(rules.refusals_expire_before)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(sig) = refused {
+                let sig = sig.unwrap_or_default();
+                return Ok((SendOutcome::Refused { sig }, false));
+            }
+            if rules.max_mailbox > 0 {
+                let total: u64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1")?
+                    .query_row([to], |r| r.get(0))?;
+                if total >= rules.max_mailbox {
+                    return Ok((SendOutcome::MailboxFull { total }, false));
+                }
+                if rules.max_per_sender > 0 {
+                    let from_sender: u64 = tx
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND sender = ?2",
+                        )?
+                        .query_row([to, sender], |r| r.get(0))?;
+                    if from_sender >= rules.max_per_sender {
+                        return Ok((SendOutcome::SenderFull { from_sender }, false));
+                    }
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO messages(ts, sender, recipient, mtype, body) \
+                 VALUES(?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![finite(m.ts), sender, to, m.mtype, m.body])?;
+            let message_id = tx.last_insert_rowid();
+            Ok((SendOutcome::Stored { message_id }, true))
+        })
+    }
+
+    fn read_messages(
+        &self,
+        user: &UserId,
+        from: Option<&str>,
+        peek: bool,
+        limit: ReadLimit,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let me = user.as_str();
+        let take = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<Vec<StoredMessage>> {
+            let max = i64::try_from(limit.max_messages.max(1)).unwrap_or(i64::MAX);
+            let mut stmt;
+            let mut rows = match from {
+                Some(sender) => {
+                    stmt = tx.prepare_cached(
+                        "SELECT id, ts, sender, mtype, body FROM messages \
+                         WHERE recipient = ?1 AND sender = ?2 ORDER BY id LIMIT ?3",
+                    )?;
+                    stmt.query(params![me, sender, max])?
+                }
+                None => {
+                    stmt = tx.prepare_cached(
+                        "SELECT id, ts, sender, mtype, body FROM messages \
+                         WHERE recipient = ?1 ORDER BY id LIMIT ?2",
+                    )?;
+                    stmt.query(params![me, max])?
+                }
+            };
+            let mut out: Vec<StoredMessage> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(r) = rows.next()? {
+                let m = StoredMessage {
+                    message_id: r.get(0)?,
+                    ts: r.get::<_, Option<f64>>(1)?.unwrap_or_default(),
+                    sender: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    mtype: r.get::<_, Option<i64>>(3)?.unwrap_or_default(),
+                    body: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                };
+                // At least one message, then within both bounds.
+                if !out.is_empty() && bytes + m.body.len() > limit.max_bytes {
+                    break;
+                }
+                bytes += m.body.len();
+                out.push(m);
+            }
+            Ok(out)
+        };
+        if peek {
+            return self.with_conn(|conn| {
+                let tx = conn.transaction().map_err(db_err)?;
+                let out = take(&tx).map_err(db_err)?;
+                tx.rollback().map_err(db_err)?;
+                Ok(out)
+            });
+        }
+        self.write(|tx| {
+            let out = take(tx)?;
+            let Some(last) = out.last().map(|m| m.message_id) else {
+                return Ok((out, false));
+            };
+            // What was handed over is exactly the matching rows up to `last`.
+            match from {
+                Some(sender) => tx
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE recipient = ?1 AND sender = ?2 AND id <= ?3",
+                    )?
+                    .execute(params![me, sender, last])?,
+                None => tx
+                    .prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND id <= ?2")?
+                    .execute(params![me, last])?,
+            };
+            Ok((out, true))
+        })
+    }
+
+    fn nack(
+        &self,
+        recipient: &UserId,
+        hash: &str,
+        sig: &str,
+        now: f64,
+        rules: &RefusalRules,
+    ) -> Result<(), StoreError> {
+        let me = recipient.as_str();
+        self.write(|tx| {
+            if let Some(before) = rules.expire_before {
+                tx.prepare_cached("DELETE FROM refused WHERE ts < ?1")?
+                    .execute([finite(before)])?;
+            }
+            // Re-nacking refreshes the time and signature, keeping its age
+            // rank (its id) for eviction, as the Python relay does.
+            tx.prepare_cached(
+                "INSERT INTO refused(recipient, hash, sig, ts) VALUES(?1, ?2, ?3, ?4) \
+                 ON CONFLICT(recipient, hash) DO UPDATE SET sig = excluded.sig, ts = excluded.ts",
+            )?
+            .execute(params![me, hash, sig, finite(now)])?;
+            if rules.max_per_recipient > 0 {
+                let n: u64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM refused WHERE recipient = ?1")?
+                    .query_row([me], |r| r.get(0))?;
+                if n > rules.max_per_recipient {
+                    let evict = i64::try_from(n - rules.max_per_recipient).unwrap_or(i64::MAX);
+                    tx.prepare_cached(
+                        "DELETE FROM refused WHERE id IN (SELECT id FROM refused \
+                         WHERE recipient = ?1 ORDER BY id LIMIT ?2)",
+                    )?
+                    .execute(params![me, evict])?;
+                }
+            }
+            Ok(((), true))
+        })
+    }
+
+    fn api_key_valid(&self, key_hash: &str) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT 1 FROM api_keys WHERE key_hash = ?1 AND disabled = 0")?
+                .exists([key_hash])
+        })
+    }
+
+    fn api_key_create(&self, key_hash: &str, label: &str, now: f64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO api_keys(key_hash, label, created, disabled) VALUES(?1, ?2, ?3, 0) \
+                 ON CONFLICT(key_hash) DO UPDATE SET label = excluded.label, \
+                 created = excluded.created, disabled = 0",
+            )?
+            .execute(params![key_hash, label, finite(now)])?;
+            Ok(((), true))
+        })
+    }
+
+    fn api_key_list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key_hash, label, created, disabled FROM api_keys \
+                 ORDER BY created, key_hash",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ApiKeyRecord {
+                    key_hash: r.get(0)?,
+                    label: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    created: r.get::<_, Option<f64>>(2)?.unwrap_or_default(),
+                    disabled: r.get::<_, Option<i64>>(3)?.unwrap_or_default() != 0,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn api_key_set_disabled(&self, key_hash: &str, disabled: bool) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE api_keys SET disabled = ?1 WHERE key_hash = ?2")?
+                .execute(params![i64::from(disabled), key_hash])?;
+            Ok((n as u64, true))
+        })
+    }
+
+    fn api_key_delete(&self, key_hash: &str) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM api_keys WHERE key_hash = ?1")?
+                .execute([key_hash])?;
+            Ok((n as u64, true))
+        })
+    }
+}
