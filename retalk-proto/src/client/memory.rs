@@ -159,3 +159,9 @@ impl Store for MemoryStore {
         Ok(self.state()?.settings.get(key).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryStore;
+    crate::store_tests!(MemoryStore::new);
+}
