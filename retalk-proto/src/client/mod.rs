@@ -200,6 +200,58 @@ enum Handled {
     Failed(String),
 }
 
+/// The public face of an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityInfo {
+    pub user_id: UserId,
+    pub identity_key: String,
+    pub signing_key: String,
+}
+
+/// Creates a new identity in an empty store (offline: nothing is published
+/// until the first send or receive).
+pub fn create_identity<S: Store>(
+    store: &S,
+    secret: &str,
+    name: &str,
+) -> Result<IdentityInfo, ClientError> {
+    let key = PickleKey::from_secret(secret);
+    let _lock = store.lock()?;
+    if store.identity()?.is_some() {
+        return Err(ClientError::IdentityExists);
+    }
+    let account = Account::new();
+    store.commit(Changes {
+        identity: Some(IdentityRecord {
+            account_pickle: olm::pickle_account(&account, &key),
+            fallback_published_at: None,
+        }),
+        settings: vec![(setting::NAME.into(), name.into())],
+        ..Changes::default()
+    })?;
+    Ok(info(&account))
+}
+
+/// Unlocks the identity in a store and describes it (offline).
+pub fn identity_info<S: Store>(store: &S, secret: &str) -> Result<IdentityInfo, ClientError> {
+    Ok(info(&unlock(store, &PickleKey::from_secret(secret))?))
+}
+
+fn unlock<S: Store>(store: &S, key: &PickleKey) -> Result<Account, ClientError> {
+    let record = store.identity()?.ok_or(ClientError::NoIdentity)?;
+    olm::unpickle_account(&record.account_pickle, key).map_err(|_| ClientError::WrongSecret)
+}
+
+fn info(account: &Account) -> IdentityInfo {
+    let identity_key = account.curve25519_key().to_base64();
+    let signing_key = account.ed25519_key().to_base64();
+    IdentityInfo {
+        user_id: UserId::from_keys(&identity_key, &signing_key),
+        identity_key,
+        signing_key,
+    }
+}
+
 /// A retalk user: an identity with a mailbox on one relay.
 pub struct Client<S, T, C> {
     store: S,
@@ -217,7 +269,7 @@ pub struct Client<S, T, C> {
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
-    /// Creates a new identity in an empty store (offline).
+    /// Creates a new identity in an empty store and opens it.
     pub fn create(
         store: S,
         transport: T,
@@ -225,31 +277,14 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         secret: &str,
         name: &str,
     ) -> Result<Self, ClientError> {
-        let key = PickleKey::from_secret(secret);
-        {
-            let _lock = store.lock()?;
-            if store.identity()?.is_some() {
-                return Err(ClientError::IdentityExists);
-            }
-            let account = Account::new();
-            store.commit(Changes {
-                identity: Some(IdentityRecord {
-                    account_pickle: olm::pickle_account(&account, &key),
-                    fallback_published_at: None,
-                }),
-                settings: vec![(setting::NAME.into(), name.into())],
-                ..Changes::default()
-            })?;
-        }
+        create_identity(&store, secret, name)?;
         Self::open(store, transport, clock, secret)
     }
 
     /// Opens the identity in a store.
     pub fn open(store: S, transport: T, clock: C, secret: &str) -> Result<Self, ClientError> {
         let key = PickleKey::from_secret(secret);
-        let record = store.identity()?.ok_or(ClientError::NoIdentity)?;
-        let signer = olm::unpickle_account(&record.account_pickle, &key)
-            .map_err(|_| ClientError::WrongSecret)?;
+        let signer = unlock(&store, &key)?;
         let identity_key = signer.curve25519_key().to_base64();
         let signing_key = signer.ed25519_key().to_base64();
         let user_id = UserId::from_keys(&identity_key, &signing_key);
@@ -908,7 +943,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             return Ok(Vec::new());
         }
         let contacts = self.store.contacts()?;
-        let saved = |id: &UserId| contacts.iter().find(|c| &c.id == id).map(|c| c.name.as_str());
+        let saved = |id: &UserId| {
+            contacts
+                .iter()
+                .find(|c| &c.id == id)
+                .map(|c| c.name.as_str())
+        };
         Ok(records
             .into_iter()
             .map(|r| Received {
@@ -927,7 +967,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             return Ok(());
         }
         let _lock = self.store.lock()?;
-        self.store.commit(Changes { inbox_removed: keys, ..Changes::default() })?;
+        self.store.commit(Changes {
+            inbox_removed: keys,
+            ..Changes::default()
+        })?;
         Ok(())
     }
 
