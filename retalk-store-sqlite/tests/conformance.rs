@@ -1,5 +1,8 @@
 //! The shared conformance suites on real files, with drop-and-reopen.
 
+// Test helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod relay {
     use retalk_store_sqlite::SqliteRelayStore;
     use tempfile::TempDir;

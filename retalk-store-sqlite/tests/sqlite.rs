@@ -1,0 +1,486 @@
+//! SQLite-specific behaviour on real files: concurrency, durability of
+//! replay protection, operators editing the database, the identity lock,
+//! atomic commits, file permissions.
+
+// Test helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use fs4::fs_std::FileExt;
+use retalk_proto::auth::{Auth, Dialect};
+use retalk_proto::canonical::args_hash;
+use retalk_proto::client::{Changes, InboxRecord, SessionRecord, Store};
+use retalk_proto::ids::{sha256_hex, UserId};
+use retalk_proto::relay::{
+    ClaimOutcome, DeliveryRules, NewMessage, ReadLimit, Relay, RelayConfig, RelayStore, SendOutcome,
+};
+use retalk_proto::wire::{PublicKeys, SignedRequest, Tool};
+use retalk_store_sqlite::{SqliteRelayStore, SqliteStore};
+use serde_json::json;
+
+fn uid(n: u32) -> UserId {
+    UserId::parse(&format!("{n:032x}")).unwrap()
+}
+
+fn keys() -> PublicKeys {
+    PublicKeys {
+        identity_key: "ik".into(),
+        signing_key: "sk".into(),
+    }
+}
+
+fn publish_50(store: &SqliteRelayStore, user: &UserId) {
+    let otks: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("k{i:02}"), format!("key-{i:02}")))
+        .collect();
+    store
+        .publish_keys(
+            user,
+            &keys(),
+            &otks,
+            Some(&("fb".to_string(), "fallback".to_string())),
+            1000,
+        )
+        .unwrap();
+}
+
+fn check_claims(results: Vec<ClaimOutcome>) {
+    assert_eq!(results.len(), 64);
+    let mut otks = HashSet::new();
+    let mut fallbacks = 0;
+    for r in results {
+        let ClaimOutcome::Claimed(k) = r else {
+            panic!("unexpected {r:?}");
+        };
+        if k.fallback {
+            assert_eq!(
+                (k.key_id.as_str(), k.one_time_key.as_str()),
+                ("fb", "fallback")
+            );
+            fallbacks += 1;
+        } else {
+            assert!(
+                otks.insert(k.key_id.clone()),
+                "{} handed out twice",
+                k.key_id
+            );
+        }
+    }
+    assert_eq!(otks.len(), 50, "every one-time key handed out once");
+    assert_eq!(fallbacks, 14, "then the fallback key");
+}
+
+/// 64 threads claim at once from one store (one pool) against 50 keys.
+#[test]
+fn sixty_four_concurrent_claims_on_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
+    let a = uid(1);
+    publish_50(&store, &a);
+    let barrier = Barrier::new(64);
+    let results: Vec<ClaimOutcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    store.claim_key(&a).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    check_claims(results);
+    assert_eq!(store.count_keys(&a).unwrap().unclaimed, 0);
+    // Claimed keys are deleted, not flagged: nothing piles up.
+    let conn = rusqlite::Connection::open(dir.path().join("server.db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM otks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// 64 threads, each with its own store on the same file (as separate relay
+/// processes would be), claim at once against 50 keys.
+#[test]
+fn sixty_four_concurrent_claims_from_separate_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let a = uid(1);
+    publish_50(&SqliteRelayStore::open(&path).unwrap(), &a);
+    let barrier = Barrier::new(64);
+    let results: Vec<ClaimOutcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| {
+                let store = SqliteRelayStore::open_with_pool(&path, 1).unwrap();
+                let (barrier, a) = (&barrier, &a);
+                s.spawn(move || {
+                    barrier.wait();
+                    store.claim_key(a).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    check_claims(results);
+}
+
+/// Mixed writers and readers on many threads: no busy errors, nothing lost.
+#[test]
+fn concurrent_mixed_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteRelayStore::open(dir.path().join("server.db")).unwrap());
+    let users: Vec<UserId> = (1..=8).map(uid).collect();
+    for u in &users {
+        store.publish_keys(u, &keys(), &[], None, 1000).unwrap();
+    }
+    let rules = DeliveryRules {
+        max_mailbox: 0,
+        max_per_sender: 0,
+        refusals_expire_before: f64::NEG_INFINITY,
+    };
+    let limit = ReadLimit {
+        max_messages: 7,
+        max_bytes: 1 << 20,
+    };
+    let received: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (store, users) = (&store, &users);
+                s.spawn(move || {
+                    let me = &users[t];
+                    let mut got = 0;
+                    for i in 0..50 {
+                        let to = &users[(t + 1 + i % 7) % 8];
+                        let body = format!("{t}-{i}");
+                        let m = NewMessage {
+                            sender: me.clone(),
+                            recipient: to.clone(),
+                            mtype: 1,
+                            body_hash: sha256_hex(&body),
+                            body,
+                            ts: i as f64,
+                        };
+                        assert!(matches!(
+                            store.send_message(&m, &rules).unwrap(),
+                            SendOutcome::Stored { .. }
+                        ));
+                        assert!(store.use_nonce(&format!("n-{t}-{i}"), 100.0, 0.0).unwrap());
+                        got += store.read_messages(me, None, false, limit).unwrap().len();
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let rest: usize = users
+        .iter()
+        .map(|u| {
+            store
+                .read_messages(
+                    u,
+                    None,
+                    false,
+                    ReadLimit {
+                        max_messages: 1000,
+                        max_bytes: 1 << 30,
+                    },
+                )
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(received + rest, 400, "every message delivered exactly once");
+}
+
+fn signed_count_keys(account: &vodozemac::olm::Account, audience: &str, now: f64) -> Vec<u8> {
+    let args = json!({});
+    let auth = Auth::sign(account, "count_keys", audience, &args_hash(&args), now);
+    SignedRequest {
+        tool: Tool::CountKeys,
+        args,
+        auth,
+    }
+    .to_body(Dialect::V001)
+}
+
+/// A request replayed after the relay restarts on the same file is refused.
+#[test]
+fn replay_protection_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let audience = "http://127.0.0.1:8766";
+    let config = RelayConfig {
+        audiences: vec![audience.into()],
+        ..RelayConfig::default()
+    };
+    let account = vodozemac::olm::Account::new();
+    let now = 1_700_000_000.0;
+    let body = signed_count_keys(&account, audience, now);
+
+    let relay = Relay::new(SqliteRelayStore::open(&path).unwrap(), config.clone());
+    let first = relay.handle(&body, now);
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let again = relay.handle(&body, now + 1.0);
+    assert_eq!(again.body["error"], "replay detected: nonce already used");
+    drop(relay);
+
+    let relay = Relay::new(SqliteRelayStore::open(&path).unwrap(), config);
+    let replayed = relay.handle(&body, now + 10.0);
+    assert_eq!(replayed.status, 400);
+    assert_eq!(
+        replayed.body["error"],
+        "replay detected: nonce already used"
+    );
+    // A fresh request from the same user still goes through.
+    let fresh = relay.handle(
+        &signed_count_keys(&account, audience, now + 11.0),
+        now + 11.0,
+    );
+    assert_eq!(fresh.status, 200, "{:?}", fresh.body);
+}
+
+/// Expired nonces are deleted from the table, not just ignored.
+#[test]
+fn expired_nonces_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let store = SqliteRelayStore::open(&path).unwrap();
+    for i in 0..10 {
+        assert!(store.use_nonce(&format!("old-{i}"), 100.0, 0.0).unwrap());
+    }
+    assert!(store.use_nonce("new", 1000.0, 700.0).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let left: Vec<String> = conn
+        .prepare("SELECT nonce FROM nonces")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, ["new"]);
+}
+
+/// The database is the source of truth: edits made with another
+/// connection (an operator's `sqlite3`) while the store is open are seen
+/// by the very next call.
+#[test]
+fn operator_edits_are_seen_immediately() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let store = SqliteRelayStore::open(&path).unwrap();
+    let (a, b) = (uid(1), uid(2));
+    store
+        .publish_keys(
+            &a,
+            &keys(),
+            &[("k1".into(), "key1".into())],
+            Some(&("f".into(), "fk".into())),
+            1000,
+        )
+        .unwrap();
+    store.api_key_create("h", "ops", 1.0).unwrap();
+    // Warm the pool and its statement caches.
+    assert_eq!(store.count_keys(&a).unwrap().unclaimed, 1);
+
+    let op = rusqlite::Connection::open(&path).unwrap();
+    op.execute_batch(
+        "INSERT INTO users(id, identity_key, signing_key) \
+             VALUES('00000000000000000000000000000002', 'ik-b', 'sk-b');
+         INSERT INTO otks(owner, key_id, key) VALUES('00000000000000000000000000000002', 'x', 'kx');
+         UPDATE users SET fallback_key = NULL WHERE id = '00000000000000000000000000000001';
+         UPDATE api_keys SET disabled = 1;",
+    )
+    .unwrap();
+    assert_eq!(
+        store.get_keys(&b).unwrap(),
+        Some(PublicKeys {
+            identity_key: "ik-b".into(),
+            signing_key: "sk-b".into()
+        })
+    );
+    let counts = store.count_keys(&b).unwrap();
+    assert_eq!((counts.unclaimed, counts.has_fallback), (1, false));
+    assert!(!store.count_keys(&a).unwrap().has_fallback);
+    assert!(!store.api_key_valid("h").unwrap());
+    let ClaimOutcome::Claimed(k) = store.claim_key(&b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(k.one_time_key, "kx");
+    // An operator deleting a user: the next claim says unknown.
+    op.execute("DELETE FROM users WHERE id = ?1", [a.as_str()])
+        .unwrap();
+    assert_eq!(store.claim_key(&a).unwrap(), ClaimOutcome::UnknownPeer);
+}
+
+/// Python's `claimed = 1` rows are neither counted nor served.
+#[test]
+fn python_claimed_rows_are_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let store = SqliteRelayStore::open(&path).unwrap();
+    let a = uid(1);
+    store.publish_keys(&a, &keys(), &[], None, 1000).unwrap();
+    let op = rusqlite::Connection::open(&path).unwrap();
+    op.execute_batch(
+        "INSERT INTO otks(owner, key_id, key, claimed) VALUES
+            ('00000000000000000000000000000001', 'old', 'used', 1),
+            ('00000000000000000000000000000001', 'new', 'fresh', 0);",
+    )
+    .unwrap();
+    assert_eq!(store.count_keys(&a).unwrap().unclaimed, 1);
+    let ClaimOutcome::Claimed(k) = store.claim_key(&a).unwrap() else {
+        panic!()
+    };
+    assert_eq!(k.key_id, "new");
+    assert_eq!(store.claim_key(&a).unwrap(), ClaimOutcome::Exhausted);
+}
+
+fn session(peer: &UserId, id: &str) -> SessionRecord {
+    SessionRecord {
+        peer: peer.clone(),
+        session_id: id.into(),
+        pickle: "p".into(),
+        last_received: 0.0,
+        created: 0.0,
+    }
+}
+
+/// `lock` takes an OS lock on `store.db.lock` (the file Python retalk
+/// locks): a second store on the same folder — another process — waits.
+#[test]
+fn client_lock_is_an_os_lock_on_store_db_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = SqliteStore::open(dir.path()).unwrap();
+    let two = SqliteStore::open(dir.path()).unwrap();
+    let lock_path = dir.path().join("store.db.lock");
+    let probe = OpenOptions::new().write(true).open(&lock_path).unwrap();
+
+    let guard = one.lock().unwrap();
+    assert!(!FileExt::try_lock_exclusive(&probe).unwrap(), "held");
+    // Python retalk's own call, fcntl.flock(LOCK_EX), would block too.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys\n\
+             f = open(sys.argv[1], 'w')\n\
+             try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print('free')\n\
+             except BlockingIOError:\n    print('held')",
+        ])
+        .arg(&lock_path)
+        .output()
+        .expect("python3 on PATH (the interop tests need it too)");
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "held");
+
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let _g = two.lock().unwrap();
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(guard);
+        let waited = waiter.join().unwrap();
+        assert!(
+            waited >= Duration::from_millis(150),
+            "waited only {waited:?}"
+        );
+    });
+    assert!(FileExt::try_lock_exclusive(&probe).unwrap(), "released");
+    FileExt::unlock(&probe).unwrap();
+}
+
+/// A commit is all or nothing: when the database refuses part of a batch
+/// (here an operator's trigger), nothing of it is written.
+#[test]
+fn client_commit_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let op = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    op.execute_batch(
+        "CREATE TRIGGER no_inbox BEFORE INSERT ON inbox BEGIN SELECT RAISE(ABORT, 'no'); END;",
+    )
+    .unwrap();
+    let p = uid(1);
+    let batch = Changes {
+        sessions: vec![session(&p, "s1")],
+        settings: vec![("name".into(), "x".into())],
+        inbox: vec![InboxRecord {
+            hash: "h".into(),
+            envelope_id: "e".into(),
+            from: p.clone(),
+            claimed_name: String::new(),
+            text: "t".into(),
+            received_at: 1.0,
+        }],
+        ..Changes::default()
+    };
+    assert!(store.commit(batch.clone()).is_err());
+    assert!(store.sessions(&p).unwrap().is_empty());
+    assert_eq!(store.setting("name").unwrap(), None);
+    op.execute_batch("DROP TRIGGER no_inbox").unwrap();
+    store.commit(batch).unwrap();
+    assert_eq!(store.sessions(&p).unwrap().len(), 1);
+    assert_eq!(store.inbox().unwrap().len(), 1);
+}
+
+/// A store written by a newer schema is refused, not mangled.
+#[test]
+fn client_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let op = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    op.pragma_update(None, "user_version", 99).unwrap();
+    let err = SqliteStore::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+/// A new identity folder and its database are private to their owner.
+#[cfg(unix)]
+#[test]
+fn new_identity_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("a").join("alice");
+    let store = SqliteStore::open(&folder).unwrap();
+    store
+        .commit(Changes {
+            settings: vec![("name".into(), "alice".into())],
+            ..Changes::default()
+        })
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700);
+    assert_eq!(mode(&folder.join("store.db")), 0o600);
+    assert_eq!(mode(&folder.join("store.db-wal")), 0o600);
+}
+
+/// Many threads committing and locking through one store.
+#[test]
+fn client_store_shared_between_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..8u32 {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in 0..20 {
+                    let _g = store.lock().unwrap();
+                    store
+                        .commit(Changes {
+                            sessions: vec![session(&uid(t), &format!("s{i}"))],
+                            ..Changes::default()
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for t in 0..8 {
+        assert_eq!(store.sessions(&uid(t)).unwrap().len(), 20);
+    }
+}
