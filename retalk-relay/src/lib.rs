@@ -1,1 +1,34 @@
-//! The relay: an axum server over `retalk_proto::relay`, its configuration and binary.
+//! The retalk relay: an HTTP server over [`retalk_proto::relay`], its
+//! configuration, and the `retalk-relay` binary.
+//!
+//! The protocol (parsing, verification, nonces, per-id rate limit, every
+//! tool) is `retalk_proto::relay::Relay`; this crate is its edge: the wall
+//! clock, HTTP framing, body caps and deadlines, per-address limits,
+//! connection caps, API-key admission, the `/admin` page, and the choice of
+//! storage backend.
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), retalk_relay::StartError> {
+//! use retalk_relay::{Config, RelayServer, SharedStore};
+//! let server = RelayServer::start(&Config::local(), SharedStore::memory()).await?;
+//! println!("relay at {}", server.url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+pub mod clock;
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod limit;
+mod server;
+pub mod store;
+
+pub use config::{Backend, Config};
+pub use errors::{ConfigError, HttpError, StartError};
+pub use http::{router, App};
+pub use server::RelayServer;
+pub use store::{open_store, SharedStore};

@@ -1,0 +1,228 @@
+//! Cheap per-source-address limits, applied before any signature work: a
+//! request rate and a count of open connections.
+//!
+//! Addresses are grouped the way they are handed out: an IPv4 address is
+//! its own group, an IPv6 address counts with its /64. Loopback peers are
+//! exempt unless configured otherwise (behind a local TLS proxy every client
+//! arrives from loopback, and limiting them together would throttle them all
+//! as one).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// Seconds of the request-rate window.
+pub const WINDOW: f64 = 60.0;
+/// Addresses tracked at most; past it, stale ones are dropped, and if the
+/// table is still full new addresses go unlimited (fail open) rather than
+/// evicting the ones being limited.
+const MAX_TRACKED: usize = 100_000;
+
+/// The group an address is limited in.
+pub fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn exempt(ip: IpAddr, limit_loopback: bool) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    !limit_loopback && ip.is_loopback()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    window: u64,
+    current: u32,
+    previous: u32,
+}
+
+/// Requests per address per minute, as a sliding window estimated from two
+/// fixed ones (constant memory per address).
+#[derive(Debug)]
+pub struct IpRateLimiter {
+    limit: u32,
+    limit_loopback: bool,
+    slots: Mutex<HashMap<IpAddr, Slot>>,
+}
+
+impl IpRateLimiter {
+    /// `limit` 0 disables it.
+    pub fn new(limit: usize, limit_loopback: bool) -> Self {
+        Self {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            limit_loopback,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request from `ip` at `now`; false when over the limit
+    /// (and then it is not counted).
+    pub fn allow(&self, ip: IpAddr, now: f64) -> bool {
+        if self.limit == 0 || exempt(ip, self.limit_loopback) {
+            return true;
+        }
+        let Ok(mut slots) = self.slots.lock() else {
+            return true;
+        };
+        let position = (now / WINDOW).max(0.0);
+        let window = position.floor() as u64;
+        let into = position.fract();
+        if slots.len() >= MAX_TRACKED {
+            slots.retain(|_, s| s.window + 1 >= window);
+            if slots.len() >= MAX_TRACKED {
+                return true;
+            }
+        }
+        let slot = slots.entry(group(ip)).or_insert(Slot {
+            window,
+            current: 0,
+            previous: 0,
+        });
+        if slot.window != window {
+            slot.previous = if slot.window + 1 == window {
+                slot.current
+            } else {
+                0
+            };
+            slot.current = 0;
+            slot.window = window;
+        }
+        let estimate = f64::from(slot.previous) * (1.0 - into) + f64::from(slot.current);
+        if estimate >= f64::from(self.limit) {
+            return false;
+        }
+        slot.current = slot.current.saturating_add(1);
+        true
+    }
+}
+
+/// Open connections per address.
+#[derive(Debug, Clone)]
+pub struct ConnectionCounter {
+    limit: usize,
+    limit_loopback: bool,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    ip: Option<IpAddr>,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ConnectionCounter {
+    pub fn new(limit: usize, limit_loopback: bool) -> Self {
+        Self {
+            limit,
+            limit_loopback,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a new connection from `ip`, or `None` when that address
+    /// already has its share open.
+    pub fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        if exempt(ip, self.limit_loopback) {
+            return Some(ConnectionSlot {
+                ip: None,
+                open: self.open.clone(),
+            });
+        }
+        let key = group(ip);
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            ip: Some(key),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(n) = open.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rate_is_per_address_and_slides() {
+        let l = IpRateLimiter::new(3, false);
+        let t = 6000.0; // the start of a window
+        assert!((0..3).all(|_| l.allow(ip("192.0.2.1"), t)));
+        assert!(!l.allow(ip("192.0.2.1"), t + 1.0));
+        assert!(l.allow(ip("192.0.2.2"), t + 1.0));
+        // Half into the next window, half of the last one still counts.
+        assert!(l.allow(ip("192.0.2.1"), t + 90.0));
+        assert!(l.allow(ip("192.0.2.1"), t + 90.0));
+        assert!(!l.allow(ip("192.0.2.1"), t + 90.0));
+        // Two windows on, all forgotten.
+        assert!((0..3).all(|_| l.allow(ip("192.0.2.1"), t + 200.0)));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let l = IpRateLimiter::new(2, false);
+        assert!(l.allow(ip("2001:db8::1"), 0.0));
+        assert!(l.allow(ip("2001:db8::2:3"), 0.0));
+        assert!(!l.allow(ip("2001:db8::ffff"), 0.0));
+        assert!(l.allow(ip("2001:db8:0:1::1"), 0.0));
+        assert_eq!(group(ip("::ffff:192.0.2.9")), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn loopback_is_exempt_unless_asked() {
+        let l = IpRateLimiter::new(1, false);
+        assert!((0..10).all(|_| l.allow(ip("127.0.0.1"), 0.0)));
+        assert!((0..10).all(|_| l.allow(ip("::1"), 0.0)));
+        let l = IpRateLimiter::new(1, true);
+        assert!(l.allow(ip("127.0.0.1"), 0.0));
+        assert!(!l.allow(ip("127.0.0.1"), 0.0));
+        assert!((0..10).all(|_| IpRateLimiter::new(0, true).allow(ip("127.0.0.1"), 0.0)));
+    }
+
+    #[test]
+    fn connections_are_counted_and_released() {
+        let c = ConnectionCounter::new(2, true);
+        let a = c.admit(ip("127.0.0.1")).unwrap();
+        let _b = c.admit(ip("127.0.0.1")).unwrap();
+        assert!(c.admit(ip("127.0.0.1")).is_none());
+        assert!(c.admit(ip("127.0.0.2")).is_some());
+        drop(a);
+        assert!(c.admit(ip("127.0.0.1")).is_some());
+        let exempt = ConnectionCounter::new(1, false);
+        let _x = exempt.admit(ip("127.0.0.1")).unwrap();
+        assert!(exempt.admit(ip("127.0.0.1")).is_some());
+    }
+}

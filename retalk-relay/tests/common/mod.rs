@@ -1,0 +1,235 @@
+//! Helpers: relays on 127.0.0.1 with a free port, raw HTTP/1.1 on a
+//! socket, signed request bodies.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use retalk_proto::auth::{Auth, Dialect};
+use retalk_proto::canonical::args_hash;
+use retalk_proto::wire::{Args, SignedRequest};
+use retalk_proto::{Clock, UserId};
+use retalk_relay::{Config, RelayServer, SharedStore};
+use retalk_transport_http::SystemClock;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A relay on a memory store, configured by `f`.
+pub async fn relay(f: impl FnOnce(&mut Config)) -> RelayServer {
+    relay_on(SharedStore::memory(), f).await
+}
+
+pub async fn relay_on(store: SharedStore, f: impl FnOnce(&mut Config)) -> RelayServer {
+    let mut c = Config::local();
+    f(&mut c);
+    RelayServer::start(&c, store).await.unwrap()
+}
+
+/// A hand-driven identity.
+pub struct Peer {
+    pub account: vodozemac::olm::Account,
+    pub id: UserId,
+}
+
+impl Peer {
+    pub fn new() -> Self {
+        let account = vodozemac::olm::Account::new();
+        let id = UserId::from_keys(
+            &account.curve25519_key().to_base64(),
+            &account.ed25519_key().to_base64(),
+        );
+        Self { account, id }
+    }
+
+    pub fn request(&self, args: &Args, audience: &str) -> SignedRequest {
+        let value = args.to_value();
+        let auth = Auth::sign(
+            &self.account,
+            args.tool().name(),
+            audience,
+            &args_hash(&value),
+            SystemClock.now(),
+        );
+        SignedRequest {
+            tool: args.tool(),
+            args: value,
+            auth,
+        }
+    }
+
+    pub fn body(&self, args: &Args, audience: &str) -> Vec<u8> {
+        self.request(args, audience).to_body(Dialect::V001)
+    }
+
+    /// Publish args with a fallback key.
+    pub fn publish_args(&mut self) -> Args {
+        self.account.generate_fallback_key();
+        let fallback = self
+            .account
+            .fallback_key()
+            .into_iter()
+            .map(|(k, v)| (k.to_base64(), v.to_base64()))
+            .next();
+        Args::PublishKeys {
+            identity_key: self.account.curve25519_key().to_base64(),
+            signing_key: self.account.ed25519_key().to_base64(),
+            one_time_keys: vec![],
+            fallback_key: fallback,
+        }
+    }
+}
+
+/// An HTTP answer read off a raw socket.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A raw HTTP/1.1 connection.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends a request with a Content-Length body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: relay\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut all = head.into_bytes();
+        all.extend_from_slice(body);
+        self.send(&all).await;
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one answer; `None` when the server closed the connection first.
+    pub async fn answer(&mut self) -> Option<Answer> {
+        tokio::time::timeout(Duration::from_secs(10), self.answer_inner())
+            .await
+            .expect("no answer within 10 s")
+    }
+
+    async fn answer_inner(&mut self) -> Option<Answer> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let mut lines = head.split("\r\n");
+                let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                while self.buf.len() < end + 4 + len {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                let body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                if status == 100 {
+                    continue;
+                }
+                return Some(Answer {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Whether the server closes the connection within `within` (reading
+    /// and discarding anything it still sends).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a fresh connection.
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut raw = Raw::connect(addr).await;
+    raw.request(method, path, headers, body).await;
+    raw.answer()
+        .await
+        .expect("connection closed without an answer")
+}
