@@ -1,8 +1,9 @@
-//! Files written by the real Python retalk 0.0.1 (installed from PyPI into
-//! a cached venv, see `common`) open with our stores and keep working:
-//! its relay's `server.db` serves the same users, keys and mail, and an
-//! identity folder made by its CLI opens as the same user, with its peers,
-//! settings, sessions and outbox, and talks to Python users again.
+//! Files written by the real Python retalk (0.0.1 and 0.3.0, installed from
+//! PyPI into cached venvs, see `common`) open with our stores and keep
+//! working: the relay's `server.db` serves the same users, keys, mail,
+//! refusals and API keys, and a 0.0.1 identity folder made like its CLI
+//! does opens as the same user, with its peers, settings, sessions and
+//! outbox, and talks to Python users again.
 
 // Test helpers outside #[test] fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -368,4 +369,118 @@ async fn python_001_identity_folder_opens_as_the_same_user_and_talks() {
         !keys.contains(&w.str(&py_outbox[0])),
         "acked and gone for good"
     );
+}
+
+const SCRIPT_030: &str = include_str!("python/retalk030.py");
+
+#[test]
+fn python_030_server_db_serves_keys_mail_refusals_and_api_keys() {
+    let python = common::python_with_retalk("0.3.0");
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_python(&python, SCRIPT_030, &[dir.path()]);
+    let j: Value = serde_json::from_str(&out).unwrap();
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    let alice = UserId::parse(j["alice"]["id"].as_str().unwrap()).unwrap();
+    let bob = UserId::parse(j["bob"]["id"].as_str().unwrap()).unwrap();
+    // Python's own gate worked before we touch the file.
+    assert_eq!(j["refused"]["gate"]["refused"], true);
+
+    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
+    for (who, id) in [("alice", &alice), ("bob", &bob)] {
+        assert_eq!(
+            store.get_keys(id).unwrap(),
+            Some(PublicKeys {
+                identity_key: s(&j[who]["identity_key"]),
+                signing_key: s(&j[who]["signing_key"]),
+            })
+        );
+    }
+    // alice: 3 keys, one claimed by bob through the Python relay.
+    let counts = store.count_keys(&alice).unwrap();
+    assert_eq!((counts.unclaimed, counts.has_fallback), (2, true));
+    let unclaimed: Vec<&Value> = j["otks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[1] == alice.as_str() && r[4] == 0)
+        .collect();
+    assert!(unclaimed.iter().all(|r| r[2] != j["claimed"]["key_id"]));
+    for row in &unclaimed {
+        let ClaimOutcome::Claimed(k) = store.claim_key(&alice).unwrap() else {
+            panic!("alice has keys");
+        };
+        assert_eq!(
+            (k.key_id, k.one_time_key, k.fallback),
+            (s(&row[2]), s(&row[3]), false)
+        );
+    }
+    let ClaimOutcome::Claimed(k) = store.claim_key(&alice).unwrap() else {
+        panic!("alice has a fallback key");
+    };
+    assert!(k.fallback);
+
+    // Mail, with Python's ids; the refused body was never stored.
+    let mail = store.read_messages(&alice, None, false, ALL).unwrap();
+    let got: Vec<(i64, &str, i64, &str)> = mail
+        .iter()
+        .map(|m| (m.message_id, m.sender.as_str(), m.mtype, m.body.as_str()))
+        .collect();
+    let ids: Vec<i64> = j["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ids[0], bob.as_str(), 1, "hello alice"),
+            (ids[1], bob.as_str(), 0, "second")
+        ]
+    );
+
+    // alice's signed refusal (nack) still blocks that body, with her sig.
+    let body = s(&j["refused"]["body"]);
+    let m = retalk_proto::relay::NewMessage {
+        sender: bob.clone(),
+        recipient: alice.clone(),
+        mtype: 1,
+        body_hash: sha256_hex(&body),
+        body,
+        ts: 2.0e9,
+    };
+    let rules = retalk_proto::relay::DeliveryRules {
+        max_mailbox: 0,
+        max_per_sender: 0,
+        refusals_expire_before: 0.0,
+    };
+    assert_eq!(
+        store.send_message(&m, &rules).unwrap(),
+        retalk_proto::relay::SendOutcome::Refused {
+            sig: s(&j["refused"]["sig"])
+        }
+    );
+
+    // API keys: the live one admits, the disabled one does not.
+    let live = s(&j["api_keys"]["live"]["key_hash"]);
+    let old = s(&j["api_keys"]["old"]["key_hash"]);
+    assert_eq!(
+        live,
+        sha256_hex(j["api_keys"]["live"]["key"].as_str().unwrap())
+    );
+    assert!(store.api_key_valid(&live).unwrap());
+    assert!(!store.api_key_valid(&old).unwrap());
+    let listed: Vec<(String, String, f64, bool)> = store
+        .api_key_list()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.key_hash, k.label, k.created, k.disabled))
+        .collect();
+    let want: Vec<(String, String, f64, bool)> = j["api_key_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (s(&r[0]), s(&r[1]), r[2].as_f64().unwrap(), r[3] == 1))
+        .collect();
+    assert_eq!(listed, want);
 }
