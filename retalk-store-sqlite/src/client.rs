@@ -354,6 +354,13 @@ fn columns(tx: &Transaction<'_>, table: &str) -> rusqlite::Result<Vec<String>> {
 
 /// Brings the file to [`SCHEMA_VERSION`] in one transaction.
 fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
+    // The common case, without taking the write lock.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;

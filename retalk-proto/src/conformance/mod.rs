@@ -25,6 +25,9 @@
 //! );
 //! ```
 //!
+//! Each invocation defines a module (`relay_store_conformance`,
+//! `store_conformance`), so invoke each macro at most once per module.
+//!
 //! Enabled with the `conformance` feature (dev-dependency of backends).
 
 pub mod client;
