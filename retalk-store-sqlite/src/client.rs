@@ -293,7 +293,8 @@ impl SqliteStore {
     /// their real session ids, which needs the secret. Call it once after
     /// unlocking the identity; pre-key messages are matched to sessions by
     /// id. Returns how many sessions were re-keyed. A pickle that does not
-    /// open with `key` is an error and nothing is changed.
+    /// open with `key` is an error and nothing is changed. Takes the store
+    /// lock: do not call it while holding [`lock`](Store::lock).
     pub fn rekey_legacy_sessions(&self, key: &PickleKey) -> Result<usize, StoreError> {
         let _lock = self.lock()?;
         let mut conn = self.conn()?;

@@ -150,9 +150,10 @@ impl SqliteRelayStore {
         // A connection left inside a transaction (never, barring a bug) is
         // closed, which rolls it back, rather than handed to the next caller.
         if conn.is_autocommit() {
-            let mut idle = self.idle_list()?;
-            if idle.len() < self.pool_size {
-                idle.push(conn);
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < self.pool_size {
+                    idle.push(conn);
+                }
             }
         }
         out
