@@ -1,28 +1,29 @@
 //! Two agents talking through a relay: `cargo run --example agent`.
 //!
-//! A researcher agent asks questions; an auto-responder agent answers each
-//! one. Everything is end-to-end encrypted: the relay only ever holds
-//! ciphertext, which this example prints to show.
+//! Starts our relay in-process on an SQLite file in a temporary folder,
+//! serving real HTTP on loopback; creates two agents with the library API
+//! (each an identity folder with its own SQLite store); the researcher
+//! asks questions, the auto-responder answers each one. Everything is
+//! end-to-end encrypted: the relay only ever holds ciphertext, which the
+//! example shows by reading the relay's database as an operator would.
 
-use std::sync::Arc;
+use std::path::Path;
 
-use retalk::{
-    Client, LocalTransport, MemoryRelayStore, MemoryStore, Relay, RelayConfig, SystemClock,
-};
+use retalk::relay::{open_store, Backend, Config};
+use retalk::{Client, HttpTransport, RelayServer, SqliteStore, SystemClock};
 
-const RELAY_URL: &str = "http://127.0.0.1:8766";
+type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
 
-type Agent = Client<MemoryStore, LocalTransport<MemoryRelayStore, SystemClock>, SystemClock>;
-
-fn agent(relay: &Arc<Relay<MemoryRelayStore>>, name: &str) -> Result<Agent, retalk::ClientError> {
-    let transport = LocalTransport::new(relay.clone(), SystemClock, RELAY_URL);
-    Client::create(
-        MemoryStore::new(),
+fn agent(dir: &Path, url: &str, name: &str) -> Result<Agent, Box<dyn std::error::Error>> {
+    let store = SqliteStore::open(dir.join(name))?;
+    let transport = HttpTransport::new(url)?;
+    Ok(Client::create(
+        store,
         transport,
         SystemClock,
         &format!("{name}-secret"),
         name,
-    )
+    )?)
 }
 
 /// The responder's "model": answers a question about a text.
@@ -34,17 +35,30 @@ fn respond(question: &str) -> String {
     )
 }
 
-#[tokio::main(flavor = "current_thread")]
+/// What the relay's database holds, as `sqlite3 server.db` would show it.
+fn relay_rows(db: &Path) -> rusqlite::Result<Vec<(String, String, i64, String)>> {
+    let conn = rusqlite::Connection::open(db)?;
+    let mut stmt =
+        conn.prepare("SELECT sender, recipient, mtype, body FROM messages ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    rows.collect()
+}
+
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let relay = Arc::new(Relay::new(
-        MemoryRelayStore::new(),
-        RelayConfig {
-            audiences: vec![RELAY_URL.into()],
-            ..RelayConfig::default()
-        },
-    ));
-    let researcher = agent(&relay, "researcher")?;
-    let responder = agent(&relay, "responder")?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("server.db");
+    let config = Config {
+        backend: Backend::Sqlite,
+        db: db.clone(),
+        ..Config::local()
+    };
+    let server = RelayServer::start(&config, open_store(config.backend, &config.db)?).await?;
+    let url = server.url().to_owned();
+    println!("relay listening on {url} (SQLite at {})\n", db.display());
+
+    let researcher = agent(dir.path(), &url, "researcher")?;
+    let responder = agent(dir.path(), &url, "responder")?;
     responder.publish(100, false).await?;
     researcher.add_contact("responder", responder.user_id().clone(), None)?;
     println!("researcher is {}", researcher.user_id());
@@ -60,17 +74,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("researcher -> responder: {q}");
     }
 
-    println!("\nwhat the relay holds now (ciphertext only):");
-    for m in relay.store().queued() {
+    println!("\nwhat the relay stores now (sqlite3 server.db 'SELECT * FROM messages'):");
+    for (sender, recipient, mtype, body) in relay_rows(&db)? {
         println!(
-            "  #{} from {} mtype {} body {}...",
-            m.message_id,
-            &m.sender[..8],
-            m.mtype,
-            &m.body[..48.min(m.body.len())]
+            "  {}.. -> {}.. mtype {mtype} body {}...",
+            &sender[..8],
+            &recipient[..8],
+            &body[..48.min(body.len())]
         );
         for q in questions {
-            assert!(!m.body.contains(q), "plaintext on the relay");
+            assert!(!body.contains(q), "plaintext on the relay");
         }
     }
     println!();
@@ -86,14 +99,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for m in researcher.receive().await?.messages {
         println!("researcher got from {}: {}", m.name, m.text);
     }
-    // Acks flow back; both outboxes end empty.
+    // The acks flow back; delivered mail is gone from the relay.
     responder.receive().await?;
     use retalk::Store as _;
     println!(
-        "\noutboxes: researcher {}, responder {}; relay queue: {}",
+        "\noutboxes: researcher {}, responder {}; messages left on the relay: {}",
         researcher.store().outbox()?.len(),
         responder.store().outbox()?.len(),
-        relay.store().queued().len()
+        relay_rows(&db)?.len()
     );
+    server.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,20 @@
 //! retalk: an end-to-end-encrypted message bus for AI agents, services and
-//! people. This facade re-exports what an embedder needs, and supplies the
-//! one thing the sans-IO core leaves out: the system clock.
+//! people. This facade is the one dependency an embedder adds: the client
+//! API, the stores, the HTTP transport and an embeddable relay.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use retalk::{Client, HttpTransport, SqliteStore, SystemClock};
+//! let store = SqliteStore::open("./alice")?;
+//! let relay = HttpTransport::new("http://127.0.0.1:8766")?;
+//! let alice = Client::create(store, relay, SystemClock, "secret", "alice")?;
+//! let bob: retalk::UserId = "0123456789abcdef0123456789abcdef".parse()?;
+//! alice.send(&bob, "hello").await?;
+//! for m in alice.receive().await?.messages {
+//!     println!("{}: {}", m.name, m.text);
+//! }
+//! # Ok(()) }
+//! ```
 
 pub use retalk_proto as proto;
 pub use retalk_proto::client::{LocalTransport, MemoryStore, Store, Transport};
@@ -8,16 +22,7 @@ pub use retalk_proto::relay::MemoryRelayStore;
 pub use retalk_proto::{
     Client, ClientConfig, ClientError, Clock, Inbox, Received, Relay, RelayConfig, SimClock, UserId,
 };
-
-/// The real clock: unix time in seconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> f64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    }
-}
+pub use retalk_relay as relay;
+pub use retalk_relay::{RelayServer, SharedStore};
+pub use retalk_store_sqlite::{SqliteRelayStore, SqliteStore};
+pub use retalk_transport_http::{HttpTransport, SystemClock};
