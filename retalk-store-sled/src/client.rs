@@ -1,0 +1,524 @@
+//! A client's state on sled: one database directory per identity folder.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use retalk_proto::client::{
+    Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
+    ProcessedRecord, SessionRecord, Store, StoreError,
+};
+use retalk_proto::ids::UserId;
+use sled::IVec;
+
+use crate::codec::{be_u64, corrupt, key, ord_f64, user_id, Dec, Enc, ID_LEN};
+use crate::db::{sled_err, Base, Overlay};
+
+/// The database directory in an identity folder.
+pub const STORE_DIR: &str = "store.sled";
+
+// The trees, one per table (`meta` is tree 0). `seq` is a big-endian u64
+// from the `seq` counter: the order things were first added.
+/// `account` -> the identity record.
+const IDENTITY: usize = 1;
+/// key -> value.
+const SETTINGS: usize = 2;
+/// `peer ‖ session id` -> (pickle, last received, created).
+const SESSIONS: usize = 3;
+/// `seq` -> outbox entry (with its key): the outbox, oldest first.
+const OUTBOX: usize = 4;
+/// outbox key -> `seq`.
+const OUTBOX_KEYS: usize = 5;
+/// body hash -> (envelope id, peer, at).
+const PROCESSED: usize = 6;
+/// `at ‖ hash` -> (): processed markers by age, to forget the old ones.
+const PROCESSED_BY_AT: usize = 7;
+/// `seq` -> incoming record: fetched mail in fetch order.
+const INCOMING: usize = 8;
+/// body hash -> `seq`.
+const INCOMING_KEYS: usize = 9;
+/// `seq` -> inbox record: decrypted messages in arrival order.
+const INBOX: usize = 10;
+/// body hash -> `seq`.
+const INBOX_KEYS: usize = 11;
+/// name -> (id, pin): contacts by name.
+const CONTACTS: usize = 12;
+
+const TREES: [&str; 13] = [
+    "meta",
+    "identity",
+    "settings",
+    "sessions",
+    "outbox",
+    "outbox_keys",
+    "processed",
+    "processed_by_at",
+    "incoming",
+    "incoming_keys",
+    "inbox",
+    "inbox_keys",
+    "contacts",
+];
+
+/// The format marker of a client database.
+const FORMAT: &str = "retalk client store on sled, layout 1";
+
+const ACCOUNT: &[u8] = b"account";
+const SEQ: &[u8] = b"seq";
+
+/// A client [`Store`] in an identity folder's `store.sled` directory.
+///
+/// Every [`commit`](Store::commit) is applied in one sled transaction (all
+/// of the batch or none of it, also across a crash) and flushed to disk
+/// (fsync) before it returns. Reads and commits are serialised, so a read
+/// never sees half of a batch.
+///
+/// # One process per identity
+///
+/// sled takes an exclusive lock on its directory for as long as it is
+/// open: two processes cannot share one sled identity. The second
+/// [`open`](SledStore::open) fails with an error saying the database is in
+/// use (the SQLite backend, in contrast, lets processes take turns). Within
+/// the process, [`lock`](Store::lock) is an in-process mutex that
+/// serialises the client's read-modify-write operations.
+pub struct SledStore {
+    base: Base,
+    op: Mutex<()>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.base.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens the identity folder `dir` (created, owner-only, if missing),
+    /// i.e. its [`STORE_DIR`] database.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| StoreError(Box::new(e)))?;
+        }
+        Self::open_path(dir.join(STORE_DIR))
+    }
+
+    /// Opens a store database directory by its path.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Ok(Self {
+            base: Base::open(path.as_ref(), FORMAT, &TREES)?,
+            op: Mutex::new(()),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        self.base.path()
+    }
+
+    /// Runs a read with commits held off, so it sees whole batches only.
+    fn read<T>(&self, f: impl FnOnce(&Base) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _writer = self.base.writer();
+        f(&self.base)
+    }
+
+    fn get(&self, t: usize, k: &[u8]) -> Result<Option<IVec>, StoreError> {
+        self.read(|b| b.tree(t)?.get(k).map_err(sled_err))
+    }
+
+    /// Every value of a tree, in key order.
+    fn values<T>(
+        &self,
+        t: usize,
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|b| {
+            b.tree(t)?
+                .iter()
+                .values()
+                .map(|v| decode(&v.map_err(sled_err)?))
+                .collect()
+        })
+    }
+}
+
+fn encode_identity(i: &IdentityRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&i.account_pickle)
+        .opt_f64(i.fallback_published_at)
+        .done()
+}
+
+fn decode_identity(v: &[u8]) -> Result<IdentityRecord, StoreError> {
+    let mut d = Dec::new(v, "identity")?;
+    let r = IdentityRecord {
+        account_pickle: d.str()?,
+        fallback_published_at: d.opt_f64()?,
+    };
+    d.end()?;
+    Ok(r)
+}
+
+fn session_key(peer: &UserId, session_id: &str) -> Vec<u8> {
+    key(&[peer.as_str().as_bytes(), session_id.as_bytes()])
+}
+
+fn encode_session(s: &SessionRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&s.pickle)
+        .f64(s.last_received)
+        .f64(s.created)
+        .done()
+}
+
+fn decode_session(k: &[u8], v: &[u8]) -> Result<SessionRecord, StoreError> {
+    let (peer, id) = (k.get(..ID_LEN), k.get(ID_LEN..));
+    let (Some(peer), Some(id)) = (peer, id) else {
+        return Err(corrupt("session"));
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt("session"));
+    let mut d = Dec::new(v, "session")?;
+    let s = SessionRecord {
+        peer: user_id(text(peer)?, "session")?,
+        session_id: text(id)?,
+        pickle: d.str()?,
+        last_received: d.f64()?,
+        created: d.f64()?,
+    };
+    d.end()?;
+    Ok(s)
+}
+
+fn is_ack(kind: OutboxKind) -> bool {
+    matches!(kind, OutboxKind::Ack)
+}
+
+fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
+    Enc::new()
+        .str(&e.key)
+        .str(&e.envelope_id)
+        .str(e.peer.as_str())
+        .bool(is_ack(e.kind))
+        .i64(e.mtype)
+        .str(&e.body)
+        .f64(e.created)
+        .f64(e.next_attempt)
+        .u64(u64::from(e.attempts))
+        .opt_str(e.last_error.as_deref())
+        .done()
+}
+
+fn decode_outbox(v: &[u8]) -> Result<OutboxEntry, StoreError> {
+    let mut d = Dec::new(v, "outbox")?;
+    let e = OutboxEntry {
+        key: d.str()?,
+        envelope_id: d.str()?,
+        peer: d.user()?,
+        kind: if d.bool()? {
+            OutboxKind::Ack
+        } else {
+            OutboxKind::Message
+        },
+        mtype: d.i64()?,
+        body: d.str()?,
+        created: d.f64()?,
+        next_attempt: d.f64()?,
+        attempts: u32::try_from(d.u64()?).map_err(|_| corrupt("outbox"))?,
+        last_error: d.opt_str()?,
+    };
+    d.end()?;
+    Ok(e)
+}
+
+fn encode_processed(p: &ProcessedRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&p.envelope_id)
+        .str(p.peer.as_str())
+        .f64(p.at)
+        .done()
+}
+
+fn decode_processed(hash: &str, v: &[u8]) -> Result<ProcessedRecord, StoreError> {
+    let mut d = Dec::new(v, "processed")?;
+    let p = ProcessedRecord {
+        hash: hash.to_owned(),
+        envelope_id: d.str()?,
+        peer: d.user()?,
+        at: d.f64()?,
+    };
+    d.end()?;
+    Ok(p)
+}
+
+fn encode_incoming(i: &IncomingRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&i.hash)
+        .str(&i.from)
+        .i64(i.mtype)
+        .str(&i.body)
+        .f64(i.fetched_at)
+        .done()
+}
+
+fn decode_incoming(v: &[u8]) -> Result<IncomingRecord, StoreError> {
+    let mut d = Dec::new(v, "incoming")?;
+    let i = IncomingRecord {
+        hash: d.str()?,
+        from: d.str()?,
+        mtype: d.i64()?,
+        body: d.str()?,
+        fetched_at: d.f64()?,
+    };
+    d.end()?;
+    Ok(i)
+}
+
+fn encode_inbox(m: &InboxRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&m.hash)
+        .str(&m.envelope_id)
+        .str(m.from.as_str())
+        .str(&m.claimed_name)
+        .str(&m.text)
+        .f64(m.received_at)
+        .done()
+}
+
+fn decode_inbox(v: &[u8]) -> Result<InboxRecord, StoreError> {
+    let mut d = Dec::new(v, "inbox")?;
+    let m = InboxRecord {
+        hash: d.str()?,
+        envelope_id: d.str()?,
+        from: d.user()?,
+        claimed_name: d.str()?,
+        text: d.str()?,
+        received_at: d.f64()?,
+    };
+    d.end()?;
+    Ok(m)
+}
+
+fn decode_contact(k: &[u8], v: &[u8]) -> Result<Contact, StoreError> {
+    let mut d = Dec::new(v, "contact")?;
+    let c = Contact {
+        name: String::from_utf8(k.to_vec()).map_err(|_| corrupt("contact"))?,
+        id: d.user()?,
+        pin: d.opt_str()?,
+    };
+    d.end()?;
+    Ok(c)
+}
+
+/// A table kept in insertion order: `by_seq` (`seq` -> record) and `keys`
+/// (record key -> `seq`).
+struct Ordered {
+    by_seq: usize,
+    keys: usize,
+}
+
+const OUTBOX_T: Ordered = Ordered {
+    by_seq: OUTBOX,
+    keys: OUTBOX_KEYS,
+};
+const INCOMING_T: Ordered = Ordered {
+    by_seq: INCOMING,
+    keys: INCOMING_KEYS,
+};
+const INBOX_T: Ordered = Ordered {
+    by_seq: INBOX,
+    keys: INBOX_KEYS,
+};
+
+impl Ordered {
+    /// Stores `value` under `k`: in place when `k` is held and `replace`,
+    /// not at all when it is held and not `replace`, else at the end.
+    fn put(
+        &self,
+        o: &mut Overlay<'_>,
+        k: &str,
+        value: Vec<u8>,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let seq = match o.get(self.keys, k.as_bytes())? {
+            Some(_) if !replace => return Ok(()),
+            Some(seq) => be_u64(&seq, "sequence")?,
+            None => {
+                let seq = o.bump(SEQ, 1)?;
+                o.insert(self.keys, k.as_bytes(), seq.to_be_bytes().to_vec())?;
+                seq
+            }
+        };
+        o.insert(self.by_seq, seq.to_be_bytes().to_vec(), value)
+    }
+
+    fn remove(&self, o: &mut Overlay<'_>, k: &str) -> Result<(), StoreError> {
+        if let Some(seq) = o.get(self.keys, k.as_bytes())? {
+            o.remove(self.by_seq, seq.to_vec())?;
+            o.remove(self.keys, k.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Stages a batch, in the order the memory store applies it: for each
+/// table upserts first, then removals.
+fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
+    if let Some(i) = &c.identity {
+        o.insert(IDENTITY, ACCOUNT, encode_identity(i))?;
+    }
+    for s in &c.sessions {
+        o.insert(
+            SESSIONS,
+            session_key(&s.peer, &s.session_id),
+            encode_session(s),
+        )?;
+    }
+    for (peer, id) in &c.sessions_removed {
+        o.remove(SESSIONS, session_key(peer, id))?;
+    }
+    for e in &c.outbox {
+        OUTBOX_T.put(o, &e.key, encode_outbox(e), true)?;
+    }
+    for k in &c.outbox_removed {
+        OUTBOX_T.remove(o, k)?;
+    }
+    if let Some(before) = c.processed_forget_before {
+        for (k, _) in o.range_below(PROCESSED_BY_AT, &ord_f64(before))? {
+            o.remove(PROCESSED, k.get(8..).unwrap_or_default())?;
+            o.remove(PROCESSED_BY_AT, k)?;
+        }
+    }
+    for p in &c.processed {
+        let h = p.hash.as_bytes();
+        if let Some(old) = o.get(PROCESSED, h)? {
+            let old = decode_processed(&p.hash, &old)?;
+            o.remove(PROCESSED_BY_AT, key(&[&ord_f64(old.at), h]))?;
+        }
+        o.insert(PROCESSED, h, encode_processed(p))?;
+        o.insert(PROCESSED_BY_AT, key(&[&ord_f64(p.at), h]), IVec::default())?;
+    }
+    // The first copy of a body wins and keeps its place.
+    for i in &c.incoming {
+        INCOMING_T.put(o, &i.hash, encode_incoming(i), false)?;
+    }
+    for k in &c.incoming_removed {
+        INCOMING_T.remove(o, k)?;
+    }
+    for m in &c.inbox {
+        INBOX_T.put(o, &m.hash, encode_inbox(m), false)?;
+    }
+    for k in &c.inbox_removed {
+        INBOX_T.remove(o, k)?;
+    }
+    for ct in &c.contacts {
+        let value = Enc::new()
+            .str(ct.id.as_str())
+            .opt_str(ct.pin.as_deref())
+            .done();
+        o.insert(CONTACTS, ct.name.as_bytes(), value)?;
+    }
+    for k in &c.contacts_removed {
+        o.remove(CONTACTS, k.as_bytes())?;
+    }
+    for (k, v) in &c.settings {
+        o.insert(SETTINGS, k.as_bytes(), v.as_bytes())?;
+    }
+    Ok(())
+}
+
+impl Store for SledStore {
+    type Lock<'a> = MutexGuard<'a, ()>;
+
+    fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
+        // A holder that panicked left nothing half-done in memory: the
+        // state is in sled and a failed commit wrote nothing.
+        Ok(self.op.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.base.write(|o| apply(o, &changes))
+    }
+
+    fn identity(&self) -> Result<Option<IdentityRecord>, StoreError> {
+        self.get(IDENTITY, ACCOUNT)?
+            .map(|v| decode_identity(&v))
+            .transpose()
+    }
+
+    fn sessions(&self, peer: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut v: Vec<SessionRecord> = self.read(|b| {
+            b.tree(SESSIONS)?
+                .scan_prefix(peer.as_str().as_bytes())
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_session(&k, &v)
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        // Most recently receiving first, then newest, then by id (the key
+        // order the sort keeps for ties).
+        v.sort_by(|a, b| {
+            b.last_received
+                .total_cmp(&a.last_received)
+                .then(b.created.total_cmp(&a.created))
+        });
+        Ok(v)
+    }
+
+    fn outbox_entry(&self, key: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        self.read(|b| {
+            let Some(seq) = b.tree(OUTBOX_KEYS)?.get(key).map_err(sled_err)? else {
+                return Ok(None);
+            };
+            b.tree(OUTBOX)?
+                .get(seq)
+                .map_err(sled_err)?
+                .map(|v| decode_outbox(&v))
+                .transpose()
+        })
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.values(OUTBOX, decode_outbox)
+    }
+
+    fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError> {
+        self.get(PROCESSED, hash.as_bytes())?
+            .map(|v| decode_processed(hash, &v))
+            .transpose()
+    }
+
+    fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
+        self.values(INCOMING, decode_incoming)
+    }
+
+    fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
+        self.values(INBOX, decode_inbox)
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        self.read(|b| {
+            b.tree(CONTACTS)?
+                .iter()
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_contact(&k, &v)
+                })
+                .collect()
+        })
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.get(SETTINGS, key.as_bytes())?
+            .map(|v| String::from_utf8(v.to_vec()).map_err(|_| corrupt("setting")))
+            .transpose()
+    }
+}

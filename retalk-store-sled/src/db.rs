@@ -1,0 +1,325 @@
+//! What both stores share: opening a sled database with its trees, the
+//! single writer, and the [`Overlay`] a write step is staged in before it
+//! commits atomically and durably.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use retalk_proto::relay::StoreError;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::{Batch, IVec, Tree};
+
+use crate::codec::be_u64;
+
+/// The tree every database has first: counters and the format marker.
+pub(crate) const META: usize = 0;
+
+/// Under this key `META` names what the database holds and in which layout.
+const FORMAT_KEY: &[u8] = b"format";
+
+pub(crate) fn sled_err(e: sled::Error) -> StoreError {
+    StoreError(Box::new(e))
+}
+
+/// One sled database: its trees (in the order of the names it was opened
+/// with) and the lock that makes its writes one at a time.
+pub(crate) struct Base {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Vec<Tree>,
+    writer: Mutex<()>,
+}
+
+impl Base {
+    /// Opens (creating if missing) the database at `path` with the trees
+    /// `names` (the first is [`META`]). `format` is written into a new
+    /// database and checked in an existing one, so a relay database is
+    /// never opened as a client store, nor a later layout by this code.
+    pub(crate) fn open(path: &Path, format: &str, names: &[&str]) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| open_err(path, e))?;
+        let trees = names
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sled_err)?;
+        let meta = trees
+            .get(META)
+            .ok_or_else(|| StoreError::msg("sled store: no meta tree"))?;
+        match meta.get(FORMAT_KEY).map_err(sled_err)? {
+            Some(found) if found.as_ref() == format.as_bytes() => {}
+            Some(found) => {
+                return Err(StoreError::msg(format!(
+                    "{}: holds {:?}, not {format:?}",
+                    path.display(),
+                    String::from_utf8_lossy(&found)
+                )))
+            }
+            None => {
+                meta.insert(FORMAT_KEY, format.as_bytes())
+                    .map_err(sled_err)?;
+            }
+        }
+        // The new trees and the marker are on disk before anything is
+        // written into them.
+        db.flush().map_err(sled_err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            db,
+            trees,
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A tree, for reads of committed state.
+    pub(crate) fn tree(&self, t: usize) -> Result<&Tree, StoreError> {
+        self.trees
+            .get(t)
+            .ok_or_else(|| StoreError::msg("sled store: no such tree"))
+    }
+
+    /// The writer lock. It guards no data (the data is in sled, and a step
+    /// that panicked committed nothing), so a poisoned lock is taken over.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one write step: under the writer lock, `f` reads committed
+    /// state and stages writes in an [`Overlay`]; the writes are applied in
+    /// one sled transaction (all trees or none, also across a crash); then,
+    /// with the lock released so other writers go on, the log is flushed
+    /// and fsynced. When this returns `Ok` the step is on disk. When `f`
+    /// fails nothing is written.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Overlay<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.writer();
+        let mut overlay = Overlay::new(&self.trees);
+        let out = f(&mut overlay)?;
+        let wrote = overlay.commit()?;
+        drop(guard);
+        if wrote {
+            // Flushes everything logged so far: this step, and any step of
+            // another thread committed before it.
+            self.db.flush().map_err(sled_err)?;
+        }
+        Ok(out)
+    }
+}
+
+fn open_err(path: &Path, e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::msg(format!(
+                "{}: the database is in use by another process (a sled database can be \
+                 opened by one process at a time): {io}",
+                path.display()
+            ))
+        }
+        _ => StoreError(Box::new(e)),
+    }
+}
+
+/// Writes staged against a database's trees, visible to the reads of the
+/// same step, then committed at once.
+pub(crate) struct Overlay<'a> {
+    trees: &'a [Tree],
+    /// Per tree: key -> new value, or `None` for a removal.
+    pending: Vec<BTreeMap<Vec<u8>, Option<IVec>>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(trees: &'a [Tree]) -> Self {
+        Overlay {
+            trees,
+            pending: vec![BTreeMap::new(); trees.len()],
+        }
+    }
+
+    fn tree(&self, t: usize) -> Result<&'a Tree, StoreError> {
+        self.trees
+            .get(t)
+            .ok_or_else(|| StoreError::msg("sled store: no such tree"))
+    }
+
+    fn pending(&self, t: usize) -> Result<&BTreeMap<Vec<u8>, Option<IVec>>, StoreError> {
+        self.pending
+            .get(t)
+            .ok_or_else(|| StoreError::msg("sled store: no such tree"))
+    }
+
+    fn pending_mut(
+        &mut self,
+        t: usize,
+    ) -> Result<&mut BTreeMap<Vec<u8>, Option<IVec>>, StoreError> {
+        self.pending
+            .get_mut(t)
+            .ok_or_else(|| StoreError::msg("sled store: no such tree"))
+    }
+
+    pub(crate) fn get(&self, t: usize, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        match self.pending(t)?.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.tree(t)?.get(key).map_err(sled_err),
+        }
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        t: usize,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<IVec>,
+    ) -> Result<(), StoreError> {
+        self.pending_mut(t)?.insert(key.into(), Some(value.into()));
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, t: usize, key: impl Into<Vec<u8>>) -> Result<(), StoreError> {
+        self.pending_mut(t)?.insert(key.into(), None);
+        Ok(())
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub(crate) fn scan_prefix(
+        &self,
+        t: usize,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let committed = self.tree(t)?.scan_prefix(prefix);
+        let staged = self
+            .pending(t)?
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
+        self.merge(committed, staged)
+    }
+
+    /// Entries whose key sorts before `end`, in key order.
+    pub(crate) fn range_below(
+        &self,
+        t: usize,
+        end: &[u8],
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let committed = self.tree(t)?.range(..end);
+        let staged = self.pending(t)?.range(..end.to_vec());
+        self.merge(committed, staged)
+    }
+
+    /// The first entry whose key starts with `prefix`, reading committed
+    /// entries only as far as needed.
+    pub(crate) fn first_with_prefix(
+        &self,
+        t: usize,
+        prefix: &[u8],
+    ) -> Result<Option<(Vec<u8>, IVec)>, StoreError> {
+        let pending = self.pending(t)?;
+        let mut first_committed = None;
+        for row in self.tree(t)?.scan_prefix(prefix) {
+            let (k, v) = row.map_err(sled_err)?;
+            if !pending.contains_key(k.as_ref()) {
+                first_committed = Some((k.to_vec(), v));
+                break;
+            }
+        }
+        let first_staged = pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+        Ok(match (first_committed, first_staged) {
+            (Some(c), Some(s)) => Some(if s.0 < c.0 { s } else { c }),
+            (c, s) => c.or(s),
+        })
+    }
+
+    fn merge<'p>(
+        &self,
+        committed: sled::Iter,
+        staged: impl Iterator<Item = (&'p Vec<u8>, &'p Option<IVec>)>,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let mut staged = staged.peekable();
+        if staged.peek().is_none() {
+            return committed
+                .map(|row| row.map(|(k, v)| (k.to_vec(), v)).map_err(sled_err))
+                .collect();
+        }
+        let mut all = BTreeMap::new();
+        for row in committed {
+            let (k, v) = row.map_err(sled_err)?;
+            all.insert(k.to_vec(), v);
+        }
+        for (k, v) in staged {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Adds `n` to the counter `name` in [`META`] and returns the first of
+    /// the `n` new values (counters start at 1 and never go back).
+    pub(crate) fn bump(&mut self, name: &[u8], n: u64) -> Result<u64, StoreError> {
+        let last = match self.get(META, name)? {
+            Some(v) => be_u64(&v, "counter")?,
+            None => 0,
+        };
+        let new_last = last
+            .checked_add(n)
+            .ok_or_else(|| StoreError::msg("sled store: counter overflow"))?;
+        self.insert(META, name, new_last.to_be_bytes().to_vec())?;
+        Ok(last + 1)
+    }
+
+    /// Applies every staged write, in one transaction when more than one
+    /// tree is touched. Returns whether anything was written.
+    fn commit(self) -> Result<bool, StoreError> {
+        let mut trees = Vec::new();
+        let mut batches = Vec::new();
+        for (tree, writes) in self.trees.iter().zip(self.pending) {
+            if writes.is_empty() {
+                continue;
+            }
+            let mut batch = Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            trees.push(tree);
+            batches.push(batch);
+        }
+        match (trees.as_slice(), batches.len()) {
+            ([], _) => return Ok(false),
+            ([tree], 1) => {
+                // A batch on one tree is atomic by itself.
+                for batch in batches {
+                    tree.apply_batch(batch).map_err(sled_err)?;
+                }
+            }
+            (trees, _) => {
+                trees
+                    .transaction(|views| {
+                        for (view, batch) in views.iter().zip(&batches) {
+                            view.apply_batch(batch)?;
+                        }
+                        Ok::<(), ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => sled_err(e),
+                        TransactionError::Abort(()) => {
+                            StoreError::msg("sled store: transaction aborted")
+                        }
+                    })?;
+            }
+        }
+        Ok(true)
+    }
+}
