@@ -1,5 +1,7 @@
 //! The shared conformance suites on real directories, with drop-and-reopen.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod relay {
     use retalk_store_sled::SledRelayStore;
     use tempfile::TempDir;
