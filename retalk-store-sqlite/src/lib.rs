@@ -55,6 +55,7 @@
 mod client;
 mod conn;
 mod relay;
+mod writer;
 
 pub use client::{SqliteStore, StoreLock, STORE_FILE, UNKNOWN_PEER};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};

@@ -13,6 +13,7 @@ use retalk_proto::wire::{ClaimedKey, KeyCounts, PublicKeys};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::conn::{self, db_err, finite};
+use crate::writer::Writer;
 
 /// The Python relay's tables, verbatim from `retalk==0.3.0`'s `server.py`
 /// (0.0.1 has the first four), then the indexes of the hot paths. Indexes
@@ -66,9 +67,8 @@ CREATE INDEX IF NOT EXISTS refused_recipient ON refused(recipient, id);
 CREATE INDEX IF NOT EXISTS refused_ts ON refused(ts);
 ";
 
-/// Idle connections kept for reuse. Requests beyond this many at once open
-/// a connection of their own (about 50 µs) and close it afterwards; SQLite
-/// serialises the writers anyway, so more idle connections buy nothing.
+/// Idle read connections kept for reuse. Reads beyond this many at once
+/// open a connection of their own (about 50 µs) and close it afterwards.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
 /// A [`RelayStore`] on one SQLite file, laid out exactly as the Python
@@ -76,14 +76,17 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// on this store over the same file, and inspect or edit it with `sqlite3`
 /// while the relay runs (nothing is cached across requests).
 ///
-/// Safe to share between threads: each call borrows a connection from a
-/// small pool, and every write is one `BEGIN IMMEDIATE` transaction, so
-/// concurrent writers queue on SQLite's write lock (with a busy timeout)
-/// rather than fail or interleave.
+/// Safe to share between threads. Reads borrow a connection from a small
+/// pool (WAL readers never wait for the writer). Every write is handed to
+/// one writer thread that commits concurrent writes together, one fsync
+/// per group (see `writer.rs`); each write runs alone, atomically, and
+/// returns only once it is durable. Other processes writing the same file
+/// queue on SQLite's write lock (with a busy timeout).
 pub struct SqliteRelayStore {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     pool_size: usize,
+    writer: Writer,
 }
 
 impl std::fmt::Debug for SqliteRelayStore {
@@ -97,6 +100,52 @@ impl std::fmt::Debug for SqliteRelayStore {
 fn user_text(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
     // Operators may have hand-edited rows; read NULL and '' alike as unset.
     Ok(row.get::<_, Option<String>>(i)?.filter(|s| !s.is_empty()))
+}
+
+/// The oldest queued messages for `me` (from `from` only, if given), at
+/// least one when any is queued, then within `limit`.
+fn take_messages(
+    conn: &Connection,
+    me: &str,
+    from: Option<&str>,
+    limit: ReadLimit,
+) -> rusqlite::Result<Vec<StoredMessage>> {
+    let max = i64::try_from(limit.max_messages.max(1)).unwrap_or(i64::MAX);
+    let mut stmt;
+    let mut rows = match from {
+        Some(sender) => {
+            stmt = conn.prepare_cached(
+                "SELECT id, ts, sender, mtype, body FROM messages \
+                 WHERE recipient = ?1 AND sender = ?2 ORDER BY id LIMIT ?3",
+            )?;
+            stmt.query(params![me, sender, max])?
+        }
+        None => {
+            stmt = conn.prepare_cached(
+                "SELECT id, ts, sender, mtype, body FROM messages \
+                 WHERE recipient = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            stmt.query(params![me, max])?
+        }
+    };
+    let mut out: Vec<StoredMessage> = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(r) = rows.next()? {
+        let m = StoredMessage {
+            message_id: r.get(0)?,
+            ts: r.get::<_, Option<f64>>(1)?.unwrap_or_default(),
+            sender: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            mtype: r.get::<_, Option<i64>>(3)?.unwrap_or_default(),
+            body: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+        };
+        // At least one message, then within both bounds.
+        if !out.is_empty() && bytes + m.body.len() > limit.max_bytes {
+            break;
+        }
+        bytes += m.body.len();
+        out.push(m);
+    }
+    Ok(out)
 }
 
 impl SqliteRelayStore {
@@ -116,13 +165,12 @@ impl SqliteRelayStore {
             .map_err(db_err)?;
         tx.execute_batch(SCHEMA).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        let store = Self {
-            path,
+        Ok(Self {
             idle: Mutex::new(Vec::with_capacity(pool_size)),
             pool_size: pool_size.max(1),
-        };
-        store.idle_list()?.push(conn);
-        Ok(store)
+            writer: Writer::start(conn)?,
+            path,
+        })
     }
 
     /// The database file.
@@ -159,25 +207,15 @@ impl SqliteRelayStore {
         out
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: it holds the write
-    /// lock from the first read, so read-then-write steps never race.
-    /// Commits when `f` returns `Ok((value, true))`, rolls back otherwise.
-    fn write<T>(
+    /// Runs `f` on the writer thread, alone and atomically (inside the
+    /// write lock from its first read, so read-then-write steps never
+    /// race), and returns once its writes are durable. `f` keeps its writes
+    /// by returning `Ok((value, true))`; `false` or an error rolls them back.
+    fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<(T, bool)>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<(T, bool)> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.with_conn(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let (value, commit) = f(&tx).map_err(db_err)?;
-            if commit {
-                tx.commit().map_err(db_err)?;
-            } else {
-                tx.rollback().map_err(db_err)?;
-            }
-            Ok(value)
-        })
+        self.writer.write(f)
     }
 
     /// Runs `f` on one connection outside any explicit transaction (a
@@ -189,7 +227,8 @@ impl SqliteRelayStore {
 
 impl RelayStore for SqliteRelayStore {
     fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        let nonce = nonce.to_owned();
+        self.write(move |tx| {
             tx.prepare_cached("DELETE FROM nonces WHERE ts < ?1")?
                 .execute([finite(forget_before)])?;
             let added = tx
@@ -207,8 +246,10 @@ impl RelayStore for SqliteRelayStore {
         fallback_key: Option<&(String, String)>,
         max_unclaimed: u64,
     ) -> Result<PublishOutcome, StoreError> {
-        let owner = user.as_str();
-        self.write(|tx| {
+        let (user, keys, fallback_key) = (user.clone(), keys.clone(), fallback_key.cloned());
+        let one_time_keys = one_time_keys.to_vec();
+        self.write(move |tx| {
+            let owner = user.as_str();
             let unclaimed: u64 = tx
                 .prepare_cached("SELECT COUNT(*) FROM otks WHERE owner = ?1 AND claimed = 0")?
                 .query_row([owner], |r| r.get(0))?;
@@ -242,7 +283,7 @@ impl RelayStore for SqliteRelayStore {
                  signing_key = excluded.signing_key",
             )?
             .execute(params![owner, keys.identity_key, keys.signing_key])?;
-            if let Some((key_id, key)) = fallback_key {
+            if let Some((key_id, key)) = &fallback_key {
                 tx.prepare_cached(
                     "UPDATE users SET fallback_key_id = ?1, fallback_key = ?2 WHERE id = ?3",
                 )?
@@ -291,8 +332,9 @@ impl RelayStore for SqliteRelayStore {
     }
 
     fn claim_key(&self, user: &UserId) -> Result<ClaimOutcome, StoreError> {
-        let id = user.as_str();
-        self.write(|tx| {
+        let user = user.clone();
+        self.write(move |tx| {
+            let id = user.as_str();
             let row = tx
                 .prepare_cached(
                     "SELECT identity_key, signing_key, fallback_key_id, fallback_key \
@@ -357,9 +399,10 @@ impl RelayStore for SqliteRelayStore {
         m: &NewMessage,
         rules: &DeliveryRules,
     ) -> Result<SendOutcome, StoreError> {
-        let to = m.recipient.as_str();
-        let sender = m.sender.as_str();
-        self.write(|tx| {
+        let (m, rules) = (m.clone(), *rules);
+        self.write(move |tx| {
+            let to = m.recipient.as_str();
+            let sender = m.sender.as_str();
             let known = tx
                 .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
                 .exists([to])?;
@@ -414,55 +457,18 @@ impl RelayStore for SqliteRelayStore {
         peek: bool,
         limit: ReadLimit,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let me = user.as_str();
-        let take = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<Vec<StoredMessage>> {
-            let max = i64::try_from(limit.max_messages.max(1)).unwrap_or(i64::MAX);
-            let mut stmt;
-            let mut rows = match from {
-                Some(sender) => {
-                    stmt = tx.prepare_cached(
-                        "SELECT id, ts, sender, mtype, body FROM messages \
-                         WHERE recipient = ?1 AND sender = ?2 ORDER BY id LIMIT ?3",
-                    )?;
-                    stmt.query(params![me, sender, max])?
-                }
-                None => {
-                    stmt = tx.prepare_cached(
-                        "SELECT id, ts, sender, mtype, body FROM messages \
-                         WHERE recipient = ?1 ORDER BY id LIMIT ?2",
-                    )?;
-                    stmt.query(params![me, max])?
-                }
-            };
-            let mut out: Vec<StoredMessage> = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(r) = rows.next()? {
-                let m = StoredMessage {
-                    message_id: r.get(0)?,
-                    ts: r.get::<_, Option<f64>>(1)?.unwrap_or_default(),
-                    sender: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    mtype: r.get::<_, Option<i64>>(3)?.unwrap_or_default(),
-                    body: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                };
-                // At least one message, then within both bounds.
-                if !out.is_empty() && bytes + m.body.len() > limit.max_bytes {
-                    break;
-                }
-                bytes += m.body.len();
-                out.push(m);
-            }
-            Ok(out)
-        };
         if peek {
             return self.with_conn(|conn| {
                 let tx = conn.transaction().map_err(db_err)?;
-                let out = take(&tx).map_err(db_err)?;
+                let out = take_messages(&tx, user.as_str(), from, limit).map_err(db_err)?;
                 tx.rollback().map_err(db_err)?;
                 Ok(out)
             });
         }
-        self.write(|tx| {
-            let out = take(tx)?;
+        let (user, from) = (user.clone(), from.map(str::to_owned));
+        self.write(move |tx| {
+            let (me, from) = (user.as_str(), from.as_deref());
+            let out = take_messages(tx, me, from, limit)?;
             let Some(last) = out.last().map(|m| m.message_id) else {
                 return Ok((out, false));
             };
@@ -489,8 +495,10 @@ impl RelayStore for SqliteRelayStore {
         now: f64,
         rules: &RefusalRules,
     ) -> Result<(), StoreError> {
-        let me = recipient.as_str();
-        self.write(|tx| {
+        let (recipient, rules) = (recipient.clone(), *rules);
+        let (hash, sig) = (hash.to_owned(), sig.to_owned());
+        self.write(move |tx| {
+            let me = recipient.as_str();
             if let Some(before) = rules.expire_before {
                 tx.prepare_cached("DELETE FROM refused WHERE ts < ?1")?
                     .execute([finite(before)])?;
@@ -527,7 +535,8 @@ impl RelayStore for SqliteRelayStore {
     }
 
     fn api_key_create(&self, key_hash: &str, label: &str, now: f64) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let (key_hash, label) = (key_hash.to_owned(), label.to_owned());
+        self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO api_keys(key_hash, label, created, disabled) VALUES(?1, ?2, ?3, 0) \
                  ON CONFLICT(key_hash) DO UPDATE SET label = excluded.label, \
@@ -557,7 +566,8 @@ impl RelayStore for SqliteRelayStore {
     }
 
     fn api_key_set_disabled(&self, key_hash: &str, disabled: bool) -> Result<u64, StoreError> {
-        self.write(|tx| {
+        let key_hash = key_hash.to_owned();
+        self.write(move |tx| {
             let n = tx
                 .prepare_cached("UPDATE api_keys SET disabled = ?1 WHERE key_hash = ?2")?
                 .execute(params![i64::from(disabled), key_hash])?;
@@ -566,7 +576,8 @@ impl RelayStore for SqliteRelayStore {
     }
 
     fn api_key_delete(&self, key_hash: &str) -> Result<u64, StoreError> {
-        self.write(|tx| {
+        let key_hash = key_hash.to_owned();
+        self.write(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM api_keys WHERE key_hash = ?1")?
                 .execute([key_hash])?;
