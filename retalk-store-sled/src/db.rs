@@ -372,30 +372,28 @@ impl<'a> Overlay<'a> {
             trees.push(tree);
             batches.push(batch);
         }
-        match (trees.as_slice(), batches.len()) {
-            ([], _) => return Ok(false),
-            ([tree], 1) => {
+        if trees.is_empty() {
+            return Ok(false);
+        }
+        if trees.len() == 1 {
+            if let (Some(tree), Some(batch)) = (trees.pop(), batches.pop()) {
                 // A batch on one tree is atomic by itself.
-                for batch in batches {
-                    tree.apply_batch(batch).map_err(sled_err)?;
-                }
-            }
-            (trees, _) => {
-                trees
-                    .transaction(|views| {
-                        for (view, batch) in views.iter().zip(&batches) {
-                            view.apply_batch(batch)?;
-                        }
-                        Ok::<(), ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| match e {
-                        TransactionError::Storage(e) => sled_err(e),
-                        TransactionError::Abort(()) => {
-                            StoreError::msg("sled store: transaction aborted")
-                        }
-                    })?;
+                tree.apply_batch(batch).map_err(sled_err)?;
+                return Ok(true);
             }
         }
+        trees
+            .as_slice()
+            .transaction(|views| {
+                for (view, batch) in views.iter().zip(&batches) {
+                    view.apply_batch(batch)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => sled_err(e),
+                TransactionError::Abort(()) => StoreError::msg("sled store: transaction aborted"),
+            })?;
         Ok(true)
     }
 }
