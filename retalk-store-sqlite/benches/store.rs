@@ -1,11 +1,16 @@
 //! Throughput of the SQLite stores next to the in-memory ones, in one run:
 //! `cargo bench -p retalk-store-sqlite --bench store`.
 //!
-//! Each operation runs for a short time budget (or a maximum count) on a
-//! database in a temp dir, single-threaded, with the durability the stores
-//! ship with (WAL, `synchronous=FULL`: one fsync per write transaction), so
-//! the numbers mostly measure the disk's fsync latency. Then a concurrent
-//! mix on the relay store for several pool sizes. Takes well under 30 s.
+//! First the disk's raw fsync rate (write + fdatasync of a small file for
+//! 1 s): the ceiling of durable commits, so the other numbers can be read
+//! against it. Then each operation for a short time budget (or a maximum
+//! count) on a database in a temp dir, single-threaded, with the durability
+//! the stores ship with (WAL, `synchronous=FULL`): one caller at a time
+//! means one commit, so one fsync, per write. Then relay requests from 1
+//! and 64 threads at once, as the HTTP server's blocking pool calls the
+//! store: the relay store's writer commits concurrent writes together (one
+//! fsync per batch), so 64 callers go far beyond the fsync rate. Then a
+//! read/write mix for two read-pool sizes. Takes about 45 s.
 
 use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -248,15 +253,89 @@ fn concurrent_mix(store: &SqliteRelayStore, reads_only: bool) -> Res<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The disk's rate of small write + fsync, the ceiling of durable commits.
+/// The disk's rate of small write + fdatasync for 1 s, the ceiling of
+/// durable commits one at a time.
 fn fsyncs_per_second(dir: &std::path::Path) -> Res<f64> {
     use std::io::Write;
     let mut f = std::fs::File::create(dir.join("fsync-probe"))?;
-    measure(MAX_OPS, |_| {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
         f.write_all(&[0u8; 100])?;
-        f.sync_all()?;
-        Ok(())
-    })
+        f.sync_data()?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// What each request does, as the relay does for a signed request: the
+/// nonce first (a durable write), then the tool.
+#[derive(Clone, Copy)]
+enum Request {
+    /// nonce + send_message: two durable writes.
+    Send,
+    /// nonce + count_keys: one durable write and one read.
+    CountKeys,
+}
+
+/// How long each concurrent measurement runs.
+const CONCURRENT_BUDGET: Duration = Duration::from_millis(1500);
+
+/// `threads` callers at once on `store` for [`CONCURRENT_BUDGET`], each
+/// looping over `request`; requests/s. `run` keeps the nonces of
+/// successive runs on one store apart.
+fn concurrent_requests<S: RelayStore>(
+    store: &S,
+    threads: usize,
+    request: Request,
+    run: &str,
+) -> Res<f64> {
+    let to: Vec<UserId> = (300..308).map(uid).collect::<Res<_>>()?;
+    for u in &to {
+        store.publish_keys(u, &keys(), &[], None, 1000)?;
+    }
+    let from: Vec<UserId> = (0..threads).map(|t| uid(1000 + t)).collect::<Res<_>>()?;
+    let (done, errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (t, me) in from.iter().enumerate() {
+            let (to, done, errors) = (&to, &done, &errors);
+            s.spawn(move || {
+                let mut i = 0;
+                while start.elapsed() < CONCURRENT_BUDGET {
+                    let peer = &to[(t + i) % to.len()];
+                    let ok = store
+                        .use_nonce(&format!("{run}-{t}-{i}"), 1000.0, 700.0)
+                        .is_ok_and(|fresh| fresh)
+                        && match request {
+                            Request::Send => {
+                                store.send_message(&message(me, peer, i), &OPEN).is_ok()
+                            }
+                            Request::CountKeys => store.count_keys(peer).is_ok(),
+                        };
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+    });
+    if errors.load(Ordering::Relaxed) > 0 {
+        return Err(format!("{} requests failed", errors.load(Ordering::Relaxed)).into());
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Both request kinds from 1 and from 64 threads: four numbers.
+fn concurrent_numbers<S: RelayStore>(store: &S) -> Res<[f64; 4]> {
+    Ok([
+        concurrent_requests(store, 1, Request::Send, "s1")?,
+        concurrent_requests(store, 64, Request::Send, "s64")?,
+        concurrent_requests(store, 1, Request::CountKeys, "c1")?,
+        concurrent_requests(store, 64, Request::CountKeys, "c64")?,
+    ])
 }
 
 fn row(op: &str, disk: f64, tmpfs: Option<f64>, memory: f64) {
@@ -284,10 +363,10 @@ fn main() -> Res<()> {
         "retalk-store-sqlite: ops/s, single thread, WAL + synchronous=FULL, database in {}",
         dir.path().display()
     );
+    let fsyncs = fsyncs_per_second(dir.path())?;
     println!(
-        "this disk: {:.0} write+fsync/s; each SQLite write is one fsync. The tmpfs column \
-         (/dev/shm, fsync ~free) shows SQLite's CPU cost alone.",
-        fsyncs_per_second(dir.path())?
+        "this disk: {fsyncs:.0} write+fdatasync/s (1 s probe); each SQLite commit is one fsync. \
+         The tmpfs column (/dev/shm, fsync ~free) shows SQLite's CPU cost alone."
     );
     println!(
         "{:<40} {:>9} {:>9} {:>10} {:>11}",
@@ -337,9 +416,46 @@ fn main() -> Res<()> {
         client_memory,
     );
 
+    // The disk's rate drifts (other work on the machine): probe again.
+    let fsyncs = fsyncs_per_second(dir.path())?;
+    println!(
+        "\nrelay requests/s, {:.1} s each, as the relay serves a signed request: use_nonce, \
+         then the tool. sqlite: concurrent writes share one commit; this disk now: {fsyncs:.0} \
+         write+fdatasync/s. memory: its use_nonce prunes by scanning every nonce, so it \
+         slows as nonces pile up.",
+        CONCURRENT_BUDGET.as_secs_f64()
+    );
+    println!(
+        "{:<40} {:>9} {:>9} {:>10} {:>11}",
+        "request, callers", "sqlite", "tmpfs", "memory", "sqlite/fsync"
+    );
+    let disk = concurrent_numbers(&SqliteRelayStore::open(dir.path().join("c.db"))?)?;
+    let fast = match &shm {
+        Some(d) => Some(concurrent_numbers(&SqliteRelayStore::open(
+            d.path().join("c.db"),
+        )?)?),
+        None => None,
+    };
+    let memory = concurrent_numbers(&MemoryRelayStore::new())?;
+    let labels = [
+        "nonce + send_message, 1 thread",
+        "nonce + send_message, 64 threads",
+        "nonce + count_keys, 1 thread",
+        "nonce + count_keys, 64 threads",
+    ];
+    for (i, label) in labels.iter().enumerate() {
+        let tmpfs = fast.map_or("-".to_string(), |f| format!("{:.0}", f[i]));
+        println!(
+            "{label:<40} {:>9.0} {tmpfs:>9} {:>10.0} {:>11.1}x",
+            disk[i],
+            memory[i],
+            disk[i] / fsyncs
+        );
+    }
+
     println!("\nsqlite relay on disk, 8 threads, nonce + (get_keys | send_message) per request:");
-    println!("  pool size   requests/s   read-only requests/s (get_keys + count_keys)");
-    for pool in [1, 2, 4, 8] {
+    println!("  read pool   requests/s   read-only requests/s (get_keys + count_keys)");
+    for pool in [1, 8] {
         let path = dir.path().join(format!("pool-{pool}.db"));
         let store = SqliteRelayStore::open_with_pool(&path, pool)?;
         let mixed = concurrent_mix(&store, false)?;
