@@ -138,7 +138,7 @@ fn run(conn: Connection, queue: Receiver<Job>) {
         if catch_unwind(AssertUnwindSafe(|| commit_batch(&conn, batch))).is_err()
             && !conn.is_autocommit()
         {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = sql(&conn, "ROLLBACK");
         }
     }
 }
@@ -147,10 +147,7 @@ fn run(conn: Connection, queue: Receiver<Job>) {
 fn commit_batch(conn: &Connection, batch: Vec<Job>) {
     let mut jobs = batch.into_iter();
     let mut done: Vec<Deliver> = Vec::with_capacity(jobs.len());
-    let outcome = run_jobs(conn, &mut jobs, &mut done).and_then(|()| {
-        conn.execute_batch("COMMIT")
-            .map_err(|e| format!("commit failed: {e}"))
-    });
+    let outcome = run_jobs(conn, &mut jobs, &mut done).and_then(|()| sql(conn, "COMMIT"));
     match outcome {
         Ok(()) => {
             for deliver in done {
@@ -159,7 +156,7 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
         }
         Err(why) => {
             if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = sql(conn, "ROLLBACK");
             }
             done.extend(jobs.map(|job| job(None).1));
             for deliver in done {
@@ -171,6 +168,14 @@ fn commit_batch(conn: &Connection, batch: Vec<Job>) {
     }
 }
 
+/// Runs one transaction-control statement, prepared once per connection.
+fn sql(conn: &Connection, statement: &str) -> Result<(), String> {
+    conn.prepare_cached(statement)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(|e| format!("{statement}: {e}"))
+}
+
 /// Begins the transaction and runs each job in a savepoint; stops at the
 /// first failure of the transaction itself (not of a job).
 fn run_jobs(
@@ -178,20 +183,18 @@ fn run_jobs(
     jobs: &mut impl Iterator<Item = Job>,
     done: &mut Vec<Deliver>,
 ) -> Result<(), String> {
-    let sql = |sql: &str| conn.execute_batch(sql).map_err(|e| format!("{sql}: {e}"));
-    sql("BEGIN IMMEDIATE")?;
+    sql(conn, "BEGIN IMMEDIATE")?;
     for job in jobs {
-        if let Err(e) = sql("SAVEPOINT job") {
+        if let Err(e) = sql(conn, "SAVEPOINT job") {
             done.push(job(None).1);
             return Err(e);
         }
         let (keep, deliver) = job(Some(conn));
         done.push(deliver);
-        if keep {
-            sql("RELEASE job")?;
-        } else {
-            sql("ROLLBACK TO job; RELEASE job")?;
+        if !keep {
+            sql(conn, "ROLLBACK TO job")?;
         }
+        sql(conn, "RELEASE job")?;
         // Some errors (disk full, I/O) make SQLite roll back the whole
         // transaction: then nothing before this point may be acknowledged.
         if conn.is_autocommit() {
