@@ -1,5 +1,5 @@
 //! Files written by the real Python retalk (0.0.1 and 0.3.0, installed from
-//! PyPI into cached venvs, see `common`) open with our stores and keep
+//! PyPI into cached venvs, see `retalk_testkit::python`) open with our stores and keep
 //! working: the relay's `server.db` serves the same users, keys, mail,
 //! refusals and API keys, and a 0.0.1 identity folder made like its CLI
 //! does opens as the same user, with its peers, settings, sessions and
@@ -8,7 +8,7 @@
 // Test helpers outside #[test] fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use retalk_testkit::python as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

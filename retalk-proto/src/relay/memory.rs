@@ -1,6 +1,6 @@
 //! The relay's state in memory: for unit tests, examples and the fuzzers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::store::*;
@@ -22,6 +22,8 @@ struct State {
     next_message_id: i64,
     next_otk: u64,
     nonces: HashMap<String, f64>,
+    /// The same nonces in the order they were used, to forget them cheaply.
+    nonce_order: VecDeque<(f64, String)>,
     /// (recipient, hash) -> (sequence, sig, ts)
     refused: HashMap<(UserId, String), (u64, String, f64)>,
     next_refusal: u64,
@@ -70,11 +72,20 @@ impl MemoryRelayStore {
 impl RelayStore for MemoryRelayStore {
     fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
         let mut s = self.state()?;
-        s.nonces.retain(|_, ts| *ts >= forget_before);
+        while s
+            .nonce_order
+            .front()
+            .is_some_and(|(ts, _)| *ts < forget_before)
+        {
+            if let Some((_, old)) = s.nonce_order.pop_front() {
+                s.nonces.remove(&old);
+            }
+        }
         if s.nonces.contains_key(nonce) {
             return Ok(false);
         }
         s.nonces.insert(nonce.to_owned(), now);
+        s.nonce_order.push_back((now, nonce.to_owned()));
         Ok(true)
     }
 

@@ -1,5 +1,6 @@
 //! A cached Python virtualenv with a given `retalk` from PyPI, for tests
-//! that check our stores against files written by the real Python package.
+//! that check us against the real Python package: its files, its library,
+//! its CLI and its relay.
 //!
 //! The venv lives in the cargo target directory (`target/pyenv-001` for
 //! `retalk==0.0.1`), is built once (a file lock keeps parallel tests from
@@ -15,13 +16,21 @@ use std::process::{Command, Output};
 
 use fs4::fs_std::FileExt;
 
-fn target_dir() -> PathBuf {
-    // `<target>/tmp` for integration tests; the venv goes next to it.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).to_path_buf()
+/// The cargo target directory: the venvs are cached there, so `cargo
+/// clean` drops them and a fresh checkout builds them once.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // This crate lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("target")
 }
 
-fn describe(out: &Output) -> String {
+/// A command's outcome, for assertion messages.
+pub fn describe(out: &Output) -> String {
     format!(
         "exit status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
         out.status,
@@ -101,6 +110,11 @@ pub fn python_with_retalk(version: &str) -> PathBuf {
         venv.display()
     );
     python
+}
+
+/// The venv's `bin/` folder (its `retalk` and `retalk-server` commands).
+pub fn venv_bin(python: &Path) -> PathBuf {
+    python.parent().unwrap_or(Path::new(".")).to_path_buf()
 }
 
 /// Runs a Python script (given as text) with arguments; panics with its

@@ -1,0 +1,7 @@
+//! Test support shared by the retalk crates (a dev-dependency only):
+//! [`python`] builds and caches virtualenvs with the real `retalk` from PyPI
+//! for interop tests against the original library, CLI and relay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod python;
