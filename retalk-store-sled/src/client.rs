@@ -76,8 +76,9 @@ const SEQ: &[u8] = b"seq";
 ///
 /// sled takes an exclusive lock on its directory for as long as it is
 /// open: two processes cannot share one sled identity. The second
-/// [`open`](SledStore::open) fails with an error saying the database is in
-/// use (the SQLite backend, in contrast, lets processes take turns). Within
+/// [`open`](SledStore::open) fails (after waiting up to a second for the
+/// lock) with an error saying the database is in use; the SQLite backend,
+/// in contrast, lets processes take turns. Within
 /// the process, [`lock`](Store::lock) is an in-process mutex that
 /// serialises the client's read-modify-write operations.
 pub struct SledStore {

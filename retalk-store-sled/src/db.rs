@@ -7,7 +7,9 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use retalk_proto::relay::StoreError;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -53,6 +55,11 @@ pub(crate) struct Base {
     log: File,
     /// Blob files already fsynced.
     synced_blobs: Mutex<HashSet<OsString>>,
+    /// Write steps committed so far (numbered from 1).
+    committed: AtomicU64,
+    /// The last write step known to be on disk; held while syncing, so
+    /// writers waiting for a sync queue here (group commit).
+    synced: Mutex<u64>,
 }
 
 impl Base {
@@ -61,10 +68,7 @@ impl Base {
     /// database and checked in an existing one, so a relay database is
     /// never opened as a client store, nor a later layout by this code.
     pub(crate) fn open(path: &Path, format: &str, names: &[&str]) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| open_err(path, e))?;
+        let db = open_db(path)?;
         let trees = names
             .iter()
             .map(|n| db.open_tree(n))
@@ -95,6 +99,8 @@ impl Base {
             writer: Mutex::new(()),
             log,
             synced_blobs: Mutex::new(HashSet::new()),
+            committed: AtomicU64::new(0),
+            synced: Mutex::new(0),
         };
         // The new trees and the marker are on disk before anything is
         // written into them, and so are the directory entries of a new
@@ -171,8 +177,9 @@ impl Base {
     /// state and stages writes in an [`Overlay`]; the writes are applied in
     /// one sled transaction (all trees or none, also across a crash); then,
     /// with the lock released so other writers go on, the log is flushed
-    /// and fsynced ([`Base::sync`]). When this returns `Ok` the step is on
-    /// disk. When `f` fails nothing is written.
+    /// and fsynced ([`Base::sync`], shared between concurrent writers).
+    /// When this returns `Ok` the step is on disk. When `f` fails nothing
+    /// is written.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&mut Overlay<'_>) -> Result<T, StoreError>,
@@ -180,27 +187,63 @@ impl Base {
         let guard = self.writer();
         let mut overlay = Overlay::new(&self.trees);
         let out = f(&mut overlay)?;
-        let wrote = overlay.commit()?;
+        let step = match overlay.commit()? {
+            true => Some(self.committed.fetch_add(1, Ordering::SeqCst) + 1),
+            false => None,
+        };
         drop(guard);
-        if wrote {
-            // Syncs everything logged so far: this step, and any step of
-            // another thread committed before it.
-            self.sync()?;
+        if let Some(step) = step {
+            self.sync_through(step)?;
         }
         Ok(out)
     }
+
+    /// Returns once write step `step` is on disk. One thread syncs at a
+    /// time, and each sync covers every step committed before it began:
+    /// writers that queued up during one fsync share the next.
+    fn sync_through(&self, step: u64) -> Result<(), StoreError> {
+        // Holds a number only (a failed sync leaves it as it was).
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= step {
+            return Ok(());
+        }
+        let target = self.committed.load(Ordering::SeqCst);
+        self.sync()?;
+        *synced = target;
+        Ok(())
+    }
 }
 
-fn open_err(path: &Path, e: sled::Error) -> StoreError {
-    match &e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::msg(format!(
-                "{}: the database is in use by another process (a sled database can be \
-                 opened by one process at a time): {io}",
-                path.display()
-            ))
+/// How long an open waits for sled's directory lock.
+///
+/// Dropping a sled database does not release its lock at once: sled's
+/// background threads finish their last writes holding the file for a few
+/// milliseconds more. So a store dropped and reopened in one process (a
+/// restart in a test, a CLI re-opening its identity) waits a little; a
+/// database held open by another process is reported after this long.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if is_lock_error(&e) => {
+                return Err(StoreError::msg(format!(
+                    "{}: the database is in use by another process (a sled database can be \
+                     opened by one process at a time): {e}",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(sled_err(e)),
         }
-        _ => StoreError(Box::new(e)),
     }
 }
 

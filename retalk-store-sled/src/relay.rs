@@ -66,8 +66,8 @@ const NEXT_REFUSAL: &[u8] = b"next_refusal";
 /// already holds, are skipped, as in the SQLite backend.
 ///
 /// sled locks its directory: one process at a time. A second process (or
-/// a second `open` in this one) fails with an error saying the database is
-/// in use.
+/// a second `open` in this one) fails, after waiting up to a second for
+/// the lock, with an error saying the database is in use.
 pub struct SledRelayStore {
     base: Base,
 }

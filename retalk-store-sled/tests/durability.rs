@@ -32,6 +32,12 @@ fn uid(n: u32) -> UserId {
     UserId::parse(&format!("{n:032x}")).unwrap()
 }
 
+const OPEN: DeliveryRules = DeliveryRules {
+    max_mailbox: 0,
+    max_per_sender: 0,
+    refusals_expire_before: f64::NEG_INFINITY,
+};
+
 fn keys() -> PublicKeys {
     PublicKeys {
         identity_key: "ik".into(),
@@ -223,6 +229,35 @@ fn child() {
                 out.flush().unwrap();
             }
         }
+        "relay-threads" => {
+            let store = SledRelayStore::open(&dir).unwrap();
+            store
+                .publish_keys(&uid(2), &keys(), &[], None, 100)
+                .unwrap();
+            let out = std::sync::Mutex::new(out);
+            std::thread::scope(|s| {
+                for t in 0..8 {
+                    let (store, out) = (&store, &out);
+                    s.spawn(move || {
+                        for i in 0..100_000 {
+                            let body = format!("t{t} {i}");
+                            let m = NewMessage {
+                                sender: uid(1),
+                                recipient: uid(2),
+                                mtype: 1,
+                                body_hash: sha256_hex(&body),
+                                body: body.clone(),
+                                ts: 0.0,
+                            };
+                            store.send_message(&m, &OPEN).unwrap();
+                            let mut out = out.lock().unwrap();
+                            writeln!(out, "stored {body}").unwrap();
+                            out.flush().unwrap();
+                        }
+                    });
+                }
+            });
+        }
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -404,4 +439,42 @@ fn large_values_survive_reopen() {
     drop(store);
     let store = SledStore::open(&alice).unwrap();
     assert_eq!(store.inbox().unwrap(), batch.inbox);
+}
+
+/// Eight threads of a child send at once (their fsyncs shared by group
+/// commit) until SIGKILLed: every message any thread was told is stored is
+/// there afterwards.
+#[test]
+fn concurrent_sends_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.sled");
+    let mut n = 0;
+    let lines = run_child("relay-threads", &path, |l| {
+        n += usize::from(l.contains("stored "));
+        n >= 400
+    });
+    let reported: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("stored ").nth(1))
+        .collect();
+    assert!(reported.len() >= 400, "{lines:?}");
+    let store = SledRelayStore::open(&path).unwrap();
+    let all = ReadLimit {
+        max_messages: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    let held: HashSet<String> = store
+        .read_messages(&uid(2), None, true, all)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    for body in &reported {
+        assert!(
+            held.contains(*body),
+            "{body} was reported stored but is lost"
+        );
+    }
+    // At most the eight sends in flight were stored but not reported.
+    assert!(held.len() <= reported.len() + 8);
 }
