@@ -32,8 +32,6 @@ pub enum ConfigError {
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the {0} backend is not available in this build")]
-    BackendUnavailable(&'static str),
     #[error("could not open the {backend} store at {path}: {detail}")]
     Store {
         backend: &'static str,

@@ -121,10 +121,16 @@ async fn tool_call(app: Arc<App>, headers: &HeaderMap, body: Body) -> Response {
     };
     let worker = app.clone();
     match blocking(move || worker.relay.handle(&bytes, unix_now())).await {
-        Ok(answer) => json_response(
-            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &answer.body,
-        ),
+        Ok(answer) => {
+            let status =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = json_response(status, &answer.body);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            r
+        }
         Err(e) => refuse(e),
     }
 }

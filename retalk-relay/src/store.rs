@@ -10,6 +10,7 @@ use retalk_proto::relay::{
 };
 use retalk_proto::wire::{KeyCounts, PublicKeys};
 use retalk_proto::UserId;
+use retalk_store_sled::SledRelayStore;
 use retalk_store_sqlite::SqliteRelayStore;
 
 use crate::config::Backend;
@@ -48,7 +49,9 @@ pub fn open_store(backend: Backend, db: &Path) -> Result<SharedStore, StartError
         Backend::Sqlite => SqliteRelayStore::open(db)
             .map(SharedStore::new)
             .map_err(failed),
-        Backend::Sled => Err(StartError::BackendUnavailable("sled")),
+        Backend::Sled => SledRelayStore::open(db)
+            .map(SharedStore::new)
+            .map_err(failed),
     }
 }
 

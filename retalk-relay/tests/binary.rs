@@ -1,5 +1,5 @@
 //! The `retalk-relay` binary: start on a free port, print it, serve from a
-//! SQLite file, stop cleanly on SIGTERM and SIGINT.
+//! SQLite file or a sled directory, stop cleanly on SIGTERM and SIGINT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -119,6 +119,40 @@ async fn serves_a_sqlite_file_on_a_free_port_and_stops_on_sigterm() {
     assert_eq!(a.json(), json!({"unclaimed": 0, "has_fallback": true}));
     signal(&child, "-INT");
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
+
+#[tokio::test]
+async fn serves_a_sled_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.sled");
+    let (mut child, addr, lines) = spawn(
+        &[
+            "--backend",
+            "sled",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        lines[2].starts_with("retalk-relay backend: sled"),
+        "{}",
+        lines[2]
+    );
+    let url = format!("http://127.0.0.1:{}", addr.port());
+    let mut peer = Peer::new();
+    let publish = peer.publish_args();
+    let t = HttpTransport::new(&url).unwrap();
+    t.call(peer.request(&publish, &url)).await.unwrap();
+    let counts = t.call(peer.request(&Args::CountKeys, &url)).await.unwrap();
+    assert_eq!(counts, json!({"unclaimed": 0, "has_fallback": true}));
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert!(db.exists());
 }
 
 #[test]

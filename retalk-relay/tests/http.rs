@@ -80,6 +80,15 @@ async fn two_clients_talk_through_the_relay_on_sqlite() {
 }
 
 #[tokio::test]
+async fn two_clients_talk_through_the_relay_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = retalk_store_sled::SledRelayStore::open(dir.path().join("relay.sled")).unwrap();
+    let server = relay_on(SharedStore::new(store), |_| {}).await;
+    conversation(&server).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn answers_are_in_the_callers_dialect() {
     let server = relay(|_| {}).await;
     let mut peer = Peer::new();
