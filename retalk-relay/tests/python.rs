@@ -1,0 +1,265 @@
+//! Against the real Python retalk (0.0.1 and 0.3.0 from PyPI, in cached
+//! venvs): Python users of both generations and a Rust user talk through
+//! our relay; and our HttpTransport finds its way on the Python relays,
+//! whose auth dialect it has to detect.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{relay_on, Peer};
+use retalk_proto::auth::Dialect;
+use retalk_proto::client::{Client, MemoryStore};
+use retalk_proto::wire::Args;
+use retalk_relay::SharedStore;
+use retalk_store_sqlite::SqliteRelayStore;
+use retalk_testkit::python::{python_with_retalk, run_python, venv_bin};
+use retalk_transport_http::{HttpTransport, SystemClock, Transport};
+use serde_json::{json, Value};
+
+/// One step of a Python user, with either generation's library:
+/// `script URL STORE NAME id|send PEER TEXT|receive`.
+const USER: &str = r#"
+import json, sys
+from retalk.user import User
+url, store, name, cmd = sys.argv[1:5]
+u = User(url, "secret", name=name, store=store)
+if cmd == "id":
+    u.publish()
+    print(u.fingerprint() if hasattr(u, "fingerprint") else u.user_id())
+elif cmd == "send":
+    u.send(sys.argv[5], sys.argv[6])
+elif cmd == "receive":
+    out = []
+    for m in u.receive():
+        if isinstance(m, dict):
+            out.append([m["from"], m["text"]])
+        else:
+            out.append([m[0], m[2]])
+    print(json.dumps(out))
+"#;
+
+struct PyUser {
+    python: PathBuf,
+    url: String,
+    store: PathBuf,
+    name: String,
+}
+
+impl PyUser {
+    fn new(python: &Path, url: &str, dir: &Path, name: &str) -> PyUser {
+        PyUser {
+            python: python.to_path_buf(),
+            url: url.into(),
+            store: dir.join(format!("{name}.db")),
+            name: name.into(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let mut all: Vec<&Path> = vec![Path::new(&self.url), &self.store, Path::new(&self.name)];
+        all.extend(args.iter().map(Path::new));
+        run_python(&self.python, USER, &all)
+    }
+
+    fn id(&self) -> String {
+        self.run(&["id"]).trim().to_owned()
+    }
+
+    fn send(&self, to: &str, text: &str) {
+        self.run(&["send", to, text]);
+    }
+
+    /// (from, text) pairs.
+    fn receive(&self) -> Vec<(String, String)> {
+        let v: Vec<(String, String)> = serde_json::from_str(self.run(&["receive"]).trim()).unwrap();
+        v
+    }
+}
+
+type Agent = Client<Arc<MemoryStore>, HttpTransport, SystemClock>;
+
+fn rust_user(url: &str) -> Agent {
+    Client::create(
+        Arc::new(MemoryStore::new()),
+        HttpTransport::new(url).unwrap(),
+        SystemClock,
+        "secret",
+        "rusty",
+    )
+    .unwrap()
+}
+
+async fn texts(agent: &Agent) -> Vec<(String, String)> {
+    let inbox = agent.receive().await.unwrap();
+    assert!(inbox.problems.is_empty(), "{:?}", inbox.problems);
+    inbox
+        .messages
+        .into_iter()
+        .map(|m| (m.from.to_string(), m.text))
+        .collect()
+}
+
+// The Python steps block their thread; the relay serves from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_001_030_and_rust_users_talk_through_our_relay() {
+    let py001 = python_with_retalk("0.0.1");
+    let py030 = python_with_retalk("0.3.0");
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
+    let server = relay_on(SharedStore::new(store), |_| {}).await;
+    let url = server.url().to_owned();
+
+    let old = PyUser::new(&py001, &url, dir.path(), "old");
+    let new = PyUser::new(&py030, &url, dir.path(), "new");
+    let rust = rust_user(&url);
+    let (old_id, new_id) = (old.id(), new.id());
+    rust.ensure_published().await.unwrap();
+    let rust_id = rust.user_id().to_string();
+
+    old.send(&new_id, "from 0.0.1 to 0.3.0");
+    assert_eq!(
+        new.receive(),
+        [(old_id.clone(), "from 0.0.1 to 0.3.0".to_owned())]
+    );
+    new.send(&old_id, "from 0.3.0 to 0.0.1");
+    assert_eq!(
+        old.receive(),
+        [(new_id.clone(), "from 0.3.0 to 0.0.1".to_owned())]
+    );
+
+    rust.send(
+        &retalk_proto::UserId::parse(&new_id).unwrap(),
+        "from rust \u{2603}",
+    )
+    .await
+    .unwrap();
+    new.send(&rust_id, "from 0.3.0 to rust");
+    old.send(&rust_id, "from 0.0.1 to rust");
+    assert_eq!(
+        new.receive(),
+        [(rust_id.clone(), "from rust \u{2603}".to_owned())]
+    );
+    let got = texts(&rust).await;
+    assert_eq!(
+        got,
+        [
+            (new_id.clone(), "from 0.3.0 to rust".to_owned()),
+            (old_id.clone(), "from 0.0.1 to rust".to_owned())
+        ]
+    );
+    server.shutdown().await;
+}
+
+/// A Python relay on a free port, killed on drop.
+struct PythonRelay {
+    child: Child,
+    url: String,
+}
+
+impl PythonRelay {
+    fn start(python: &Path, dir: &Path) -> PythonRelay {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let db = dir.join("py-server.db");
+        let child = Command::new(venv_bin(python).join("retalk-server"))
+            .current_dir(dir)
+            .env("SERVER_DB", &db)
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env("RETALK_SERVER_DB", &db)
+            .env("RETALK_SERVER_HOST", "127.0.0.1")
+            .env("RETALK_SERVER_PORT", port.to_string())
+            .env_remove("SERVER_AUDIENCE")
+            .env_remove("RETALK_SERVER_AUDIENCE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the Python relay did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PythonRelay {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for PythonRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn http_transport_switches_to_030_on_a_python_030_relay() {
+    let py030 = python_with_retalk("0.3.0");
+    let dir = tempfile::tempdir().unwrap();
+    let relay = PythonRelay::start(&py030, dir.path());
+    let t = HttpTransport::new(&relay.url).unwrap();
+    assert_eq!(t.dialect(), Dialect::V001);
+    let mut peer = Peer::new();
+    let publish = peer.publish_args();
+    let r: Value = t.call(peer.request(&publish, &relay.url)).await.unwrap();
+    assert_eq!(r["fingerprint"], peer.id.as_str());
+    assert_eq!(t.dialect(), Dialect::V030);
+    let counts = t
+        .call(peer.request(&Args::CountKeys, &relay.url))
+        .await
+        .unwrap();
+    assert_eq!(counts, json!({"unclaimed": 0, "has_fallback": true}));
+    assert_eq!(t.max_group_size().await.unwrap(), 100);
+
+    // A Rust user and a Python 0.3.0 user talk through the Python relay.
+    let rust = rust_user(&relay.url);
+    let new = PyUser::new(&py030, &relay.url, dir.path(), "new");
+    let new_id = new.id();
+    rust.send(
+        &retalk_proto::UserId::parse(&new_id).unwrap(),
+        "hello python relay",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rust.transport().dialect(), Dialect::V030);
+    assert_eq!(
+        new.receive(),
+        [(rust.user_id().to_string(), "hello python relay".to_owned())]
+    );
+    new.send(rust.user_id().as_str(), "hello rust");
+    assert_eq!(texts(&rust).await, [(new_id, "hello rust".to_owned())]);
+}
+
+#[tokio::test]
+async fn http_transport_switches_to_001_on_a_python_001_relay() {
+    let py001 = python_with_retalk("0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let relay = PythonRelay::start(&py001, dir.path());
+    let t = HttpTransport::builder(&relay.url)
+        .dialect(Dialect::V030)
+        .build()
+        .unwrap();
+    let mut peer = Peer::new();
+    let publish = peer.publish_args();
+    let r = t.call(peer.request(&publish, &relay.url)).await.unwrap();
+    assert_eq!(r["user_id"], peer.id.as_str());
+    assert_eq!(t.dialect(), Dialect::V001);
+    t.call(peer.request(&Args::CountKeys, &relay.url))
+        .await
+        .unwrap();
+}
