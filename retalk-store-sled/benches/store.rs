@@ -7,8 +7,8 @@
 //! is flushed and fsynced before it returns, so on a real disk the numbers
 //! mostly measure fsync. The tmpfs column (/dev/shm, where fsync is nearly
 //! free) shows the stores' own CPU cost; a raw sled probe shows what the
-//! flush alone costs. Then concurrent claims and a request mix. Well under
-//! 30 s.
+//! flush and the fdatasync cost. Then relay requests (use_nonce, then the
+//! tool) from 1 and 64 threads, and 64 threads claiming keys. About 25 s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,7 +25,9 @@ use retalk_store_sled::{SledRelayStore, SledStore};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
-const BUDGET: Duration = Duration::from_millis(700);
+const BUDGET: Duration = Duration::from_millis(500);
+/// How long each concurrent measurement runs.
+const CONCURRENT_BUDGET: Duration = Duration::from_millis(800);
 const MAX_OPS: usize = 40_000;
 const PREFILL: usize = 20_000;
 
@@ -157,16 +159,20 @@ fn relay_numbers<S: RelayStore>(store: &S) -> Res<RelayNumbers> {
         max_bytes: 1 << 20,
     };
     let read_one = measure(PREFILL, |_| {
-        store.read_messages(&reader, None, false, one)?;
-        Ok(())
+        match store.read_messages(&reader, None, false, one)? {
+            got if got.len() == 1 => Ok(()),
+            _ => Err("read_messages: the prefilled mailbox is empty".into()),
+        }
     })?;
     let hundred = ReadLimit {
         max_messages: 100,
         max_bytes: 1 << 20,
     };
     let read_batch = measure(PREFILL / 100, |_| {
-        store.read_messages(&batch_reader, None, false, hundred)?;
-        Ok(())
+        match store.read_messages(&batch_reader, None, false, hundred)? {
+            got if got.len() == 100 => Ok(()),
+            _ => Err("read_messages: the prefilled mailbox ran out".into()),
+        }
     })? * 100.0;
     let claim = measure(PREFILL, |_| {
         store.claim_key(&owner)?;
@@ -223,7 +229,7 @@ fn concurrently(threads: usize, request: impl Fn(usize, usize) -> Res<()> + Sync
             let (done, errors, request) = (&done, &errors, &request);
             s.spawn(move || {
                 let mut i = 0;
-                while start.elapsed() < BUDGET {
+                while start.elapsed() < CONCURRENT_BUDGET {
                     if request(t, i).is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -252,23 +258,51 @@ fn claims_64<S: RelayStore>(store: &S) -> Res<f64> {
     })
 }
 
-/// 8 threads, each request a nonce then alternately get_keys (a read) and
-/// send_message (a write): the SQLite bench's mix.
-fn request_mix<S: RelayStore>(store: &S) -> Res<f64> {
-    let users: Vec<UserId> = (100..108).map(uid).collect::<Res<_>>()?;
-    for u in &users {
+/// What each request does, as the relay does for a signed request: the
+/// nonce first (a durable write), then the tool. The SQLite bench's rows.
+#[derive(Clone, Copy)]
+enum Request {
+    /// nonce + send_message: two durable writes.
+    Send,
+    /// nonce + count_keys: one durable write and one read.
+    CountKeys,
+}
+
+/// `threads` callers looping over `request`; requests/s. `run` keeps the
+/// nonces of successive runs on one store apart.
+fn requests<S: RelayStore>(store: &S, threads: usize, request: Request, run: &str) -> Res<f64> {
+    let to: Vec<UserId> = (300..308).map(uid).collect::<Res<_>>()?;
+    for u in &to {
         store.publish_keys(u, &keys(), &[], None, 1000)?;
     }
-    concurrently(8, |t, i| {
-        let to = &users[(t + i) % 8];
-        store.use_nonce(&format!("{t}-{i}"), 1000.0, 700.0)?;
-        if i & 1 == 1 {
-            store.send_message(&message(&users[t], to, i), &OPEN)?;
-        } else {
-            store.get_keys(to)?;
+    let from: Vec<UserId> = (0..threads).map(|t| uid(1000 + t)).collect::<Res<_>>()?;
+    concurrently(threads, |t, i| {
+        let peer = &to[(t + i) % to.len()];
+        if !store.use_nonce(&format!("{run}-{t}-{i}"), 1000.0, 700.0)? {
+            return Err("nonce replayed".into());
+        }
+        match request {
+            Request::Send => {
+                store.send_message(&message(&from[t], peer, i), &OPEN)?;
+            }
+            Request::CountKeys => {
+                store.count_keys(peer)?;
+            }
         }
         Ok(())
     })
+}
+
+/// Both request kinds from 1 and from 64 threads, then 64 threads
+/// claiming: five numbers.
+fn concurrent_numbers<S: RelayStore>(store: &S) -> Res<[f64; 5]> {
+    Ok([
+        requests(store, 1, Request::Send, "s1")?,
+        requests(store, 64, Request::Send, "s64")?,
+        requests(store, 1, Request::CountKeys, "c1")?,
+        requests(store, 64, Request::CountKeys, "c64")?,
+        claims_64(store)?,
+    ])
 }
 
 /// The disk's rate of small write + fsync, the ceiling of durable writes.
@@ -376,6 +410,7 @@ fn main() -> Res<()> {
     };
     let memory_relay = MemoryRelayStore::new();
     for to in readers {
+        memory_relay.publish_keys(to, &keys(), &[], None, 1000)?;
         for i in 0..PREFILL {
             memory_relay.send_message(&message(&a, to, i), &OPEN)?;
         }
@@ -417,22 +452,37 @@ fn main() -> Res<()> {
         client_memory,
     );
 
-    println!("\nconcurrent, on disk (the writer lock is released before the fsync):");
-    println!("{:<40} {:>9} {:>10}", "", "sled", "memory");
-    let sled = SledRelayStore::open(dir.path().join("concurrent.sled"))?;
-    let memory = MemoryRelayStore::new();
     println!(
-        "{:<40} {:>9.0} {:>10.0}",
-        "claim_key, 64 threads (claims/s)",
-        claims_64(&sled)?,
-        claims_64(&memory)?
+        "\nrelay requests/s, {} ms each, as the relay serves a signed request (use_nonce, then \
+         the tool): concurrent writers share one fsync (group commit).",
+        CONCURRENT_BUDGET.as_millis()
     );
     println!(
-        "{:<40} {:>9.0} {:>10.0}",
-        "8 threads, nonce + (get_keys | send)",
-        request_mix(&sled)?,
-        request_mix(&memory)?
+        "{:<40} {:>9} {:>9} {:>10}",
+        "request, callers", "sled", "tmpfs", "memory"
     );
+    let disk = concurrent_numbers(&SledRelayStore::open(dir.path().join("requests.sled"))?)?;
+    let fast = match &shm {
+        Some(d) => Some(concurrent_numbers(&SledRelayStore::open(
+            d.path().join("requests.sled"),
+        )?)?),
+        None => None,
+    };
+    let memory = concurrent_numbers(&MemoryRelayStore::new())?;
+    let labels = [
+        "nonce + send_message, 1 thread",
+        "nonce + send_message, 64 threads",
+        "nonce + count_keys, 1 thread",
+        "nonce + count_keys, 64 threads",
+        "claim_key, 64 threads",
+    ];
+    for (i, label) in labels.iter().enumerate() {
+        let tmpfs = fast.map_or("-".to_string(), |f| format!("{:.0}", f[i]));
+        println!(
+            "{label:<40} {:>9.0} {tmpfs:>9} {:>10.0}",
+            disk[i], memory[i]
+        );
+    }
     println!("\n(took {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
