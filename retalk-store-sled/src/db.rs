@@ -69,14 +69,12 @@ impl Base {
     /// never opened as a client store, nor a later layout by this code.
     pub(crate) fn open(path: &Path, format: &str, names: &[&str]) -> Result<Self, StoreError> {
         let db = open_db(path)?;
-        let trees = names
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sled_err)?;
-        let meta = trees
+        // The marker is checked before any other tree is opened (opening
+        // creates): a database of the other kind is left as it was.
+        let meta_name = names
             .get(META)
             .ok_or_else(|| StoreError::msg("sled store: no meta tree"))?;
+        let meta = db.open_tree(meta_name).map_err(sled_err)?;
         match meta.get(FORMAT_KEY).map_err(sled_err)? {
             Some(found) if found.as_ref() == format.as_bytes() => {}
             Some(found) => {
@@ -91,6 +89,11 @@ impl Base {
                     .map_err(sled_err)?;
             }
         }
+        let trees = names
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sled_err)?;
         let log = File::open(path.join(LOG_FILE)).map_err(io_err)?;
         let base = Self {
             path: path.to_path_buf(),

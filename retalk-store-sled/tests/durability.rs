@@ -135,9 +135,24 @@ fn second_open_fails_clearly() {
     let err = SledRelayStore::open(&relay).unwrap_err().to_string();
     assert!(err.contains("in use by another process"), "{err}");
     drop(store);
-    // A relay database is not a client store.
+    // A relay database is not a client store, nor the reverse, and a
+    // refused open leaves it as it was.
     let err = SledStore::open_path(&relay).unwrap_err().to_string();
-    assert!(err.contains("not"), "{err}");
+    assert!(err.contains("relay store") && err.contains("not"), "{err}");
+    let err = SledRelayStore::open(alice.join("store.sled"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("client store") && err.contains("not"), "{err}");
+    // (sled lets go of its lock a few ms after a drop.)
+    let raw = (0..200)
+        .find_map(|_| {
+            sled::open(&relay)
+                .inspect_err(|_| std::thread::sleep(Duration::from_millis(5)))
+                .ok()
+        })
+        .unwrap();
+    let names = raw.tree_names();
+    assert!(!names.iter().any(|n| n.as_ref() == b"outbox"), "{names:?}");
 }
 
 // ---------- SIGKILL ----------
