@@ -443,3 +443,76 @@ impl<'a> Overlay<'a> {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(dir: &tempfile::TempDir) -> Base {
+        Base::open(&dir.path().join("t.sled"), "test", &["meta", "t"]).unwrap()
+    }
+
+    fn keys(rows: &[(Vec<u8>, IVec)]) -> Vec<&[u8]> {
+        rows.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    /// Reads inside a step see its own staged writes merged into the
+    /// committed state, in key order.
+    #[test]
+    fn overlay_reads_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(&dir);
+        b.write(|o| {
+            for k in [&b"a1"[..], b"a3", b"b1"] {
+                o.insert(1, k, &b"c"[..])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        b.write(|o| {
+            o.insert(1, &b"a2"[..], &b"s"[..])?;
+            o.remove(1, &b"a1"[..])?;
+            o.insert(1, &b"a0"[..], &b"s"[..])?;
+            o.remove(1, &b"a0"[..])?;
+            assert_eq!(keys(&o.scan_prefix(1, b"a")?), [&b"a2"[..], b"a3"]);
+            assert_eq!(keys(&o.range_below(1, b"a3")?), [&b"a2"[..]]);
+            let first = o.first_with_prefix(1, b"a")?.unwrap();
+            assert_eq!(
+                (first.0.as_slice(), first.1.as_ref()),
+                (&b"a2"[..], &b"s"[..])
+            );
+            assert_eq!(o.get(1, b"a1")?, None);
+            assert_eq!(o.get(1, b"a3")?.as_deref(), Some(&b"c"[..]));
+            o.remove(1, &b"a2"[..])?;
+            o.remove(1, &b"a3"[..])?;
+            assert_eq!(o.first_with_prefix(1, b"a")?, None);
+            assert_eq!(o.bump(b"n", 3)?, 1);
+            assert_eq!(o.bump(b"n", 1)?, 4);
+            Ok(())
+        })
+        .unwrap();
+        let t = b.tree(1).unwrap();
+        let left: Vec<_> = t.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(left, [b"b1".to_vec()]);
+        b.write(|o| {
+            assert_eq!(o.bump(b"n", 1)?, 5, "counters persist");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A step that fails writes nothing, not even what it staged.
+    #[test]
+    fn failed_step_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(&dir);
+        let out: Result<(), StoreError> = b.write(|o| {
+            o.insert(1, &b"k"[..], &b"v"[..])?;
+            o.bump(b"n", 1)?;
+            Err(StoreError::msg("no"))
+        });
+        assert!(out.is_err());
+        assert!(b.tree(1).unwrap().is_empty());
+        assert_eq!(b.tree(META).unwrap().get(b"n").unwrap(), None);
+    }
+}
