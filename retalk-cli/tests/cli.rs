@@ -262,6 +262,33 @@ fn receive_follow_prints_as_mail_arrives_and_stops_cleanly_on_ctrl_c() {
 }
 
 #[test]
+fn receive_follow_survives_the_relay_restarting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let relay = OurRelay::start_on(tmp.path(), port);
+    let cli = Cli::ours(tmp.path());
+    let _alice = init(&cli, "alice", "alice", &relay.url);
+    let bob = init(&cli, "bob", "bob", &relay.url);
+    cli.ok(&["receive", "-s", "bob"]);
+    let mut follow = cli
+        .command(&["receive", "--follow", "-s", "bob"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    cli.ok(&["send", &bob, "before the restart", "-s", "alice"]);
+    assert_eq!(lines.next().unwrap().unwrap(), "~alice: before the restart");
+    drop(relay);
+    std::thread::sleep(Duration::from_secs(3)); // --follow polls a dead relay
+    let _relay = OurRelay::start_on(tmp.path(), port);
+    cli.ok(&["send", &bob, "after the restart", "-s", "alice"]);
+    assert_eq!(lines.next().unwrap().unwrap(), "~alice: after the restart");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}
+
+#[test]
 fn help_explains_every_command() {
     let tmp = tempfile::tempdir().unwrap();
     let cli = Cli::ours(tmp.path());

@@ -21,6 +21,11 @@ pub struct OurRelay {
 
 impl OurRelay {
     pub fn start(dir: &Path) -> OurRelay {
+        Self::start_on(dir, 0)
+    }
+
+    /// On a given port (0: a free one).
+    pub fn start_on(dir: &Path, port: u16) -> OurRelay {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -30,6 +35,7 @@ impl OurRelay {
         let config = Config {
             backend: Backend::Sqlite,
             db: db.clone(),
+            port,
             ..Config::local()
         };
         let server = runtime.block_on(async {
