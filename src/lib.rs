@@ -24,5 +24,6 @@ pub use retalk_proto::{
 };
 pub use retalk_relay as relay;
 pub use retalk_relay::{RelayServer, SharedStore};
+pub use retalk_store_sled::{SledRelayStore, SledStore};
 pub use retalk_store_sqlite::{SqliteRelayStore, SqliteStore};
 pub use retalk_transport_http::{HttpTransport, SystemClock};

@@ -49,7 +49,9 @@ impl CliError {
                 ClientError::Relay { source, .. }
                     if matches!(
                         source,
-                        TransportError::Unreachable(_) | TransportError::BadResponse(_)
+                        TransportError::NotSent(_)
+                            | TransportError::Unreachable(_)
+                            | TransportError::BadResponse(_)
                     ) =>
                 {
                     1

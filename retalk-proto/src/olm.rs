@@ -29,6 +29,41 @@ impl PickleKey {
     pub fn from_secret(secret: &str) -> Self {
         Self(Sha256::digest(secret.as_bytes()).into())
     }
+
+    /// A key for data at rest other than pickles, derived so that no key
+    /// serves two ciphers.
+    fn data_key(&self) -> chacha20poly1305::Key {
+        let mut h = Sha256::new();
+        h.update(b"retalk data at rest v1");
+        h.update(self.0);
+        h.finalize()
+    }
+
+    /// Encrypts local data at rest (XChaCha20-Poly1305, random nonce),
+    /// as base64.
+    pub fn seal(&self, plaintext: &[u8]) -> String {
+        use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(&self.data_key());
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut out = nonce.to_vec();
+        // Encryption with a valid key and nonce cannot fail.
+        out.extend(cipher.encrypt(&nonce, plaintext).unwrap_or_default());
+        BODY_B64.encode(out)
+    }
+
+    /// Opens what [`seal`](Self::seal) made.
+    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, PickleError> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let bytes = BODY_B64.decode(sealed).map_err(|_| PickleError)?;
+        if bytes.len() < 24 {
+            return Err(PickleError);
+        }
+        let (nonce, ciphertext) = bytes.split_at(24);
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(&self.data_key());
+        cipher
+            .decrypt(chacha20poly1305::XNonce::from_slice(nonce), ciphertext)
+            .map_err(|_| PickleError)
+    }
 }
 
 impl std::fmt::Debug for PickleKey {

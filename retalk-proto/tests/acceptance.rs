@@ -362,3 +362,24 @@ async fn crossed_first_messages_never_wedge_the_pair() {
     assert!(alice.store().outbox().unwrap().is_empty());
     assert!(bob.store().outbox().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn replays_do_not_count_against_the_victims_rate_limit() {
+    let w = World::new();
+    let relay = w.relay_with(retalk_proto::RelayConfig {
+        audiences: vec![R1.into()],
+        rate_limit: 3,
+        ..Default::default()
+    });
+    let (alice, faults) = w.agent(&relay, "alice");
+    alice.publish(10, false).await.unwrap();
+    let captured = faults.log.lock().unwrap().last().unwrap().clone();
+    for _ in 0..20 {
+        assert_eq!(
+            relay.handle(&captured, w.clock.now()).body["error"],
+            "replay detected: nonce already used"
+        );
+    }
+    // Alice's own requests still go through (2 left in her window).
+    alice.publish(0, false).await.unwrap();
+}

@@ -212,6 +212,7 @@ fn client_commits<S: Store>(store: &S) -> Res<f64> {
                 next_attempt: i as f64 + 120.0,
                 attempts: 0,
                 last_error: None,
+                envelope: None,
             }],
             ..Changes::default()
         })?;

@@ -211,6 +211,7 @@ fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
         .f64(e.next_attempt)
         .u64(u64::from(e.attempts))
         .opt_str(e.last_error.as_deref())
+        .opt_str(e.envelope.as_deref())
         .done()
 }
 
@@ -231,6 +232,7 @@ fn decode_outbox(v: &[u8]) -> Result<OutboxEntry, StoreError> {
         next_attempt: d.f64()?,
         attempts: u32::try_from(d.u64()?).map_err(|_| corrupt("outbox"))?,
         last_error: d.opt_str()?,
+        envelope: d.opt_str()?,
     };
     d.end()?;
     Ok(e)

@@ -291,6 +291,7 @@ fn client_batch(i: u64) -> Changes {
             next_attempt: i as f64 + 120.0,
             attempts: 1,
             last_error: None,
+            envelope: None,
         }],
         inbox: vec![InboxRecord {
             hash: format!("h{i}"),

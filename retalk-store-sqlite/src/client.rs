@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS outbox(
     created REAL NOT NULL,
     next_attempt REAL NOT NULL,
     attempts INTEGER NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    envelope TEXT
 );
 CREATE TABLE IF NOT EXISTS processed(
     hash TEXT PRIMARY KEY,
@@ -184,11 +185,12 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         next_attempt: r.get(7)?,
         attempts: r.get(8)?,
         last_error: r.get(9)?,
+        envelope: r.get(10)?,
     })
 }
 
 const OUTBOX_COLUMNS: &str =
-    "key, envelope_id, peer, kind, mtype, body, created, next_attempt, attempts, last_error";
+    "key, envelope_id, peer, kind, mtype, body, created, next_attempt, attempts, last_error, envelope";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -529,6 +531,7 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                     next_attempt: created,
                     attempts: 1,
                     last_error: None,
+                    envelope: None,
                 },
             )?;
         }
@@ -585,12 +588,12 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox(key, envelope_id, peer, kind, mtype, body, created, next_attempt, \
-         attempts, last_error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         attempts, last_error, envelope) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          ON CONFLICT(key) DO UPDATE SET envelope_id = excluded.envelope_id, \
          peer = excluded.peer, kind = excluded.kind, mtype = excluded.mtype, \
          body = excluded.body, created = excluded.created, \
          next_attempt = excluded.next_attempt, attempts = excluded.attempts, \
-         last_error = excluded.last_error",
+         last_error = excluded.last_error, envelope = excluded.envelope",
     )?
     .execute(params![
         e.key,
@@ -603,6 +606,7 @@ fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> 
         finite(e.next_attempt),
         e.attempts,
         e.last_error,
+        e.envelope,
     ])?;
     Ok(())
 }

@@ -278,6 +278,15 @@ impl HttpTransport {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> TransportError {
+        // No connection: the request certainly never reached the relay,
+        // which lets the client re-encrypt instead of resending.
+        if e.is_connect() {
+            return TransportError::NotSent(format!(
+                "could not connect: {} ({})",
+                self.url,
+                error_chain(e)
+            ));
+        }
         let what = if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {

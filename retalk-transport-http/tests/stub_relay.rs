@@ -236,7 +236,7 @@ async fn errors_are_mapped() {
         .call(count_keys(&url))
         .await
         .unwrap_err();
-    assert!(matches!(e, TransportError::Unreachable(_)), "{e}");
+    assert!(matches!(e, TransportError::NotSent(_)), "{e}");
 }
 
 #[tokio::test]

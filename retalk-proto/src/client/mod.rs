@@ -67,6 +67,13 @@ pub struct ClientConfig {
     pub sessions_per_peer: usize,
     /// Fetch rounds per receive (each hands over a relay batch).
     pub max_fetch_rounds: usize,
+    /// Every this many unacknowledged resends, a message is re-encrypted on
+    /// the current session instead of resent as it was: after a relay lost
+    /// it, the old ciphertext may be from a ratchet chain the peer has
+    /// dropped. Our receivers recognise the new copy by its envelope id; a
+    /// Python receiver that was offline through all of them may show it
+    /// twice.
+    pub reseal_every: u32,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +88,7 @@ impl Default for ClientConfig {
             processed_retention: 45.0 * 86_400.0,
             sessions_per_peer: 8,
             max_fetch_rounds: 20,
+            reseal_every: 4,
         }
     }
 }
@@ -198,6 +206,16 @@ enum Handled {
     Done,
     Transient,
     Failed(String),
+}
+
+/// How `last_error` marks an attempt that certainly never reached the relay.
+const NOT_SENT: &str = "(not sent) ";
+
+/// The processed marker of an envelope from a sender, beside the marker of
+/// each ciphertext: re-encrypted copies of one envelope have different
+/// ciphertexts but the same id.
+fn envelope_marker(sender: &UserId, envelope_id: &str) -> String {
+    format!("envelope/{sender}/{envelope_id}")
 }
 
 /// The public face of an identity.
@@ -692,11 +710,63 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             next_attempt: now,
             attempts: 0,
             last_error: None,
+            envelope: Some(self.key.seal(&envelope.encode())),
         })
+    }
+
+    /// Re-encrypts an entry that never reached the relay on the peer's
+    /// current send session, so a retry never carries a ciphertext from a
+    /// ratchet chain the peer has moved past. Call with the lock held.
+    fn reseal(&self, current: OutboxEntry) -> Result<OutboxEntry, ClientError> {
+        let Some(sealed) = &current.envelope else {
+            return Ok(current);
+        };
+        let Ok(envelope) = self.key.open(sealed).map(|plain| Envelope::decode(&plain)) else {
+            return Ok(current);
+        };
+        let Ok(envelope) = envelope else {
+            return Ok(current);
+        };
+        if self.store.sessions(&current.peer)?.is_empty() {
+            return Ok(current);
+        }
+        let (fresh, mut changes) = self.seal(&current.peer, &envelope, current.kind)?;
+        let entry = OutboxEntry {
+            mtype: fresh.mtype,
+            body: fresh.body,
+            envelope: fresh.envelope,
+            ..current
+        };
+        changes.outbox = vec![entry.clone()];
+        self.store.commit(changes)?;
+        Ok(entry)
     }
 
     /// Hands one outbox entry to the relay and records the outcome.
     async fn deliver(&self, entry: &OutboxEntry) -> Result<Delivery, ClientError> {
+        // A ciphertext that never reached the relay is re-encrypted on the
+        // current session; one that may have is resent byte-identical (so
+        // every receiver recognises the copy), except every
+        // `reseal_every`-th unacknowledged resend, in case the peer can no
+        // longer decrypt it.
+        let never_sent = entry
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(NOT_SENT));
+        let periodic = entry.attempts > 0 && entry.attempts % self.config.reseal_every.max(1) == 0;
+        let resealed;
+        let entry = if entry.envelope.is_some() && (never_sent || periodic) {
+            let _lock = self.store.lock()?;
+            match self.store.outbox_entry(&entry.key)? {
+                Some(current) => {
+                    resealed = self.reseal(current)?;
+                    &resealed
+                }
+                None => return Ok(Delivery::Queued { message_id: 0 }), // acked meanwhile
+            }
+        } else {
+            entry
+        };
         let args = Args::SendMessage {
             to: entry.peer.to_string(),
             mtype: entry.mtype,
@@ -755,6 +825,13 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         };
         let now = self.clock.now();
         let mut changes = Changes::default();
+        let surely_not_sent = matches!(
+            outcome,
+            Err(ClientError::Relay {
+                source: TransportError::NotSent(_),
+                ..
+            })
+        );
         match outcome {
             Ok(Delivery::Refused) => {
                 // The peer refused our ciphertext: drop it and our sessions
@@ -776,7 +853,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
             Err(e) => {
                 current.attempts += 1;
-                current.last_error = Some(e.to_string());
+                current.last_error = Some(if surely_not_sent {
+                    format!("{NOT_SENT}{e}")
+                } else {
+                    e.to_string()
+                });
                 current.next_attempt =
                     now + self.backoff(self.config.resend_after / 4.0, current.attempts);
                 changes.outbox.push(current);
@@ -1165,7 +1246,21 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
             Ok(envelope) => {
                 envelope_id = envelope.id().unwrap_or_default().to_owned();
+                // A re-encrypted copy of an envelope already handled (its
+                // sender re-sealed it after a failed upload): ack, never
+                // surface twice.
+                let marker = envelope_marker(sender, &envelope_id);
+                let seen = !envelope_id.is_empty() && self.store.processed(&marker)?.is_some();
+                if !envelope_id.is_empty() && !seen {
+                    changes.processed.push(ProcessedRecord {
+                        hash: marker,
+                        envelope_id: envelope_id.clone(),
+                        peer: sender.clone(),
+                        at: now,
+                    });
+                }
                 match envelope {
+                    _ if seen => {}
                     Envelope::Msg { id, text, name, .. } => changes.inbox.push(InboxRecord {
                         hash: record.hash.clone(),
                         envelope_id: id,

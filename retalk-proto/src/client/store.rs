@@ -57,6 +57,11 @@ pub struct OutboxEntry {
     pub next_attempt: f64,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// The envelope, sealed under the pickle key, kept until the entry
+    /// goes: a retry may re-encrypt it on the current session instead of
+    /// sending a ciphertext whose ratchet chain the peer moved past. None
+    /// for entries migrated from Python.
+    pub envelope: Option<String>,
 }
 
 /// A ciphertext already handled: its re-sent copies are re-acked, never

@@ -19,7 +19,11 @@ pub enum TransportError {
     /// The relay answered with a refusal (its `error` text).
     #[error("{error}")]
     Refused { status: u16, error: String },
-    /// No answer: connection refused, reset, timed out.
+    /// The request certainly did not reach the relay (no connection).
+    #[error("relay unreachable: {0}")]
+    NotSent(String),
+    /// No answer, and the request may have reached the relay: reset, timed
+    /// out, answer lost.
     #[error("relay unreachable: {0}")]
     Unreachable(String),
     /// An answer that is not what a relay sends.
@@ -33,7 +37,9 @@ impl TransportError {
     pub fn is_transient(&self) -> bool {
         match self {
             TransportError::Refused { status, .. } => *status == 429 || *status >= 500,
-            TransportError::Unreachable(_) | TransportError::BadResponse(_) => true,
+            TransportError::NotSent(_)
+            | TransportError::Unreachable(_)
+            | TransportError::BadResponse(_) => true,
         }
     }
 }

@@ -43,6 +43,11 @@ fn entry(key: &str, peer: &UserId, kind: OutboxKind) -> OutboxEntry {
         next_attempt: 220.0,
         attempts: 0,
         last_error: None,
+        // Both forms round-trip: sealed envelope kept, and dropped.
+        envelope: match kind {
+            OutboxKind::Message => Some(format!("sealed-{key}")),
+            OutboxKind::Ack => None,
+        },
     }
 }
 

@@ -194,14 +194,16 @@ impl<S: RelayStore> Relay<S> {
             &self.config.audiences,
             now,
         )?;
-        if !self.per_user.allow(&caller, now) {
-            return Err(RelayError::RateLimited);
-        }
+        // The nonce first: a replayed copy of someone's request is refused
+        // before it can count against their rate limit.
         if !self
             .store
             .use_nonce(&req.auth.nonce, now, now - NONCE_RETENTION)?
         {
             return Err(AuthError::Replay.into());
+        }
+        if !self.per_user.allow(&caller, now) {
+            return Err(RelayError::RateLimited);
         }
         self.apply(&caller, req.args, req.dialect, &req.auth.signing_key, now)
     }

@@ -89,7 +89,7 @@ impl<T: Transport> Transport for Faulty<T> {
         };
         async move {
             let Some(inner) = inner else {
-                return Err(TransportError::Unreachable("simulated outage".into()));
+                return Err(TransportError::NotSent("simulated outage".into()));
             };
             let answer = inner.await;
             if Faults::take(&faults.lose_answer, tool) {
