@@ -318,3 +318,38 @@ fn help_explains_every_command() {
         );
     }
 }
+
+#[test]
+fn two_processes_times_five_concurrent_sends_on_one_identity_all_decrypt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let cli = Cli::ours(tmp.path());
+    let _alice = init(&cli, "alice", "alice", &relay.url);
+    let bob = init(&cli, "bob", "bob", &relay.url);
+    cli.ok(&["receive", "-s", "bob"]);
+    cli.ok(&["receive", "-s", "alice"]);
+    // Ten `retalk send` processes at once (more than 2 x 5), all sharing
+    // alice's store: its file lock serialises their ratchet steps.
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            cli.command(&["send", &bob, &format!("concurrent {i}"), "-s", "alice"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            retalk_testkit::python::describe(&out)
+        );
+    }
+    let got = cli.ok(&["receive", "-s", "bob"]);
+    let mut lines: Vec<_> = got.lines().collect();
+    lines.sort();
+    let mut want: Vec<_> = (0..10).map(|i| format!("~alice: concurrent {i}")).collect();
+    want.sort();
+    assert_eq!(lines, want, "every message decrypts exactly once");
+}
