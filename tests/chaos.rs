@@ -325,7 +325,7 @@ fn chaos(backend: &str) {
             ("CHAOS_PEER", ids[1 - i].to_string()),
         ]
     };
-    let mut agents = vec![Proc::spawn(&agent_env(0)), Proc::spawn(&agent_env(1))];
+    let mut agents = [Proc::spawn(&agent_env(0)), Proc::spawn(&agent_env(1))];
 
     let start = Instant::now();
     let progress = |d: &Path| lines(&d.join("received.log")).len();

@@ -46,16 +46,13 @@ impl CliError {
         match self {
             CliError::Client(e) => match e {
                 ClientError::NotDelivered { .. } | ClientError::Store(_) => 1,
-                ClientError::Relay { source, .. }
-                    if matches!(
-                        source,
+                ClientError::Relay {
+                    source:
                         TransportError::NotSent(_)
-                            | TransportError::Unreachable(_)
-                            | TransportError::BadResponse(_)
-                    ) =>
-                {
-                    1
-                }
+                        | TransportError::Unreachable(_)
+                        | TransportError::BadResponse(_),
+                    ..
+                } => 1,
                 ClientError::Relay {
                     source: TransportError::Refused { status, .. },
                     ..

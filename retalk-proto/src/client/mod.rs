@@ -753,7 +753,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .last_error
             .as_deref()
             .is_some_and(|e| e.starts_with(NOT_SENT));
-        let periodic = entry.attempts > 0 && entry.attempts % self.config.reseal_every.max(1) == 0;
+        let periodic = entry.attempts > 0
+            && entry
+                .attempts
+                .is_multiple_of(self.config.reseal_every.max(1));
         let resealed;
         let entry = if entry.envelope.is_some() && (never_sent || periodic) {
             let _lock = self.store.lock()?;
