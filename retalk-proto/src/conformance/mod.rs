@@ -15,7 +15,7 @@
 //!   backends holding an exclusive lock on their files (sled) work. This
 //!   form runs every check of the first form plus the `durable_*` checks.
 //!
-//! ```ignore
+//! ```text
 //! retalk_proto::relay_store_tests!(
 //!     || {
 //!         let dir = tempfile::tempdir().unwrap();
