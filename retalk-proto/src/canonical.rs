@@ -191,6 +191,16 @@ mod tests {
         }
     }
 
+    /// Found by the canonical_json fuzz target: a float literal beyond f64
+    /// becomes inf in Python too, which `json.dumps` prints as `Infinity`.
+    #[test]
+    fn out_of_range_floats_print_like_python() {
+        let v: Value = serde_json::from_str("39e3953952").unwrap();
+        assert_eq!(canonical(&v), "Infinity");
+        let v: Value = serde_json::from_str("-1e400").unwrap();
+        assert_eq!(canonical(&v), "-Infinity");
+    }
+
     #[test]
     fn numbers_keep_python_forms() {
         let v: Value =
