@@ -9,14 +9,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+
+use retalk_proto::relay::RateLimiter;
 use std::sync::{Arc, Mutex};
 
 /// Seconds of the request-rate window.
 pub const WINDOW: f64 = 60.0;
-/// Addresses tracked at most; past it, stale ones are dropped, and if the
-/// table is still full new addresses go unlimited (fail open) rather than
-/// evicting the ones being limited.
-const MAX_TRACKED: usize = 100_000;
 
 /// The group an address is limited in.
 pub fn group(ip: IpAddr) -> IpAddr {
@@ -40,70 +38,27 @@ fn exempt(ip: IpAddr, limit_loopback: bool) -> bool {
     !limit_loopback && ip.is_loopback()
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    window: u64,
-    current: u32,
-    previous: u32,
-}
-
-/// Requests per address per minute, as a sliding window estimated from two
-/// fixed ones (constant memory per address).
+/// Requests per address group per minute: the protocol's [`RateLimiter`]
+/// keyed by [`group`], with loopback exempt unless configured otherwise.
 #[derive(Debug)]
 pub struct IpRateLimiter {
-    limit: u32,
     limit_loopback: bool,
-    slots: Mutex<HashMap<IpAddr, Slot>>,
+    rate: RateLimiter<IpAddr>,
 }
 
 impl IpRateLimiter {
     /// `limit` 0 disables it.
     pub fn new(limit: usize, limit_loopback: bool) -> Self {
         Self {
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             limit_loopback,
-            slots: Mutex::new(HashMap::new()),
+            rate: RateLimiter::new(limit, WINDOW),
         }
     }
 
     /// Counts one request from `ip` at `now`; false when over the limit
     /// (and then it is not counted).
     pub fn allow(&self, ip: IpAddr, now: f64) -> bool {
-        if self.limit == 0 || exempt(ip, self.limit_loopback) {
-            return true;
-        }
-        let Ok(mut slots) = self.slots.lock() else {
-            return true;
-        };
-        let position = (now / WINDOW).max(0.0);
-        let window = position.floor() as u64;
-        let into = position.fract();
-        if slots.len() >= MAX_TRACKED {
-            slots.retain(|_, s| s.window + 1 >= window);
-            if slots.len() >= MAX_TRACKED {
-                return true;
-            }
-        }
-        let slot = slots.entry(group(ip)).or_insert(Slot {
-            window,
-            current: 0,
-            previous: 0,
-        });
-        if slot.window != window {
-            slot.previous = if slot.window + 1 == window {
-                slot.current
-            } else {
-                0
-            };
-            slot.current = 0;
-            slot.window = window;
-        }
-        let estimate = f64::from(slot.previous) * (1.0 - into) + f64::from(slot.current);
-        if estimate >= f64::from(self.limit) {
-            return false;
-        }
-        slot.current = slot.current.saturating_add(1);
-        true
+        exempt(ip, self.limit_loopback) || self.rate.allow(group(ip), now)
     }
 }
 

@@ -202,7 +202,7 @@ impl<S: RelayStore> Relay<S> {
         {
             return Err(AuthError::Replay.into());
         }
-        if !self.per_user.allow(&caller, now) {
+        if !self.per_user.allow(caller.clone(), now) {
             return Err(RelayError::RateLimited);
         }
         self.apply(&caller, req.args, req.dialect, &req.auth.signing_key, now)
