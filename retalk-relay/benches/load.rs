@@ -35,7 +35,7 @@ use retalk_proto::relay::{
 };
 use retalk_proto::wire::{Args, KeyCounts, PublicKeys, SignedRequest};
 use retalk_proto::UserId;
-use retalk_relay::{Config, RelayServer, SharedStore};
+use retalk_relay::{Config, RelayServer};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -268,7 +268,7 @@ fn start_edge() -> (tokio::runtime::Runtime, RelayServer, SocketAddr) {
     let server = rt
         .block_on(RelayServer::start(
             &config,
-            SharedStore::new(EdgeStore::default()),
+            std::sync::Arc::new(EdgeStore::default()),
         ))
         .unwrap();
     let addr = server.local_addr();

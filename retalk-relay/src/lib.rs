@@ -12,7 +12,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), retalk_relay::StartError> {
 //! use retalk_relay::{Config, RelayServer, SharedStore};
-//! let server = RelayServer::start(&Config::local(), SharedStore::memory()).await?;
+//! let server = RelayServer::start(&Config::local(), std::sync::Arc::new(retalk_proto::relay::MemoryRelayStore::new())).await?;
 //! println!("relay at {}", server.url());
 //! server.shutdown().await;
 //! # Ok(()) }

@@ -17,7 +17,7 @@ use retalk_proto::relay::{
 };
 use retalk_proto::wire::{Args, KeyCounts, PublicKeys};
 use retalk_proto::UserId;
-use retalk_relay::{RelayServer, SharedStore};
+use retalk_relay::RelayServer;
 use retalk_store_sqlite::SqliteRelayStore;
 use retalk_transport_http::{HttpTransport, SystemClock, Transport, TransportError};
 use serde_json::json;
@@ -74,7 +74,7 @@ async fn two_clients_talk_through_the_relay() {
 async fn two_clients_talk_through_the_relay_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
-    let server = relay_on(SharedStore::new(store), |_| {}).await;
+    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
     conversation(&server).await;
     server.shutdown().await;
 }
@@ -83,7 +83,7 @@ async fn two_clients_talk_through_the_relay_on_sqlite() {
 async fn two_clients_talk_through_the_relay_on_sled() {
     let dir = tempfile::tempdir().unwrap();
     let store = retalk_store_sled::SledRelayStore::open(dir.path().join("relay.sled")).unwrap();
-    let server = relay_on(SharedStore::new(store), |_| {}).await;
+    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
     conversation(&server).await;
     server.shutdown().await;
 }
@@ -695,7 +695,7 @@ impl RelayStore for DownStore {
 
 #[tokio::test]
 async fn storage_failures_are_503_and_say_nothing_more() {
-    let server = relay_on(SharedStore::new(DownStore), |c| {
+    let server = relay_on(std::sync::Arc::new(DownStore), |c| {
         c.admin_password = Some("pw".into())
     })
     .await;
@@ -735,7 +735,7 @@ async fn storage_failures_are_503_and_say_nothing_more() {
     assert!(e.is_transient());
 
     // API-key admission on a broken store is 503, not 401.
-    let server = relay_on(SharedStore::new(DownStore), |c| c.require_api_key = true).await;
+    let server = relay_on(std::sync::Arc::new(DownStore), |c| c.require_api_key = true).await;
     let a = call(
         server.local_addr(),
         "POST",

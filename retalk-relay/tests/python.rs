@@ -17,7 +17,6 @@ use common::{relay_on, Peer};
 use retalk_proto::auth::Dialect;
 use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::wire::Args;
-use retalk_relay::SharedStore;
 use retalk_store_sqlite::SqliteRelayStore;
 use retalk_testkit::python::{python_with_retalk, run_python, venv_bin};
 use retalk_transport_http::{HttpTransport, SystemClock, Transport};
@@ -113,7 +112,7 @@ async fn python_001_030_and_rust_users_talk_through_our_relay() {
     let py030 = python_with_retalk("0.3.0");
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
-    let server = relay_on(SharedStore::new(store), |_| {}).await;
+    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
     let url = server.url().to_owned();
 
     let old = PyUser::new(&py001, &url, dir.path(), "old");

@@ -188,3 +188,71 @@ pub trait RelayStore: Send + Sync {
     /// Returns how many keys were deleted.
     fn api_key_delete(&self, key_hash: &str) -> Result<u64, StoreError>;
 }
+
+/// A shared store is a store: the relay server holds `Arc<dyn RelayStore>`
+/// to pick the backend at start.
+impl<S: RelayStore + ?Sized> RelayStore for std::sync::Arc<S> {
+    fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
+        (**self).use_nonce(nonce, now, forget_before)
+    }
+    fn publish_keys(
+        &self,
+        user: &UserId,
+        keys: &PublicKeys,
+        one_time_keys: &[(String, String)],
+        fallback_key: Option<&(String, String)>,
+        max_unclaimed: u64,
+    ) -> Result<PublishOutcome, StoreError> {
+        (**self).publish_keys(user, keys, one_time_keys, fallback_key, max_unclaimed)
+    }
+    fn count_keys(&self, user: &UserId) -> Result<KeyCounts, StoreError> {
+        (**self).count_keys(user)
+    }
+    fn get_keys(&self, user: &UserId) -> Result<Option<PublicKeys>, StoreError> {
+        (**self).get_keys(user)
+    }
+    fn claim_key(&self, user: &UserId) -> Result<ClaimOutcome, StoreError> {
+        (**self).claim_key(user)
+    }
+    fn send_message(
+        &self,
+        message: &NewMessage,
+        rules: &DeliveryRules,
+    ) -> Result<SendOutcome, StoreError> {
+        (**self).send_message(message, rules)
+    }
+    fn read_messages(
+        &self,
+        user: &UserId,
+        from: Option<&str>,
+        peek: bool,
+        limit: ReadLimit,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        (**self).read_messages(user, from, peek, limit)
+    }
+    fn nack(
+        &self,
+        recipient: &UserId,
+        hash: &str,
+        sig: &str,
+        now: f64,
+        rules: &RefusalRules,
+    ) -> Result<(), StoreError> {
+        (**self).nack(recipient, hash, sig, now, rules)
+    }
+    fn api_key_valid(&self, key_hash: &str) -> Result<bool, StoreError> {
+        (**self).api_key_valid(key_hash)
+    }
+    fn api_key_create(&self, key_hash: &str, label: &str, now: f64) -> Result<(), StoreError> {
+        (**self).api_key_create(key_hash, label, now)
+    }
+    fn api_key_list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        (**self).api_key_list()
+    }
+    fn api_key_set_disabled(&self, key_hash: &str, disabled: bool) -> Result<u64, StoreError> {
+        (**self).api_key_set_disabled(key_hash, disabled)
+    }
+    fn api_key_delete(&self, key_hash: &str) -> Result<u64, StoreError> {
+        (**self).api_key_delete(key_hash)
+    }
+}

@@ -18,7 +18,11 @@ use tokio::net::TcpStream;
 
 /// A relay on a memory store, configured by `f`.
 pub async fn relay(f: impl FnOnce(&mut Config)) -> RelayServer {
-    relay_on(SharedStore::memory(), f).await
+    relay_on(
+        std::sync::Arc::new(retalk_proto::relay::MemoryRelayStore::new()),
+        f,
+    )
+    .await
 }
 
 pub async fn relay_on(store: SharedStore, f: impl FnOnce(&mut Config)) -> RelayServer {
