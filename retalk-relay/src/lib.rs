@@ -11,8 +11,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), retalk_relay::StartError> {
-//! use retalk_relay::{Config, RelayServer, SharedStore};
-//! let server = RelayServer::start(&Config::local(), std::sync::Arc::new(retalk_proto::relay::MemoryRelayStore::new())).await?;
+//! use retalk_relay::{open_store, Config, RelayServer};
+//! let config = Config::local(); // memory backend, 127.0.0.1, a free port
+//! let server = RelayServer::start(&config, open_store(config.backend, &config.db)?).await?;
 //! println!("relay at {}", server.url());
 //! server.shutdown().await;
 //! # Ok(()) }
