@@ -1,8 +1,8 @@
 //! The relay's state on SQLite, in the Python relay's own tables.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
@@ -80,13 +80,37 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 /// pool (WAL readers never wait for the writer). Every write is handed to
 /// one writer thread that commits concurrent writes together, one fsync
 /// per group (see `writer.rs`); each write runs alone, atomically, and
-/// returns only once it is durable. Other processes writing the same file
-/// queue on SQLite's write lock (with a busy timeout).
+/// returns only once it is durable — except a nonce, which is written
+/// behind, in order (see `use_nonce`). Other processes writing the same
+/// file queue on SQLite's write lock (with a busy timeout).
 pub struct SqliteRelayStore {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     pool_size: usize,
+    nonces: Arc<Mutex<NonceLog>>,
     writer: Writer,
+}
+
+/// Nonces accepted but not yet known to be in the file (see `use_nonce`).
+/// Small: it holds what the writer has not committed yet.
+#[derive(Default)]
+struct NonceLog {
+    pending: HashMap<String, f64>,
+    /// The `forget_before` of the last pruning of expired nonces.
+    pruned_to: Option<f64>,
+}
+
+impl NonceLog {
+    /// Once a second at most: forgets expired pending nonces and returns
+    /// the bound below which the table's rows go too.
+    fn prune(&mut self, forget_before: f64) -> Option<f64> {
+        if self.pruned_to.is_some_and(|t| forget_before - t < 1.0) {
+            return None;
+        }
+        self.pruned_to = Some(forget_before);
+        self.pending.retain(|_, ts| *ts >= forget_before);
+        Some(forget_before)
+    }
 }
 
 impl std::fmt::Debug for SqliteRelayStore {
@@ -168,6 +192,7 @@ impl SqliteRelayStore {
         Ok(Self {
             idle: Mutex::new(Vec::with_capacity(pool_size)),
             pool_size: pool_size.max(1),
+            nonces: Arc::default(),
             writer: Writer::start(conn)?,
             path,
         })
@@ -226,16 +251,73 @@ impl SqliteRelayStore {
 }
 
 impl RelayStore for SqliteRelayStore {
+    /// Decided here, written behind: the nonce is checked against the ones
+    /// still on their way to the file and against the table, then queued
+    /// for the writer without waiting for its commit. That saves every
+    /// request a round trip through the writer thread (read-only tools are
+    /// answered without any fsync), and it is safe because the writer
+    /// commits in queue order: the write of the request that used this
+    /// nonce (a message, a claim, a read) is queued after it, so it is
+    /// never durable without it. A crash can lose only nonces of requests
+    /// that changed nothing (a replay of those is harmless) or whose
+    /// changes were lost with them (then the replay is their only run).
+    /// One relay process per file: another process sees a nonce only once
+    /// it is committed, a few milliseconds later.
     fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
-        let nonce = nonce.to_owned();
-        self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM nonces WHERE ts < ?1")?
-                .execute([finite(forget_before)])?;
-            let added = tx
-                .prepare_cached("INSERT OR IGNORE INTO nonces(nonce, ts) VALUES(?1, ?2)")?
-                .execute(params![nonce, finite(now)])?;
-            Ok((added == 1, true))
-        })
+        let mut log = self
+            .nonces
+            .lock()
+            .map_err(|_| StoreError::msg("sqlite relay store: nonce log poisoned"))?;
+        if log
+            .pending
+            .get(nonce)
+            .is_some_and(|ts| *ts >= forget_before)
+        {
+            return Ok(false);
+        }
+        let seen = self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM nonces WHERE nonce = ?1 AND ts >= ?2")?
+                .query_row(params![nonce, finite(forget_before)], |_| Ok(()))
+                .optional()
+        })?;
+        if seen.is_some() {
+            return Ok(false);
+        }
+        let prune = log.prune(forget_before);
+        log.pending.insert(nonce.to_owned(), now);
+        drop(log);
+
+        let (key, nonces) = (nonce.to_owned(), self.nonces.clone());
+        let queued = self.writer.then(
+            {
+                let key = key.clone();
+                move |tx| {
+                    if let Some(before) = prune {
+                        tx.prepare_cached("DELETE FROM nonces WHERE ts < ?1")?
+                            .execute([finite(before)])?;
+                    }
+                    tx.prepare_cached(
+                        "INSERT INTO nonces(nonce, ts) VALUES(?1, ?2) \
+                         ON CONFLICT(nonce) DO UPDATE SET ts = excluded.ts",
+                    )?
+                    .execute(params![key, finite(now)])?;
+                    Ok(((), true))
+                }
+            },
+            move |outcome| {
+                // Committed: the table answers for it from now on. Not
+                // committed: it stays here, refusing replays for as long as
+                // this process lives, until it expires.
+                if outcome.is_ok() {
+                    if let Ok(mut log) = nonces.lock() {
+                        if log.pending.get(&key) == Some(&now) {
+                            log.pending.remove(&key);
+                        }
+                    }
+                }
+            },
+        );
+        queued.map(|()| true)
     }
 
     fn publish_keys(

@@ -88,24 +88,36 @@ impl Writer {
         f: impl FnOnce(&Connection) -> rusqlite::Result<(T, bool)> + Send + 'static,
     ) -> Result<Pending<T>, StoreError> {
         let (answer, pending) = mpsc::sync_channel(1);
+        self.then(f, move |outcome| {
+            // The caller may have gone (a panicking thread): nobody to tell.
+            let _ = answer.send(outcome);
+        })?;
+        Ok(Pending(pending))
+    }
+
+    /// Queues `f` as one job and calls `done` on the writer thread with
+    /// its outcome once its batch committed (or failed). Jobs run in the
+    /// order they were queued, so a job queued later by the same caller is
+    /// never durable before this one.
+    pub(crate) fn then<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<(T, bool)> + Send + 'static,
+        done: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
         let job: Job = Box::new(move |conn| {
             let (keep, result) = match conn.map(f) {
                 Some(Ok((value, keep))) => (keep, Ok(value)),
                 Some(Err(e)) => (false, Err(db_err(e))),
                 None => (false, Err(StoreError::msg("not run"))),
             };
-            let deliver: Deliver = Box::new(move |batch| {
-                // The caller may have gone (a panicking thread): nobody to tell.
-                let _ = answer.send(batch.and(result));
-            });
+            let deliver: Deliver = Box::new(move |batch| done(batch.and(result)));
             (keep, deliver)
         });
         self.jobs
             .as_ref()
             .ok_or_else(stopped)?
             .send(job)
-            .map_err(|_| stopped())?;
-        Ok(Pending(pending))
+            .map_err(|_| stopped())
     }
 }
 

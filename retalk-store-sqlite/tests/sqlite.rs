@@ -388,6 +388,61 @@ fn replay_protection_survives_reopen() {
     assert_eq!(fresh.status, 200, "{:?}", fresh.body);
 }
 
+/// Nonces are written behind the answer, but in order: once a later write
+/// of the store returned (the request's own message, say), the nonce is in
+/// the file too — seen by another connection, with the store still open.
+#[test]
+fn a_nonce_is_durable_no_later_than_the_write_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let store = SqliteRelayStore::open(&path).unwrap();
+    let (a, b) = (uid(1), uid(2));
+    store.publish_keys(&b, &keys(), &[], None, 1000).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let in_file = |n: &str| -> bool {
+        conn.query_row("SELECT COUNT(*) FROM nonces WHERE nonce = ?1", [n], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    };
+    for i in 0..50 {
+        let nonce = format!("n-{i}");
+        assert!(store.use_nonce(&nonce, 100.0, 0.0).unwrap());
+        store
+            .send_message(&note(&a, &b, format!("m-{i}")), &OPEN)
+            .unwrap();
+        assert!(in_file(&nonce), "nonce {i} not in the file after the send");
+    }
+}
+
+/// The same nonce from 64 threads at once, and again while it is on its
+/// way to the file and after: accepted exactly once.
+#[test]
+fn a_nonce_is_accepted_once_under_contention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
+    for round in 0..20 {
+        let nonce = format!("contended-{round}");
+        let barrier = Barrier::new(64);
+        let accepted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    let (store, barrier, nonce) = (&store, &barrier, &nonce);
+                    s.spawn(move || {
+                        barrier.wait();
+                        (0..5)
+                            .filter(|_| store.use_nonce(nonce, 100.0, 0.0).unwrap())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(accepted, 1, "round {round}");
+    }
+}
+
 /// Expired nonces are deleted from the table, not just ignored.
 #[test]
 fn expired_nonces_are_deleted() {
@@ -398,6 +453,8 @@ fn expired_nonces_are_deleted() {
         assert!(store.use_nonce(&format!("old-{i}"), 100.0, 0.0).unwrap());
     }
     assert!(store.use_nonce("new", 1000.0, 700.0).unwrap());
+    // Nonces are written behind, in order: closing the store commits them.
+    drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let left: Vec<String> = conn
         .prepare("SELECT nonce FROM nonces")
