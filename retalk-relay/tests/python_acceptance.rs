@@ -520,6 +520,27 @@ fn python_sender_refuses_substituted_keys_with_pin_mismatch() {
     bob.publish(0);
     alice.send(&b, "for bob only");
     assert_eq!(bob.receive(), [triple(&a, "~alice", "for bob only")]);
+
+    // The receiving side: Carol writes to Bob, then the operator serves
+    // Alice's keys for Carol; Bob's client refuses the pre-key message.
+    carol.send(&b, "from carol");
+    let (_, a_ik, a_sk) = alice.keys();
+    sql(
+        &python,
+        &db,
+        "UPDATE users SET identity_key = ?, signing_key = ? WHERE id = ?",
+        json!([a_ik, a_sk, c]),
+    );
+    assert_eq!(
+        bob.attempt("receive", &[]).unwrap_err(),
+        Raised {
+            class: "PinMismatchError".into(),
+            message: format!(
+                "PIN MISMATCH for peer '{c}': server served keys whose fingerprint is \
+                 '{a}'. Possible MITM by the server \u{2014} refusing to establish a session."
+            ),
+        }
+    );
 }
 
 /// Item 4: with every one-time key claimed, new peers open sessions on
