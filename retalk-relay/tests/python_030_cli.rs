@@ -180,6 +180,12 @@ impl PyUser {
             );
         }
         assert!(!out.stderr.contains("NOT registered"), "{}", out.stderr);
+        // init kept our config.json (it seeds the packaged one, naming a
+        // public relay, only into a home that has none).
+        assert_eq!(
+            std::fs::read_to_string(self.home.join("config.json")).unwrap(),
+            format!("{}\n", json!({ "relay": self.relay }))
+        );
     }
 
     /// `retalk add FP --peer NAME --verify`, with its exact report.
@@ -230,7 +236,7 @@ impl PyUser {
         out.stdout
     }
 
-    /// `retalk sync`; returns its JSON summary.
+    /// `retalk sync`; checks the banner, returns both outputs.
     fn sync(&self) -> Out {
         let out = self.ok(&["sync"]);
         assert!(out.stderr.starts_with(&self.banner()), "{}", out.stderr);
