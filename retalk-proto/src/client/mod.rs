@@ -453,7 +453,15 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             one_time_keys,
             fallback_key,
         };
-        let _: Value = self.call(args).await?;
+        // Every relay generation answers `{"ok": true, ...}`; anything else
+        // (a portal's or proxy's JSON) must not mark the keys as published.
+        let answer: Value = self.call(args).await?;
+        if answer.get("ok") != Some(&Value::Bool(true)) {
+            return Err(ClientError::BadResponse {
+                tool: "publish_keys",
+                detail: "expected {\"ok\": true}, got a different answer".into(),
+            });
+        }
         let _lock = self.store.lock()?;
         let (mut account, record) = self.load_account()?;
         account.mark_keys_as_published();
