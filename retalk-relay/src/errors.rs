@@ -82,6 +82,14 @@ pub enum HttpError {
     MissingField(&'static str),
     #[error("'{0}' must be a string")]
     NotAString(&'static str),
+    /// A request the HTTP parser refused before any handler ran (a garbage,
+    /// negative or conflicting Content-Length, a bad request line).
+    #[error("bad request: malformed HTTP request")]
+    MalformedRequest,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("relay storage unavailable; retry later")]
     Storage,
     #[error("internal error")]
@@ -101,7 +109,10 @@ impl HttpError {
             HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Storage => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            HttpError::UriTooLong => StatusCode::URI_TOO_LONG,
+            HttpError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::BodyRead
+            | HttpError::MalformedRequest
             | HttpError::NotJson(_)
             | HttpError::NotAnObject
             | HttpError::UnknownAdminAction(_)
@@ -119,6 +130,9 @@ impl HttpError {
                 | HttpError::TooLargeStreamed { .. }
                 | HttpError::BodyTimeout
                 | HttpError::BodyRead
+                | HttpError::MalformedRequest
+                | HttpError::UriTooLong
+                | HttpError::HeadersTooLarge
         )
     }
 }

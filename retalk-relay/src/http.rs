@@ -11,8 +11,11 @@
 //! on a blocking thread, since verification is CPU work and the store is
 //! synchronous.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,6 +32,7 @@ use retalk_proto::ids::sha256_hex;
 use retalk_proto::relay::{Relay, RelayStore};
 use retalk_proto::UserId;
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::admin;
 use crate::clock::unix_now;
@@ -254,9 +258,208 @@ pub(crate) fn refuse(e: HttpError) -> Response {
     r
 }
 
+/// The refusal that hyper's own answer in `buf` stands for, if it is one.
+///
+/// hyper answers a request it cannot parse (a garbage, negative or
+/// conflicting Content-Length, a bad request line, too many or too long
+/// headers) by itself, before any handler runs: a bare
+/// `HTTP/1.1 400|414|431` head with `content-length: 0`, written alone,
+/// after which it closes. No answer of ours is ever bodiless.
+fn parser_refusal(buf: &[u8]) -> Option<HttpError> {
+    if buf.len() > 512 || !buf.starts_with(b"HTTP/1.1 4") || !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let error = match &buf[9..13] {
+        b"400 " => HttpError::MalformedRequest,
+        b"414 " => HttpError::UriTooLong,
+        b"431 " => HttpError::HeadersTooLarge,
+        _ => return None,
+    };
+    let has = |line: &[u8]| {
+        buf.windows(line.len())
+            .any(|w| w.eq_ignore_ascii_case(line))
+    };
+    (has(b"\r\ncontent-length: 0\r\n") && !has(b"\r\ncontent-type:")).then_some(error)
+}
+
+/// The whole answer for a refusal hyper made, as `{"error": text}`.
+fn parser_refusal_answer(e: &HttpError) -> Vec<u8> {
+    let body = json!({"error": e.to_string()}).to_string();
+    let status = e.status();
+    format!(
+        "HTTP/1.1 {} {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A connection's IO that turns hyper's bare answers to unparseable
+/// requests into the relay's JSON ones: the spec wants `{"error": ...}` on
+/// every refusal, and hyper has no hook for these. Everything else passes
+/// through untouched.
+pub(crate) struct JsonParseErrors<T> {
+    inner: T,
+    /// Our answer being written in place of hyper's: the bytes, how many
+    /// are written, and how many of hyper's bytes they stand for.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<T> JsonParseErrors<T> {
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            replacing: None,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> JsonParseErrors<T> {
+    /// Writes our answer in place of hyper's `len` bytes; done when it is
+    /// all written.
+    fn replace(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        while let Some((bytes, written, stands_for)) = &mut self.replacing {
+            if *written == bytes.len() {
+                let n = *stands_for;
+                self.replacing = None;
+                return Poll::Ready(Ok(n));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+
+    fn start_replacing(&mut self, buf: &[u8]) -> bool {
+        if self.replacing.is_none() {
+            if let Some(e) = parser_refusal(buf) {
+                self.replacing = Some((parser_refusal_answer(&e), 0, buf.len()));
+            }
+        }
+        self.replacing.is_some()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for JsonParseErrors<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.start_replacing(buf) {
+            return self.replace(cx);
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // hyper's bare head is always a buffer of its own.
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if self.start_replacing(first) {
+                return self.replace(cx);
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hypers_bare_refusals_are_recognised_and_nothing_else() {
+        let date = "date: Thu, 26 Nov 2026 00:17:54 GMT\r\n";
+        let bare = |status: &str| {
+            format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n{date}\r\n")
+        };
+        assert_eq!(
+            parser_refusal(bare("400 Bad Request").as_bytes()),
+            Some(HttpError::MalformedRequest)
+        );
+        assert_eq!(
+            parser_refusal(bare("414 URI Too Long").as_bytes()),
+            Some(HttpError::UriTooLong)
+        );
+        assert_eq!(
+            parser_refusal(bare("431 Request Header Fields Too Large").as_bytes()),
+            Some(HttpError::HeadersTooLarge)
+        );
+        for other in [
+            bare("404 Not Found"),
+            bare("408 Request Timeout"),
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n"
+                .to_owned(),
+            format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n{date}\r\n"),
+            format!("{}{{}}", bare("400 Bad Request")),
+            bare("400 Bad Request").replace("\r\n\r\n", "\r\n"),
+        ] {
+            assert_eq!(parser_refusal(other.as_bytes()), None, "{other}");
+        }
+        let answer =
+            String::from_utf8(parser_refusal_answer(&HttpError::MalformedRequest)).unwrap();
+        assert_eq!(
+            answer,
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\n\
+             content-length: 47\r\n\r\n{\"error\":\"bad request: malformed HTTP request\"}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_writes_json_in_place_of_a_bare_refusal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(16);
+        let mut io = JsonParseErrors::new(a);
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            b.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        // A small pipe: the answer goes out over many partial writes.
+        assert_eq!(io.write(bare).await.unwrap(), bare.len());
+        io.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        io.shutdown().await.unwrap();
+        drop(io);
+        let out = String::from_utf8(reader.await.unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: 37\r\n\r\n\
+             {\"error\":\"request headers too large\"}HTTP/1.1 200 OK\r\n"
+        );
+    }
 
     #[test]
     fn path_suffixes() {

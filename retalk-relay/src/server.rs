@@ -33,7 +33,7 @@ use tokio::time::Sleep;
 
 use crate::config::Config;
 use crate::errors::StartError;
-use crate::http::{handle, App};
+use crate::http::{handle, App, JsonParseErrors};
 use crate::limit::{ConnectionCounter, IpRateLimiter};
 use crate::store::SharedStore;
 
@@ -183,7 +183,10 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(StallTimeout::new(stream, limits.timeout));
+        let io = TokioIo::new(JsonParseErrors::new(StallTimeout::new(
+            stream,
+            limits.timeout,
+        )));
         let app = app.clone();
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let app = app.clone();
