@@ -10,6 +10,10 @@
 //! a deadline, then the protocol (parse, verify, per-id rate, nonce, tool)
 //! on a blocking thread, since verification is CPU work and the store is
 //! synchronous.
+//!
+//! Every refusal is `{"error": text}`, including those hyper makes before a
+//! handler runs (an unparseable request head): [`JsonParseErrors`] rewrites
+//! them on the way out.
 
 use std::io;
 use std::net::SocketAddr;

@@ -308,6 +308,32 @@ async fn malformed_bodies_get_exact_json_errors() {
         relay.assert_serving().await;
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+
+    // The same garbage, 300 requests at once, while a newcomer is served.
+    let addr = relay.addr;
+    let burst: Vec<_> = (0..300)
+        .map(|i| {
+            tokio::spawn(async move {
+                let body: &[u8] = match i % 3 {
+                    0 => b"\xff\xfe",
+                    1 => b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+                    _ => br#"{"tool": "count_keys", "args": {"auth": 1}}"#,
+                };
+                call(addr, "POST", "/", &[], body).await
+            })
+        })
+        .collect();
+    relay.assert_serving().await;
+    for (i, b) in burst.into_iter().enumerate() {
+        let a = b.await.unwrap();
+        let want = match i % 3 {
+            0 => not_json("expected value at line 1 column 1"),
+            1 => not_json("EOF while parsing a list at line 1 column 28"),
+            _ => "auth must be an object".into(),
+        };
+        assert_eq!((a.status, a.error()), (400, want));
+    }
+    relay.assert_serving().await;
 }
 
 #[tokio::test]
@@ -677,6 +703,19 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
         for (body, text) in cases {
             refused(&relay.post_json(&body).await, 400, text);
         }
+        // Half of each dialect: the id field decides, then the other
+        // dialect's names are missing.
+        let mut body = fresh(dialect);
+        let auth = auth_of(&mut body);
+        let (ts_value, sig_value) = (auth.remove(ts).unwrap(), auth.remove(sig).unwrap());
+        let other = dialect.other();
+        auth.insert(other.ts_field().into(), ts_value);
+        auth.insert(other.sig_field().into(), sig_value);
+        refused(
+            &relay.post_json(&body).await,
+            400,
+            &format!("missing auth field: '{ts}'"),
+        );
         // A nonce the relay will not store, correctly signed.
         for nonce in [String::new(), "n".repeat(129)] {
             let body = signed_with(
@@ -1073,10 +1112,26 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     ))
     .unwrap();
     assert!(body.len() > 1 << 20);
-    refused(
-        &relay.post(&body).await,
-        413,
-        &format!("request body too large: {} bytes (max 1048576)", body.len()),
+    // (The relay answers on the headers and closes: the rest of the body
+    // may meet a closed socket, so it is written alongside the read.)
+    let stream = TcpStream::connect(relay.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut request = format!(
+        "POST / HTTP/1.1\r\nHost: r\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let writer = tokio::spawn(async move { wr.write_all(&request).await.is_ok() });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
+    let _ = writer.await;
+    assert_eq!(
+        parse_answer(&answer),
+        (
+            413,
+            format!("request body too large: {} bytes (max 1048576)", body.len())
+        )
     );
     relay.assert_serving().await;
 }
