@@ -4,12 +4,16 @@
 //!
 //! ```text
 //! cargo bench -p retalk-relay --bench load -- [--backend sqlite|memory|edge]
-//!     [--connections 32] [--requests 40000] [--users 64]
+//!     [--connections 32] [--requests 40000] [--users 64] [--queue 0]
 //! ```
 //!
 //! Prints, per tool, requests/s and p50/p99 latency; the relay's peak RSS
 //! (VmHWM of the child process); and this machine's single-core Ed25519
 //! verifications/s, the bound on signed requests per core.
+//!
+//! `--queue N` then stores N more messages that nobody reads (signed and
+//! sent in tenths), printing the relay's resident memory after each tenth:
+//! it must stay flat however much mail waits on disk.
 //!
 //! `sqlite` and `memory` run the `retalk-relay` binary as a child process.
 //! `edge` runs the relay in this process over an in-memory store whose
@@ -48,6 +52,7 @@ struct Options {
     connections: usize,
     requests: usize,
     users: usize,
+    queue: usize,
 }
 
 fn options() -> Options {
@@ -56,6 +61,7 @@ fn options() -> Options {
         connections: 32,
         requests: 40_000,
         users: 64,
+        queue: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -66,6 +72,7 @@ fn options() -> Options {
             "--connections" => o.connections = value.parse().expect("--connections N"),
             "--requests" => o.requests = value.parse().expect("--requests N"),
             "--users" => o.users = value.parse().expect("--users N"),
+            "--queue" => o.queue = value.parse().expect("--queue N"),
             _ => {
                 i += 1; // `--bench` and other harness flags
                 continue;
@@ -275,11 +282,31 @@ fn start_edge() -> (tokio::runtime::Runtime, RelayServer, SocketAddr) {
     (rt, server, addr)
 }
 
+/// Signed `send_message` requests number `range`, each from one user to
+/// the next with an Olm-sized random body.
+fn sends(users: &[User], range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+    let mut rng = rand::thread_rng();
+    range
+        .map(|i| {
+            let mut raw = [0u8; 200];
+            rng.fill_bytes(&mut raw);
+            let to = users[(i + 1) % users.len()].id.to_string();
+            let body = base64::engine::general_purpose::STANDARD.encode(raw);
+            users[i % users.len()].http(&Args::SendMessage { to, mtype: 1, body })
+        })
+        .collect()
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A memory figure of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -446,18 +473,35 @@ fn main() {
     report("count_keys", &count);
 
     // send_message: verify + nonce + a stored message (Olm-sized body).
-    let mut rng = rand::thread_rng();
-    let reqs: Vec<Vec<u8>> = (0..o.requests)
-        .map(|i| {
-            let mut raw = [0u8; 200];
-            rng.fill_bytes(&mut raw);
-            let to = users[(i + 1) % users.len()].id.to_string();
-            let body = base64::engine::general_purpose::STANDARD.encode(raw);
-            users[i % users.len()].http(&Args::SendMessage { to, mtype: 1, body })
-        })
-        .collect();
+    let reqs = sends(&users, 0..o.requests);
     let send = rt.block_on(drive(addr, Arc::new(reqs), o.connections));
     report("send_message", &send);
+
+    if o.queue > 0 {
+        let pid = child.as_ref().map_or(std::process::id(), |c| c.id());
+        println!(
+            "queueing {} messages nobody reads; relay RSS before: {:.1} MiB",
+            o.queue,
+            status_kib(pid, "VmRSS:") as f64 / 1024.0
+        );
+        let tenth = o.queue.div_ceil(10);
+        let mut queued = 0;
+        while queued < o.queue {
+            let n = tenth.min(o.queue - queued);
+            let reqs = sends(&users, queued..queued + n);
+            let run = rt.block_on(drive(addr, Arc::new(reqs), o.connections));
+            assert_eq!(run.failures, 0, "queueing failed");
+            queued += n;
+            let mib = |field| status_kib(pid, field) as f64 / 1024.0;
+            println!(
+                "  {queued:>9} queued   relay RSS {:>6.1} MiB (heap {:>5.1}, mapped files {:>5.1})   {:>6.0} send_message/s",
+                mib("VmRSS:"),
+                mib("RssAnon:"),
+                mib("RssFile:") + mib("RssShmem:"),
+                run.per_second
+            );
+        }
+    }
 
     if let Some(child) = child.as_mut() {
         let rss = peak_rss_kib(child.id());
