@@ -5,15 +5,20 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 
-fn init(cli: &Cli, dir: &str, name: &str, url: &str) -> String {
-    cli.ok(&["init", dir, "--name", name, "--server", url])
-        .trim()
-        .to_owned()
+/// Our CLI in `home` with identities alice and bob on `relay`, bob
+/// published (he has received once); returns the CLI and their ids.
+fn alice_and_bob(home: &Path, relay: &OurRelay) -> (Cli, String, String) {
+    let cli = Cli::ours(home);
+    let alice = init(&cli, "alice", "alice", &relay.url);
+    let bob = init(&cli, "bob", "bob", &relay.url);
+    cli.ok(&["receive", "-s", "bob"]);
+    (cli, alice, bob)
 }
 
 #[test]
@@ -41,11 +46,7 @@ fn the_whole_flow_init_id_add_send_receive_json() {
 
     cli.ok(&["add", "bob", &bob, "-s", "alice"]);
     let out = cli.run(&["send", "bob", "hello bob \u{2603}", "-s", "alice"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        retalk_testkit::python::describe(&out)
-    );
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(out.stdout.is_empty(), "stdout carries only data");
     assert!(String::from_utf8_lossy(&out.stderr).contains("sent to bob"));
 
@@ -176,11 +177,8 @@ fn a_relay_that_is_down_or_refuses_is_reported_not_a_crash() {
 fn a_tampered_relay_is_a_pin_mismatch_and_nothing_is_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(tmp.path());
-    let cli = Cli::ours(tmp.path());
-    let _alice = init(&cli, "alice", "alice", &relay.url);
-    let bob = init(&cli, "bob", "bob", &relay.url);
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
     let mallory = init(&cli, "mallory", "mallory", &relay.url);
-    cli.ok(&["receive", "-s", "bob"]);
     cli.ok(&["receive", "-s", "mallory"]);
     relay.sql(&format!(
         "UPDATE users SET identity_key=(SELECT identity_key FROM users WHERE id='{mallory}'), \
@@ -195,10 +193,7 @@ fn a_tampered_relay_is_a_pin_mismatch_and_nothing_is_sent() {
 fn a_wiped_relay_heals_on_the_next_receive_and_send() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(tmp.path());
-    let cli = Cli::ours(tmp.path());
-    let alice = init(&cli, "alice", "alice", &relay.url);
-    let bob = init(&cli, "bob", "bob", &relay.url);
-    cli.ok(&["receive", "-s", "bob"]);
+    let (cli, alice, bob) = alice_and_bob(tmp.path(), &relay);
     cli.ok(&["send", &bob, "before", "-s", "alice"]);
     assert_eq!(
         cli.ok(&["receive", "-s", "bob"]),
@@ -219,10 +214,7 @@ fn a_wiped_relay_heals_on_the_next_receive_and_send() {
 fn receive_follow_prints_as_mail_arrives_and_stops_cleanly_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(tmp.path());
-    let cli = Cli::ours(tmp.path());
-    let alice = init(&cli, "alice", "alice", &relay.url);
-    let bob = init(&cli, "bob", "bob", &relay.url);
-    cli.ok(&["receive", "-s", "bob"]);
+    let (cli, alice, bob) = alice_and_bob(tmp.path(), &relay);
     let mut follow = cli
         .command(&["receive", "--follow", "--json", "-s", "bob"])
         .stdout(Stdio::piped())
@@ -239,23 +231,9 @@ fn receive_follow_prints_as_mail_arrives_and_stops_cleanly_on_ctrl_c() {
             (alice.as_str(), format!("m{i}").as_str())
         );
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &follow.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = follow.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "receive --follow did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    signal(&follow, "-INT");
+    let status = wait_exit(&mut follow, Duration::from_secs(15));
+    assert!(status.success(), "{status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -266,10 +244,7 @@ fn receive_follow_survives_the_relay_restarting() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let relay = OurRelay::start_on(tmp.path(), port);
-    let cli = Cli::ours(tmp.path());
-    let _alice = init(&cli, "alice", "alice", &relay.url);
-    let bob = init(&cli, "bob", "bob", &relay.url);
-    cli.ok(&["receive", "-s", "bob"]);
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
     let mut follow = cli
         .command(&["receive", "--follow", "-s", "bob"])
         .stdout(Stdio::piped())
@@ -323,10 +298,7 @@ fn help_explains_every_command() {
 fn two_processes_times_five_concurrent_sends_on_one_identity_all_decrypt() {
     let tmp = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(tmp.path());
-    let cli = Cli::ours(tmp.path());
-    let _alice = init(&cli, "alice", "alice", &relay.url);
-    let bob = init(&cli, "bob", "bob", &relay.url);
-    cli.ok(&["receive", "-s", "bob"]);
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
     cli.ok(&["receive", "-s", "alice"]);
     // Ten `retalk send` processes at once (more than 2 x 5), all sharing
     // alice's store: its file lock serialises their ratchet steps.
@@ -340,11 +312,7 @@ fn two_processes_times_five_concurrent_sends_on_one_identity_all_decrypt() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            retalk_testkit::python::describe(&out)
-        );
+        assert!(out.status.success(), "{}", describe(&out));
     }
     let got = cli.ok(&["receive", "-s", "bob"]);
     let mut lines: Vec<_> = got.lines().collect();

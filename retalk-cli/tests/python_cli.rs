@@ -5,17 +5,16 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 
-fn converse(py: &Cli, rs: &Cli, url: &str) {
-    let py_id = py
-        .ok(&["init", "py", "--name", "pat", "--server", url])
-        .trim()
-        .to_owned();
-    let rs_id = rs
-        .ok(&["init", "rs", "--name", "rue", "--server", url])
-        .trim()
-        .to_owned();
+/// A Python user and one of ours, both homed in `home`, talk through the
+/// relay at `url`.
+fn converse(python: &Path, home: &Path, url: &str) {
+    let (py, rs) = (Cli::python(python, home), Cli::ours(home));
+    let py_id = init(&py, "py", "pat", url);
+    let rs_id = init(&rs, "rs", "rue", url);
     // Python's `id --json` and ours agree on the shape.
     let py_json: serde_json::Value =
         serde_json::from_str(&py.ok(&["id", "--json", "-s", "py"])).unwrap();
@@ -71,11 +70,7 @@ fn python_and_rust_users_talk_through_our_relay() {
     let python = retalk_testkit::python::python_with_retalk("0.0.1");
     let tmp = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(tmp.path());
-    converse(
-        &Cli::python(&python, tmp.path()),
-        &Cli::ours(tmp.path()),
-        &relay.url,
-    );
+    converse(&python, tmp.path(), &relay.url);
 }
 
 #[test]
@@ -83,11 +78,7 @@ fn python_and_rust_users_talk_through_the_python_relay() {
     let python = retalk_testkit::python::python_with_retalk("0.0.1");
     let tmp = tempfile::tempdir().unwrap();
     let relay = PythonRelay::start(&python, tmp.path());
-    converse(
-        &Cli::python(&python, tmp.path()),
-        &Cli::ours(tmp.path()),
-        &relay.url,
-    );
+    converse(&python, tmp.path(), &relay.url);
 }
 
 #[test]
@@ -98,14 +89,8 @@ fn a_python_identity_folder_keeps_working_with_our_cli() {
     let py = Cli::python(&python, tmp.path());
     let rs = Cli::ours(tmp.path());
     // Two Python users talk; then one of them switches to our CLI.
-    let a = py
-        .ok(&["init", "a", "--name", "ann", "--server", &relay.url])
-        .trim()
-        .to_owned();
-    let b = py
-        .ok(&["init", "b", "--name", "ben", "--server", &relay.url])
-        .trim()
-        .to_owned();
+    let a = init(&py, "a", "ann", &relay.url);
+    let b = init(&py, "b", "ben", &relay.url);
     py.ok(&["receive", "-s", "a"]);
     py.ok(&["receive", "-s", "b"]);
     py.ok(&["add", "ben", &b, "-s", "a"]);

@@ -7,12 +7,18 @@
 //! building it twice) and reused while it imports the right version. When
 //! it cannot be built (no `python3`, PyPI unreachable) the calling test
 //! fails with the reason: these tests are never skipped silently.
+//!
+//! Also here, for the interop tests of every crate: the Python relay on a
+//! free port ([`PythonRelay`]) and a sandboxed command-line user ([`Cli`])
+//! running the Python `retalk` or ours; and signalling a child process and
+//! waiting for it to exit ([`signal`], [`wait_exit`]).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use fs4::fs_std::FileExt;
 
@@ -140,4 +146,159 @@ pub fn run_python(python: &Path, script: &str, args: &[&Path]) -> String {
         describe(&out)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port` (at most `within`).
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Python relay (`retalk-server` of a venv) on a free port, its
+/// database in `dir`; killed on drop.
+pub struct PythonRelay {
+    pub child: Child,
+    pub url: String,
+}
+
+impl PythonRelay {
+    pub fn start(python: &Path, dir: &Path) -> PythonRelay {
+        let port = free_port();
+        let db = dir.join("py-server.db");
+        // Both generations' variable names; no audience from the caller.
+        let child = Command::new(venv_bin(python).join("retalk-server"))
+            .current_dir(dir)
+            .env("SERVER_DB", &db)
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env("RETALK_SERVER_DB", &db)
+            .env("RETALK_SERVER_HOST", "127.0.0.1")
+            .env("RETALK_SERVER_PORT", port.to_string())
+            .env_remove("SERVER_AUDIENCE")
+            .env_remove("RETALK_SERVER_AUDIENCE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, Duration::from_secs(30));
+        PythonRelay {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for PythonRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `PICKLE_SECRET` a [`Cli`] user unlocks its identities with.
+pub const SECRET: &str = "correct horse";
+
+/// A command-line user: runs a `retalk` binary (ours or Python's 0.0.1) in
+/// a sandbox: its own XDG data home, no inherited `STORE` or `SERVER_URL`
+/// (unless set again in `env`).
+pub struct Cli {
+    pub exe: PathBuf,
+    pub home: PathBuf,
+    pub secret: String,
+    /// Variables set last, over the sandbox's.
+    pub env: Vec<(String, String)>,
+}
+
+impl Cli {
+    pub fn new(exe: &Path, home: &Path) -> Cli {
+        Cli {
+            exe: exe.to_path_buf(),
+            home: home.to_path_buf(),
+            secret: SECRET.into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The venv's Python `retalk`.
+    pub fn python(python: &Path, home: &Path) -> Cli {
+        Cli::new(&venv_bin(python).join("retalk"), home)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(args)
+            .current_dir(&self.home)
+            .env("XDG_DATA_HOME", self.home.join("xdg"))
+            .env("HOME", &self.home)
+            .env("PICKLE_SECRET", &self.secret)
+            .env_remove("STORE")
+            .env_remove("SERVER_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "retalk {args:?} failed:\n{}",
+            describe(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires exit status `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "retalk {args:?}:\n{}",
+            describe(&out)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// Sends `sig` (as `kill` spells it: `-TERM`, `-INT`) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {}", child.id());
+}
+
+/// Waits until `child` exits, at most `within`; returns its status.
+pub fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "process {} did not stop within {within:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

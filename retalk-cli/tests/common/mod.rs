@@ -2,14 +2,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use retalk_relay::{open_store, Backend, Config, RelayServer};
-
-pub const SECRET: &str = "correct horse";
+#[allow(unused_imports)] // each test file uses a part
+pub use retalk_testkit::python::{
+    describe, free_port, signal, wait_exit, Cli, PythonRelay, SECRET,
+};
 
 /// Our relay, in-process on an SQLite file, serving real HTTP.
 pub struct OurRelay {
@@ -76,124 +75,20 @@ impl Drop for OurRelay {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Our `retalk` binary as a [`Cli`] user: `Cli::ours(home)`.
+pub trait Ours {
+    fn ours(home: &Path) -> Cli;
 }
 
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
+impl Ours for Cli {
+    fn ours(home: &Path) -> Cli {
+        Cli::new(Path::new(env!("CARGO_BIN_EXE_retalk")), home)
     }
 }
 
-/// The Python relay (`retalk-server` of a venv) on a free port.
-pub struct PythonRelay {
-    pub child: Child,
-    pub url: String,
-}
-
-impl PythonRelay {
-    pub fn start(python: &Path, dir: &Path) -> PythonRelay {
-        let port = free_port();
-        let child = Command::new(retalk_testkit::python::venv_bin(python).join("retalk-server"))
-            .current_dir(dir)
-            .env("SERVER_DB", dir.join("py-server.db"))
-            .env("SERVER_HOST", "127.0.0.1")
-            .env("SERVER_PORT", port.to_string())
-            .env("RETALK_SERVER_DB", dir.join("py-server.db"))
-            .env("RETALK_SERVER_HOST", "127.0.0.1")
-            .env("RETALK_SERVER_PORT", port.to_string())
-            .env_remove("SERVER_AUDIENCE")
-            .env_remove("RETALK_SERVER_AUDIENCE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port);
-        PythonRelay {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for PythonRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A command-line user: runs a `retalk` binary (ours or Python's) in a
-/// sandbox: its own XDG data home, no inherited retalk variables.
-pub struct Cli {
-    pub exe: PathBuf,
-    pub home: PathBuf,
-    pub secret: String,
-}
-
-impl Cli {
-    pub fn ours(home: &Path) -> Cli {
-        Cli {
-            exe: PathBuf::from(env!("CARGO_BIN_EXE_retalk")),
-            home: home.to_path_buf(),
-            secret: SECRET.into(),
-        }
-    }
-
-    pub fn python(python: &Path, home: &Path) -> Cli {
-        Cli {
-            exe: retalk_testkit::python::venv_bin(python).join("retalk"),
-            home: home.to_path_buf(),
-            secret: SECRET.into(),
-        }
-    }
-
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.args(args)
-            .current_dir(&self.home)
-            .env("XDG_DATA_HOME", self.home.join("xdg"))
-            .env("HOME", &self.home)
-            .env("PICKLE_SECRET", &self.secret)
-            .env_remove("STORE")
-            .env_remove("SERVER_URL")
-            .stdin(Stdio::null());
-        c
-    }
-
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs and requires success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "retalk {args:?} failed:\n{}",
-            retalk_testkit::python::describe(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs and requires exit status `code`; returns stderr.
-    pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "retalk {args:?}:\n{}",
-            retalk_testkit::python::describe(&out)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
+/// `retalk init DIR --name NAME --server URL`; returns the new user id.
+pub fn init(cli: &Cli, dir: &str, name: &str, url: &str) -> String {
+    cli.ok(&["init", dir, "--name", name, "--server", url])
+        .trim()
+        .to_owned()
 }
