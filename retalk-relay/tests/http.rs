@@ -8,9 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, relay, relay_on, Peer, Raw};
+use common::{call, http_agent, relay, relay_on, sqlite_relay, HttpAgent, Peer, Raw};
 use retalk_proto::auth::Dialect;
-use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::relay::{
     ApiKeyRecord, ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, RefusalRules,
     RelayStore, SendOutcome, StoreError, StoredMessage,
@@ -18,25 +17,15 @@ use retalk_proto::relay::{
 use retalk_proto::wire::{Args, KeyCounts, PublicKeys};
 use retalk_proto::UserId;
 use retalk_relay::RelayServer;
-use retalk_store_sqlite::SqliteRelayStore;
-use retalk_transport_http::{HttpTransport, SystemClock, Transport, TransportError};
+use retalk_transport_http::{HttpTransport, Transport, TransportError};
 use serde_json::json;
 
-type Agent = Client<Arc<MemoryStore>, HttpTransport, SystemClock>;
-
-fn agent(url: &str, name: &str, dialect: Dialect) -> Agent {
+fn agent(url: &str, name: &str, dialect: Dialect) -> HttpAgent {
     let transport = HttpTransport::builder(url)
         .dialect(dialect)
         .build()
         .unwrap();
-    Client::create(
-        Arc::new(MemoryStore::new()),
-        transport,
-        SystemClock,
-        "secret",
-        name,
-    )
-    .unwrap()
+    http_agent(transport, name)
 }
 
 async fn conversation(server: &RelayServer) {
@@ -73,8 +62,7 @@ async fn two_clients_talk_through_the_relay() {
 #[tokio::test]
 async fn two_clients_talk_through_the_relay_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
-    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
+    let server = sqlite_relay(&dir.path().join("server.db"), |_| {}).await;
     conversation(&server).await;
     server.shutdown().await;
 }
@@ -83,7 +71,7 @@ async fn two_clients_talk_through_the_relay_on_sqlite() {
 async fn two_clients_talk_through_the_relay_on_sled() {
     let dir = tempfile::tempdir().unwrap();
     let store = retalk_store_sled::SledRelayStore::open(dir.path().join("relay.sled")).unwrap();
-    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
+    let server = relay_on(Arc::new(store), |_| {}).await;
     conversation(&server).await;
     server.shutdown().await;
 }
@@ -695,7 +683,7 @@ impl RelayStore for DownStore {
 
 #[tokio::test]
 async fn storage_failures_are_503_and_say_nothing_more() {
-    let server = relay_on(std::sync::Arc::new(DownStore), |c| {
+    let server = relay_on(Arc::new(DownStore), |c| {
         c.admin_password = Some("pw".into())
     })
     .await;
@@ -735,7 +723,7 @@ async fn storage_failures_are_503_and_say_nothing_more() {
     assert!(e.is_transient());
 
     // API-key admission on a broken store is 503, not 401.
-    let server = relay_on(std::sync::Arc::new(DownStore), |c| c.require_api_key = true).await;
+    let server = relay_on(Arc::new(DownStore), |c| c.require_api_key = true).await;
     let a = call(
         server.local_addr(),
         "POST",

@@ -7,19 +7,11 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use common::{relay_on, Peer};
+use common::{http_agent, sqlite_relay, HttpAgent, Peer, PyUser};
 use retalk_proto::auth::Dialect;
-use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::wire::Args;
-use retalk_store_sqlite::SqliteRelayStore;
-use retalk_testkit::python::{python_with_retalk, run_python, venv_bin};
-use retalk_transport_http::{HttpTransport, SystemClock, Transport};
+use retalk_testkit::python::{python_with_retalk, PythonRelay};
+use retalk_transport_http::{HttpTransport, Transport};
 use serde_json::{json, Value};
 
 /// One step of a Python user, with either generation's library:
@@ -44,27 +36,9 @@ elif cmd == "receive":
     print(json.dumps(out))
 "#;
 
-struct PyUser {
-    python: PathBuf,
-    url: String,
-    store: PathBuf,
-    name: String,
-}
-
 impl PyUser {
-    fn new(python: &Path, url: &str, dir: &Path, name: &str) -> PyUser {
-        PyUser {
-            python: python.to_path_buf(),
-            url: url.into(),
-            store: dir.join(format!("{name}.db")),
-            name: name.into(),
-        }
-    }
-
     fn run(&self, args: &[&str]) -> String {
-        let mut all: Vec<&Path> = vec![Path::new(&self.url), &self.store, Path::new(&self.name)];
-        all.extend(args.iter().map(Path::new));
-        run_python(&self.python, USER, &all)
+        self.script(USER, args)
     }
 
     fn id(&self) -> String {
@@ -82,20 +56,11 @@ impl PyUser {
     }
 }
 
-type Agent = Client<Arc<MemoryStore>, HttpTransport, SystemClock>;
-
-fn rust_user(url: &str) -> Agent {
-    Client::create(
-        Arc::new(MemoryStore::new()),
-        HttpTransport::new(url).unwrap(),
-        SystemClock,
-        "secret",
-        "rusty",
-    )
-    .unwrap()
+fn rust_user(url: &str) -> HttpAgent {
+    http_agent(HttpTransport::new(url).unwrap(), "rusty")
 }
 
-async fn texts(agent: &Agent) -> Vec<(String, String)> {
+async fn texts(agent: &HttpAgent) -> Vec<(String, String)> {
     let inbox = agent.receive().await.unwrap();
     assert!(inbox.problems.is_empty(), "{:?}", inbox.problems);
     inbox
@@ -111,8 +76,7 @@ async fn python_001_030_and_rust_users_talk_through_our_relay() {
     let py001 = python_with_retalk("0.0.1");
     let py030 = python_with_retalk("0.3.0");
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteRelayStore::open(dir.path().join("server.db")).unwrap();
-    let server = relay_on(std::sync::Arc::new(store), |_| {}).await;
+    let server = sqlite_relay(&dir.path().join("server.db"), |_| {}).await;
     let url = server.url().to_owned();
 
     let old = PyUser::new(&py001, &url, dir.path(), "old");
@@ -154,56 +118,6 @@ async fn python_001_030_and_rust_users_talk_through_our_relay() {
         ]
     );
     server.shutdown().await;
-}
-
-/// A Python relay on a free port, killed on drop.
-struct PythonRelay {
-    child: Child,
-    url: String,
-}
-
-impl PythonRelay {
-    fn start(python: &Path, dir: &Path) -> PythonRelay {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let db = dir.join("py-server.db");
-        let child = Command::new(venv_bin(python).join("retalk-server"))
-            .current_dir(dir)
-            .env("SERVER_DB", &db)
-            .env("SERVER_HOST", "127.0.0.1")
-            .env("SERVER_PORT", port.to_string())
-            .env("RETALK_SERVER_DB", &db)
-            .env("RETALK_SERVER_HOST", "127.0.0.1")
-            .env("RETALK_SERVER_PORT", port.to_string())
-            .env_remove("SERVER_AUDIENCE")
-            .env_remove("RETALK_SERVER_AUDIENCE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the Python relay did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PythonRelay {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for PythonRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

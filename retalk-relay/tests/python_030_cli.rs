@@ -12,16 +12,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Output, Stdio};
 
-use common::{call, relay_on, Peer};
+use common::{post, relay_command, sqlite_relay, Peer, RelayProcess};
 use retalk_proto::wire::Args;
 use retalk_relay::RelayServer;
-use retalk_store_sqlite::SqliteRelayStore;
-use retalk_testkit::python::{describe, python_with_retalk, run_python, venv_bin};
+use retalk_testkit::python::{describe, free_port, python_with_retalk, run_python, venv_bin};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -119,18 +116,7 @@ impl PyUser {
 
     /// Runs a command that must exit 0.
     fn ok(&self, args: &[&str]) -> Out {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "`retalk {}` as {} failed:\n{}",
-            args.join(" "),
-            self.name,
-            describe(&out)
-        );
-        Out {
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
+        self.fails(args, 0)
     }
 
     /// Runs a command that must exit with `code`.
@@ -271,14 +257,34 @@ fn summary(
     )
 }
 
-/// Our relay, in process, on a SQLite file in `dir`.
-async fn sqlite_relay(
-    dir: &Path,
+/// Python 0.3.0, our relay (in process, configured by `f`) on `relay.db`
+/// in `tmp`, and alice and bob initialised on it, alice having added bob
+/// (verified).
+async fn alice_and_bob(
+    tmp: &Path,
     f: impl FnOnce(&mut retalk_relay::Config),
-) -> (RelayServer, PathBuf) {
-    let db = dir.join("relay.db");
-    let store = SqliteRelayStore::open(&db).unwrap();
-    (relay_on(Arc::new(store), f).await, db)
+) -> (PathBuf, RelayServer, PathBuf, PyUser, PyUser) {
+    let python = python_with_retalk("0.3.0");
+    let db = tmp.join("relay.db");
+    let server = sqlite_relay(&db, f).await;
+    let (alice, bob) = init_alice_and_bob(&python, tmp, server.url(), server.url());
+    (python, server, db, alice, bob)
+}
+
+/// alice (on `alice_url`) and bob (on `bob_url`) initialised, alice having
+/// added bob (verified).
+fn init_alice_and_bob(
+    python: &Path,
+    tmp: &Path,
+    alice_url: &str,
+    bob_url: &str,
+) -> (PyUser, PyUser) {
+    let mut alice = PyUser::new(python, tmp, "alice", alice_url);
+    let mut bob = PyUser::new(python, tmp, "bob", bob_url);
+    alice.init();
+    bob.init();
+    alice.add_verified(&bob);
+    (alice, bob)
 }
 
 /// Relay rows of `messages`: [sender, recipient, mtype, body] in order.
@@ -319,7 +325,8 @@ fn unclaimed_otks(python: &Path, db: &Path, fp: &str) -> Value {
 async fn quickstart_init_add_verify_send_receive() {
     let python = python_with_retalk("0.3.0");
     let tmp = tempfile::tempdir().unwrap();
-    let (server, db) = sqlite_relay(tmp.path(), |_| {}).await;
+    let db = tmp.path().join("relay.db");
+    let server = sqlite_relay(&db, |_| {}).await;
     let url = server.url().to_owned();
     let mut alice = PyUser::new(&python, tmp.path(), "alice", &url);
     let mut bob = PyUser::new(&python, tmp.path(), "bob", &url);
@@ -399,15 +406,8 @@ async fn quickstart_init_add_verify_send_receive() {
 /// forgotten the user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_resends_the_outbox_and_republishes_forgotten_keys() {
-    let python = python_with_retalk("0.3.0");
     let tmp = tempfile::tempdir().unwrap();
-    let (server, db) = sqlite_relay(tmp.path(), |_| {}).await;
-    let url = server.url().to_owned();
-    let mut alice = PyUser::new(&python, tmp.path(), "alice", &url);
-    let mut bob = PyUser::new(&python, tmp.path(), "bob", &url);
-    alice.init();
-    bob.init();
-    alice.add_verified(&bob);
+    let (python, server, db, alice, bob) = alice_and_bob(tmp.path(), |_| {}).await;
 
     let first = alice.send("bob", &bob, "first");
     let out = alice.sync();
@@ -465,15 +465,8 @@ async fn sync_resends_the_outbox_and_republishes_forgotten_keys() {
 /// session with bob) and never resends it again; bob never sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_nacks_and_stops_the_senders_resends() {
-    let python = python_with_retalk("0.3.0");
     let tmp = tempfile::tempdir().unwrap();
-    let (server, db) = sqlite_relay(tmp.path(), |_| {}).await;
-    let url = server.url().to_owned();
-    let mut alice = PyUser::new(&python, tmp.path(), "alice", &url);
-    let mut bob = PyUser::new(&python, tmp.path(), "bob", &url);
-    alice.init();
-    bob.init();
-    alice.add_verified(&bob);
+    let (python, server, db, alice, bob) = alice_and_bob(tmp.path(), |_| {}).await;
 
     let out = bob.ok(&["block", &alice.fp]);
     assert_eq!(out.stdout, "");
@@ -528,15 +521,8 @@ async fn a_block_nacks_and_stops_the_senders_resends() {
 /// mailbox holds exactly 3, and once bob has read, the send goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_refuses_the_sender_with_the_relays_words() {
-    let python = python_with_retalk("0.3.0");
     let tmp = tempfile::tempdir().unwrap();
-    let (server, db) = sqlite_relay(tmp.path(), |c| c.max_mailbox = 3).await;
-    let url = server.url().to_owned();
-    let mut alice = PyUser::new(&python, tmp.path(), "alice", &url);
-    let mut bob = PyUser::new(&python, tmp.path(), "bob", &url);
-    alice.init();
-    bob.init();
-    alice.add_verified(&bob);
+    let (python, server, db, alice, bob) = alice_and_bob(tmp.path(), |c| c.max_mailbox = 3).await;
 
     let one = alice.send("bob", &bob, "one");
     let two = alice.send("bob", &bob, "two");
@@ -593,48 +579,26 @@ async fn a_full_mailbox_refuses_the_sender_with_the_relays_words() {
     server.shutdown().await;
 }
 
-/// The `retalk-relay` binary on a SQLite file, killed on drop.
-struct RelayProcess {
-    child: Child,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free port of 127.0.0.1 with the audiences
-/// `audiences(port)`; returns it, the port and its start-up lines.
-fn spawn_relay(db: &Path, audiences: impl Fn(u16) -> String) -> (RelayProcess, u16, Vec<String>) {
+/// Starts the binary on `db` and a free port of 127.0.0.1 with the
+/// audiences `audiences(port)`, its environment cleared; returns it and the
+/// port.
+fn spawn_relay(db: &Path, audiences: impl Fn(u16) -> String) -> (RelayProcess, u16) {
     // The port must be known before the start, for the audiences: take a
     // free one, and try another if it was taken in between.
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_retalk-relay"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--db")
-            .arg(db)
-            .args(["--audience", &audiences(port)])
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let start: Vec<String> = (&mut lines).take(3).map(Result::unwrap).collect();
-        if start.len() == 3 {
-            // Keep reading, so the relay never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return (RelayProcess { child }, port, start);
+        let port = free_port();
+        let relay = RelayProcess::spawn(
+            relay_command()
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .arg("--db")
+                .arg(db)
+                .args(["--audience", &audiences(port)])
+                .env_clear()
+                .stderr(Stdio::null()),
+        );
+        if let Some(relay) = relay {
+            return (relay, port);
         }
-        let _ = child.wait();
     }
     panic!("the relay binary did not start on any of 5 free ports");
 }
@@ -648,24 +612,20 @@ async fn two_audiences_serve_both_urls_and_refuse_a_third() {
     let python = python_with_retalk("0.3.0");
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("relay.db");
-    let (_relay, port, start) = spawn_relay(&db, |port| {
+    let (relay, port) = spawn_relay(&db, |port| {
         format!("http://127.0.0.1:{port},http://localhost:{port}")
     });
     let by_ip = format!("http://127.0.0.1:{port}");
     let by_name = format!("http://localhost:{port}");
     assert_eq!(
-        start[..2],
+        relay.lines[..2],
         [
             format!("retalk-relay listening on http://127.0.0.1:{port}"),
             format!("retalk-relay audiences: {by_ip}, {by_name}")
         ]
     );
 
-    let mut alice = PyUser::new(&python, tmp.path(), "alice", &by_ip);
-    let mut bob = PyUser::new(&python, tmp.path(), "bob", &by_name);
-    alice.init();
-    bob.init();
-    alice.add_verified(&bob);
+    let (alice, bob) = init_alice_and_bob(&python, tmp.path(), &by_ip, &by_name);
     bob.add_verified(&alice);
     let hello = alice.send("bob", &bob, "over 127.0.0.1");
     assert_eq!(
@@ -695,28 +655,14 @@ async fn two_audiences_serve_both_urls_and_refuse_a_third() {
 
     // And on the wire: signed for either audience it is answered, for a
     // third it is a 400 with the relay's error.
-    let addr = ([127, 0, 0, 1], port).into();
+    let addr = relay.addr;
     let peer = Peer::new();
     for audience in [&by_ip, &by_name] {
-        let a = call(
-            addr,
-            "POST",
-            "/",
-            &[],
-            &peer.body(&Args::CountKeys, audience),
-        )
-        .await;
+        let a = post(addr, &peer.body(&Args::CountKeys, audience)).await;
         assert_eq!(a.status, 200, "{audience}");
         assert_eq!(a.json(), json!({"unclaimed": 0, "has_fallback": false}));
     }
-    let a = call(
-        addr,
-        "POST",
-        "/",
-        &[],
-        &peer.body(&Args::CountKeys, "http://relay.example"),
-    )
-    .await;
+    let a = post(addr, &peer.body(&Args::CountKeys, "http://relay.example")).await;
     assert_eq!(a.status, 400);
     assert_eq!(
         a.json(),

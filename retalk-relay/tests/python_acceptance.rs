@@ -9,18 +9,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use base64::Engine as _;
-use common::{call, relay_on, Answer};
+use common::{call, relay_command, sqlite_relay, Answer, PyUser, RelayProcess};
 use retalk_relay::RelayServer;
-use retalk_store_sqlite::SqliteRelayStore;
-use retalk_testkit::python::{describe, python_with_retalk, run_python, venv_bin};
+use retalk_testkit::python::{free_port, python_with_retalk, run_python, signal, wait_exit, Cli};
 use serde_json::{json, Value};
 
 /// One operation of a Python 0.0.1 user:
@@ -124,13 +121,29 @@ fn count(python: &Path, db: &Path, query: &str, params: Value) -> i64 {
     rows[0][0].as_i64().unwrap()
 }
 
-/// A Python 0.0.1 user: one store file, pointed at one relay URL.
-#[derive(Clone)]
-struct PyUser {
-    python: PathBuf,
-    url: String,
-    store: PathBuf,
-    name: String,
+/// Messages the relay holds.
+fn held(python: &Path, db: &Path) -> i64 {
+    count(python, db, "SELECT COUNT(*) FROM messages", json!([]))
+}
+
+/// The relay's row for `id`: `[[fallback_key_id]]`.
+fn fallback_key_id(python: &Path, db: &Path, id: &str) -> Vec<Vec<Value>> {
+    let query = "SELECT fallback_key_id FROM users WHERE id = ?";
+    sql(python, db, query, json!([id]))
+}
+
+/// Python 0.0.1 and a temp dir, with our relay on the file `db` there.
+fn our_relay_on(db: &str) -> (PathBuf, tempfile::TempDir, PathBuf, OurRelay) {
+    let python = python_with_retalk("0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(db);
+    let relay = OurRelay::start(&db);
+    (python, dir, db, relay)
+}
+
+/// Python users `names` (their stores in `dir`) on `url`.
+fn users<const N: usize>(python: &Path, url: &str, dir: &Path, names: [&str; N]) -> [PyUser; N] {
+    names.map(|name| PyUser::new(python, url, dir, name))
 }
 
 /// What the library raised.
@@ -141,36 +154,12 @@ struct Raised {
 }
 
 impl PyUser {
-    fn new(python: &Path, url: &str, dir: &Path, name: &str) -> PyUser {
-        PyUser {
-            python: python.to_path_buf(),
-            url: url.into(),
-            store: dir.join(format!("{name}.db")),
-            name: name.into(),
-        }
-    }
-
-    /// The same identity (same store), configured with another relay URL.
-    fn on(&self, url: &str) -> PyUser {
-        PyUser {
-            url: url.into(),
-            ..self.clone()
-        }
-    }
-
     /// The script's whole answer.
     fn exec(&self, mode: &str, offset: i64, cmd: &str, args: &[&str]) -> Value {
         let offset = offset.to_string();
-        let mut all: Vec<&Path> = vec![
-            Path::new(&self.url),
-            &self.store,
-            Path::new(&self.name),
-            Path::new(mode),
-            Path::new(&offset),
-            Path::new(cmd),
-        ];
-        all.extend(args.iter().map(Path::new));
-        serde_json::from_str(run_python(&self.python, USER, &all).trim()).unwrap()
+        let mut all = vec![mode, &offset, cmd];
+        all.extend(args);
+        serde_json::from_str(self.script(USER, &all).trim()).unwrap()
     }
 
     fn attempt(&self, cmd: &str, args: &[&str]) -> Result<Value, Raised> {
@@ -272,8 +261,7 @@ impl OurRelay {
         port: u16,
         audiences: Option<Vec<String>>,
     ) -> RelayServer {
-        let store = Arc::new(SqliteRelayStore::open(db).unwrap());
-        rt.block_on(relay_on(store, |c| {
+        rt.block_on(sqlite_relay(db, |c| {
             c.port = port;
             c.audiences = audiences;
         }))
@@ -334,12 +322,8 @@ fn relay_error(a: &Answer, text: &str) {
 /// two Python users write to each other, first and later messages.
 #[test]
 fn python_users_publish_and_talk_both_ways() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
-    let relay = OurRelay::start(&db);
-    let alice = PyUser::new(&python, &relay.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &relay.url, dir.path(), "bob");
+    let (python, dir, db, relay) = our_relay_on("server.db");
+    let [alice, bob] = users(&python, &relay.url, dir.path(), ["alice", "bob"]);
 
     // Alice's publish, with the relay's exact answer (0.0.1 dialect).
     let v = alice.exec("live", 0, "publish", &["100"]);
@@ -454,23 +438,15 @@ fn python_users_publish_and_talk_both_ways() {
     assert_eq!(bob.receive(), []);
     assert_eq!(alice.outbox(), []);
     assert_eq!(bob.outbox(), []);
-    assert_eq!(
-        count(&python, &db, "SELECT COUNT(*) FROM messages", json!([])),
-        0
-    );
+    assert_eq!(held(&python, &db), 0);
 }
 
 /// Item 3: the relay's `users` row for Bob is edited to carry Carol's keys;
 /// Alice's first send to Bob refuses with PIN MISMATCH, nothing is sent.
 #[test]
 fn python_sender_refuses_substituted_keys_with_pin_mismatch() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
-    let relay = OurRelay::start(&db);
-    let alice = PyUser::new(&python, &relay.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &relay.url, dir.path(), "bob");
-    let carol = PyUser::new(&python, &relay.url, dir.path(), "carol");
+    let (python, dir, db, relay) = our_relay_on("server.db");
+    let [alice, bob, carol] = users(&python, &relay.url, dir.path(), ["alice", "bob", "carol"]);
     let a = alice.publish(5);
     let b = bob.publish(5);
     let (c, c_ik, c_sk) = {
@@ -509,10 +485,7 @@ fn python_sender_refuses_substituted_keys_with_pin_mismatch() {
     );
     // ...but nothing was encrypted or delivered.
     assert_eq!(alice.outbox(), []);
-    assert_eq!(
-        count(&python, &db, "SELECT COUNT(*) FROM messages", json!([])),
-        0
-    );
+    assert_eq!(held(&python, &db), 0);
     assert_eq!(bob.receive(), []);
     assert_eq!(carol.receive(), []);
 
@@ -547,14 +520,13 @@ fn python_sender_refuses_substituted_keys_with_pin_mismatch() {
 /// Bob's fallback key (reusable), and Bob decrypts them.
 #[test]
 fn drained_one_time_keys_fall_back_and_still_decrypt() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
-    let relay = OurRelay::start(&db);
-    let alice = PyUser::new(&python, &relay.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &relay.url, dir.path(), "bob");
-    let dave = PyUser::new(&python, &relay.url, dir.path(), "dave");
-    let drainer = PyUser::new(&python, &relay.url, dir.path(), "drainer");
+    let (python, dir, db, relay) = our_relay_on("server.db");
+    let [alice, bob, dave, drainer] = users(
+        &python,
+        &relay.url,
+        dir.path(),
+        ["alice", "bob", "dave", "drainer"],
+    );
     let a = alice.publish(3);
     let b = bob.publish(3);
     let d = dave.publish(3);
@@ -564,12 +536,7 @@ fn drained_one_time_keys_fall_back_and_still_decrypt() {
     let claims: Vec<(String, bool)> = serde_json::from_value(claims).unwrap();
     let flags: Vec<bool> = claims.iter().map(|c| c.1).collect();
     assert_eq!(flags, [false, false, false, true]);
-    let fallback_id = sql(
-        &python,
-        &db,
-        "SELECT fallback_key_id FROM users WHERE id = ?",
-        json!([b]),
-    );
+    let fallback_id = fallback_key_id(&python, &db, &b);
     assert_eq!(json!(claims[3].0), fallback_id[0][0]);
     let mut otk_ids: Vec<&String> = claims[..3].iter().map(|c| &c.0).collect();
     otk_ids.sort();
@@ -602,12 +569,8 @@ fn drained_one_time_keys_fall_back_and_still_decrypt() {
 /// fallback key the relay lost.
 #[test]
 fn maintain_replenishes_one_time_keys_on_our_relay() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
-    let relay = OurRelay::start(&db);
-    let bob = PyUser::new(&python, &relay.url, dir.path(), "bob");
-    let alice = PyUser::new(&python, &relay.url, dir.path(), "alice");
+    let (python, dir, db, relay) = our_relay_on("server.db");
+    let [bob, alice] = users(&python, &relay.url, dir.path(), ["bob", "alice"]);
     let b = bob.publish(5);
     let a = alice.publish(0);
     // A peer uses one of them.
@@ -635,12 +598,7 @@ fn maintain_replenishes_one_time_keys_on_our_relay() {
     assert_eq!(count(&python, &db, unclaimed, json!([b])), 104);
 
     // The relay forgets the fallback key: maintain sets a new one.
-    let old = sql(
-        &python,
-        &db,
-        "SELECT fallback_key_id FROM users WHERE id = ?",
-        json!([b]),
-    );
+    let old = fallback_key_id(&python, &db, &b);
     sql(
         &python,
         &db,
@@ -659,12 +617,7 @@ fn maintain_replenishes_one_time_keys_on_our_relay() {
         bob.count_keys(),
         json!({"unclaimed": 104, "has_fallback": true})
     );
-    let new = sql(
-        &python,
-        &db,
-        "SELECT fallback_key_id FROM users WHERE id = ?",
-        json!([b]),
-    );
+    let new = fallback_key_id(&python, &db, &b);
     assert!(new[0][0].is_string());
     assert_ne!(new, old);
     // And the first message still decrypts.
@@ -682,8 +635,7 @@ fn python_users_migrate_to_a_second_relay() {
     let db2 = dir.path().join("second.db");
     let second = OurRelay::start(&db2);
     assert_ne!(first.url, second.url);
-    let alice = PyUser::new(&python, &first.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &first.url, dir.path(), "bob");
+    let [alice, bob] = users(&python, &first.url, dir.path(), ["alice", "bob"]);
     let a = alice.publish(10);
     let b = bob.publish(10);
     alice.send(&b, "on the first relay");
@@ -762,12 +714,8 @@ fn python_users_migrate_to_a_second_relay() {
 /// upstream fault PROTOCOL.md section 9 lists as number 3.)
 #[test]
 fn python_outbox_recovers_a_send_made_while_our_relay_was_down() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
-    let mut relay = OurRelay::start(&db);
-    let alice = PyUser::new(&python, &relay.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &relay.url, dir.path(), "bob");
+    let (python, dir, db, mut relay) = our_relay_on("server.db");
+    let [alice, bob] = users(&python, &relay.url, dir.path(), ["alice", "bob"]);
     let a = alice.publish(5);
     let b = bob.publish(5);
     alice.send(&b, "first");
@@ -809,23 +757,16 @@ fn python_outbox_recovers_a_send_made_while_our_relay_was_down() {
     assert_eq!(alice.outbox(), []);
     assert_eq!(alice.ok("flush", &[]), json!(0));
     assert_eq!(bob.receive(), []);
-    assert_eq!(
-        count(&python, &db, "SELECT COUNT(*) FROM messages", json!([])),
-        0
-    );
+    assert_eq!(held(&python, &db), 0);
 }
 
 /// Item 8: bodies exactly as the Python library posts them, replayed (also
 /// after a relay restart), aged, and aimed at another relay.
 #[test]
 fn replayed_stale_and_cross_relay_python_requests_are_rejected() {
-    let python = python_with_retalk("0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    let mut relay_a = OurRelay::start(&db);
+    let (python, dir, db, mut relay_a) = our_relay_on("a.db");
     let relay_b = OurRelay::start(&dir.path().join("b.db"));
-    let alice = PyUser::new(&python, &relay_a.url, dir.path(), "alice");
-    let bob = PyUser::new(&python, &relay_a.url, dir.path(), "bob");
+    let [alice, bob] = users(&python, &relay_a.url, dir.path(), ["alice", "bob"]);
     let a = alice.publish(4);
     let b = bob.publish(4);
 
@@ -840,10 +781,7 @@ fn replayed_stale_and_cross_relay_python_requests_are_rejected() {
     // Replay protection survives a restart of the relay on its file.
     relay_a.restart();
     relay_error(&relay_a.post(sent), replay);
-    assert_eq!(
-        count(&python, &db, "SELECT COUNT(*) FROM messages", json!([])),
-        1
-    );
+    assert_eq!(held(&python, &db), 1);
     assert_eq!(bob.receive(), [triple(&a, "~alice", "exactly once")]);
 
     // A held count_keys body: accepted once, then a replay.
@@ -907,16 +845,10 @@ fn replayed_stale_and_cross_relay_python_requests_are_rejected() {
 
 /// The relay binary as `retalk-server` is started in the README, with the
 /// 0.0.1 variable names.
-struct RelayBinary {
-    child: Child,
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl RelayBinary {
-    fn start(dir: &Path, port: u16) -> RelayBinary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_retalk-relay"))
+fn readme_relay(dir: &Path, port: u16) -> RelayProcess {
+    let relay = RelayProcess::start(
+        relay_command()
             .current_dir(dir)
-            .env_remove("RUST_LOG")
             .env_remove("RETALK_SERVER_DB")
             .env_remove("RETALK_SERVER_HOST")
             .env_remove("RETALK_SERVER_PORT")
@@ -924,29 +856,13 @@ impl RelayBinary {
             .env("SERVER_AUDIENCE", format!("http://127.0.0.1:{port}"))
             .env("SERVER_HOST", "127.0.0.1")
             .env("SERVER_PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("the relay printed nothing").unwrap();
-        assert_eq!(
-            first,
-            format!("retalk-relay listening on http://127.0.0.1:{port}")
-        );
-        RelayBinary {
-            child,
-            _stdout: lines,
-        }
-    }
-}
-
-impl Drop for RelayBinary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(Stdio::null()),
+    );
+    assert_eq!(
+        relay.lines[0],
+        format!("retalk-relay listening on http://127.0.0.1:{port}")
+    );
+    relay
 }
 
 /// The README's "Two-minute local demo", verbatim but for the port: the
@@ -956,28 +872,16 @@ fn readme_two_minute_demo_with_our_relay() {
     let python = python_with_retalk("0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut relay = RelayBinary::start(home, port);
+    let port = free_port();
+    let mut relay = readme_relay(home, port);
     let server_url = format!("http://127.0.0.1:{port}");
-    let retalk = venv_bin(&python).join("retalk");
     let run = |secret: &str, args: &[&str]| -> String {
-        let out = Command::new(&retalk)
-            .args(args)
-            .current_dir(home)
-            .env("SERVER_URL", &server_url)
-            .env("PICKLE_SECRET", secret)
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join("xdg"))
-            .env_remove("STORE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "retalk {args:?}:\n{}", describe(&out));
-        String::from_utf8(out.stdout).unwrap()
+        Cli {
+            secret: secret.into(),
+            env: vec![("SERVER_URL".into(), server_url.clone())],
+            ..Cli::python(&python, home)
+        }
+        .ok(args)
     };
     let is_id = |s: &str| s.len() == 32 && s.bytes().all(|c| c.is_ascii_hexdigit());
 
@@ -1031,18 +935,7 @@ fn readme_two_minute_demo_with_our_relay() {
         assert!(!stored.windows(plain.len()).any(|w| w == plain));
     }
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &relay.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = relay.child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    signal(&relay.child, "-TERM");
+    let status = wait_exit(&mut relay.child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
 }

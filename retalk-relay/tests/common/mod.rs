@@ -1,17 +1,22 @@
-//! Helpers: relays on 127.0.0.1 with a free port, raw HTTP/1.1 on a
-//! socket, signed request bodies.
+//! Helpers: relays on 127.0.0.1 with a free port (in process, or the
+//! `retalk-relay` binary), raw HTTP/1.1 on a socket, signed request bodies,
+//! Python library users.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use retalk_proto::auth::{Auth, Dialect};
 use retalk_proto::canonical::args_hash;
+use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::wire::{Args, SignedRequest};
 use retalk_proto::{Clock, UserId};
 use retalk_relay::{Config, RelayServer, SharedStore};
-use retalk_transport_http::SystemClock;
+use retalk_transport_http::{HttpTransport, SystemClock};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,6 +34,27 @@ pub async fn relay_on(store: SharedStore, f: impl FnOnce(&mut Config)) -> RelayS
     let mut c = Config::local();
     f(&mut c);
     RelayServer::start(&c, store).await.unwrap()
+}
+
+/// A relay on an SQLite file, configured by `f`.
+pub async fn sqlite_relay(db: &Path, f: impl FnOnce(&mut Config)) -> RelayServer {
+    let store = retalk_store_sqlite::SqliteRelayStore::open(db).unwrap();
+    relay_on(std::sync::Arc::new(store), f).await
+}
+
+/// A client on a memory store, over HTTP.
+pub type HttpAgent = Client<std::sync::Arc<MemoryStore>, HttpTransport, SystemClock>;
+
+/// A new identity `name` (secret "secret") on `transport`.
+pub fn http_agent(transport: HttpTransport, name: &str) -> HttpAgent {
+    Client::create(
+        std::sync::Arc::new(MemoryStore::new()),
+        transport,
+        SystemClock,
+        "secret",
+        name,
+    )
+    .unwrap()
 }
 
 /// A hand-driven identity.
@@ -236,4 +262,104 @@ pub async fn call(
     raw.answer()
         .await
         .expect("connection closed without an answer")
+}
+
+/// The `retalk-relay` binary, without the caller's `RUST_LOG`.
+pub fn relay_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retalk-relay"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A spawned relay binary; killed when dropped.
+pub struct RelayProcess {
+    pub child: Child,
+    /// Where it listens, from its first line.
+    pub addr: SocketAddr,
+    /// Its three start-up lines (address, audiences, backend).
+    pub lines: Vec<String>,
+}
+
+impl RelayProcess {
+    /// Spawns `cmd` (stdin closed, stdout read) and reads its start-up
+    /// lines; `None` when it exits before printing them. The rest of its
+    /// stdout is drained on a thread, so that it never blocks on the pipe.
+    pub fn spawn(cmd: &mut Command) -> Option<RelayProcess> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let lines: Vec<String> = (&mut out).take(3).map(Result::unwrap).collect();
+        if lines.len() < 3 {
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::spawn(move || out.for_each(drop));
+        let addr = lines[0]
+            .strip_prefix("retalk-relay listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected start-up lines: {lines:?}"));
+        Some(RelayProcess { child, addr, lines })
+    }
+
+    /// Spawns `cmd`; panics unless the relay starts.
+    pub fn start(cmd: &mut Command) -> RelayProcess {
+        Self::spawn(cmd).expect("the relay exited early")
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user of a Python retalk library: one store file, pointed at one relay
+/// URL. Each test file gives it the steps of its own script.
+#[derive(Clone)]
+pub struct PyUser {
+    pub python: PathBuf,
+    pub url: String,
+    pub store: PathBuf,
+    pub name: String,
+}
+
+impl PyUser {
+    /// `NAME.db` in `dir`.
+    pub fn new(python: &Path, url: &str, dir: &Path, name: &str) -> PyUser {
+        PyUser {
+            python: python.to_path_buf(),
+            url: url.into(),
+            store: dir.join(format!("{name}.db")),
+            name: name.into(),
+        }
+    }
+
+    /// The same identity (same store), configured with another relay URL.
+    pub fn on(&self, url: &str) -> PyUser {
+        PyUser {
+            url: url.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Runs `script URL STORE NAME ARGS...`; its stdout.
+    pub fn script(&self, script: &str, args: &[&str]) -> String {
+        let mut all: Vec<&Path> = vec![Path::new(&self.url), &self.store, Path::new(&self.name)];
+        all.extend(args.iter().map(Path::new));
+        retalk_testkit::python::run_python(&self.python, script, &all)
+    }
+}
+
+/// A POST of `body` to `/` on a fresh connection.
+pub async fn post(addr: SocketAddr, body: &[u8]) -> Answer {
+    call(addr, "POST", "/", &[], body).await
 }
