@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::io::Read;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{call, Answer, Peer, Raw};
+use common::{call, post, relay_command, Answer, Peer, Raw, RelayProcess};
 use retalk_proto::auth::{signed_text, Auth, Dialect};
 use retalk_proto::canonical::args_hash;
 use retalk_proto::client::{Client, MemoryStore};
@@ -22,13 +21,14 @@ use retalk_proto::ids::new_nonce;
 use retalk_transport_http::{HttpTransport, SystemClock};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
 // ---------- the relay under test ----------
 
 /// A spawned relay binary; killed when dropped.
 struct Relay {
-    child: Child,
+    process: RelayProcess,
     addr: SocketAddr,
     url: String,
     dir: tempfile::TempDir,
@@ -39,46 +39,25 @@ impl Relay {
     /// and `extra` flags.
     fn start(timeout: &str, extra: &[&str]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("relay.db");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_retalk-relay"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--timeout", timeout])
-            .arg("--db")
-            .arg(&db)
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        // The first line names the address; read up to the third newline.
-        let mut text = Vec::new();
-        let mut byte = [0u8; 1];
-        while text.iter().filter(|b| **b == b'\n').count() < 3 {
-            assert_eq!(out.read(&mut byte).unwrap(), 1, "the relay exited early");
-            text.push(byte[0]);
-        }
-        let text = String::from_utf8(text).unwrap();
-        let addr: SocketAddr = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("retalk-relay listening on http://"))
-            .unwrap_or_else(|| panic!("unexpected start-up lines: {text}"))
-            .parse()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{}", addr.port());
+        let process = RelayProcess::start(
+            relay_command()
+                .args(["--host", "127.0.0.1", "--port", "0", "--timeout", timeout])
+                .arg("--db")
+                .arg(dir.path().join("relay.db"))
+                .args(extra)
+                .stderr(stderr),
+        );
         Relay {
-            child,
-            addr,
-            url,
+            addr: process.addr,
+            url: process.url(),
+            process,
             dir,
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// A field of /proc/<pid>/status in kB (VmRSS, VmHWM).
@@ -92,11 +71,16 @@ impl Relay {
     }
 
     async fn post(&self, body: &[u8]) -> Answer {
-        call(self.addr, "POST", "/", &[], body).await
+        post(self.addr, body).await
     }
 
     async fn post_json(&self, body: &Value) -> Answer {
         self.post(&serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// `tool(args)`, freshly signed by `peer` for this relay.
+    async fn signed(&self, peer: &Peer, tool: &str, args: Value) -> Answer {
+        self.post_json(&signed(peer, tool, args, &self.url)).await
     }
 
     /// A newcomer publishes its keys and counts them: the relay still works
@@ -130,13 +114,6 @@ impl Relay {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -194,6 +171,11 @@ fn signed_with(
     json!({"tool": tool, "args": all})
 }
 
+/// `count_keys` signed by `peer` for `audience` at `ts` with `nonce`.
+fn count_keys_at(peer: &Peer, audience: &str, dialect: Dialect, ts: &str, nonce: &str) -> Value {
+    signed_with(peer, "count_keys", &json!({}), audience, dialect, ts, nonce)
+}
+
 /// A fresh, correctly signed request (0.0.1 dialect).
 fn signed(peer: &Peer, tool: &str, args: Value, audience: &str) -> Value {
     signed_with(
@@ -221,6 +203,17 @@ fn refused(a: &Answer, status: u16, text: &str) {
         String::from_utf8_lossy(&a.body)
     );
     assert_eq!((a.status, a.error().as_str()), (status, text));
+}
+
+/// The next answer on `raw` is the refusal `status` `text`, and then the
+/// relay closes the connection (`case` names it in failures).
+async fn refused_and_closed(raw: &mut Raw, status: u16, text: &str, case: &str) {
+    let a = raw
+        .answer()
+        .await
+        .unwrap_or_else(|| panic!("{case}: closed"));
+    refused(&a, status, text);
+    assert!(raw.closed_within(Duration::from_secs(2)).await, "{case}");
 }
 
 /// `n` one-time keys as published: vodozemac-shaped ids and keys (the relay
@@ -370,9 +363,7 @@ async fn arguments_of_the_wrong_shape_or_size() {
         ),
     ];
     for (name, args, text) in cases {
-        let a = relay
-            .post_json(&signed(&mallory, "get_keys", args, url))
-            .await;
+        let a = relay.signed(&mallory, "get_keys", args).await;
         assert_eq!((a.status, a.error()), (400, text.to_owned()), "{name}");
         relay.assert_serving().await;
     }
@@ -383,7 +374,7 @@ async fn arguments_of_the_wrong_shape_or_size() {
         signed(&mallory, "send_message", args, url)
     };
     let mtype = "send_message(): 'mtype' must be 0 (pre-key) or 1 (normal)";
-    let cases: Vec<(&str, Value, String)> = vec![
+    let mut cases: Vec<(&str, Value, String)> = vec![
         (
             "missing all",
             send("{}"),
@@ -424,66 +415,26 @@ async fn arguments_of_the_wrong_shape_or_size() {
             send(&format!(r#"{{"to": "{to}", "mtype": 1, "body": ["x"]}}"#)),
             "send_message(): 'body' must be a string".into(),
         ),
-        (
-            "mtype a string",
-            send(&format!(r#"{{"to": "{to}", "mtype": "1", "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype 2",
-            send(&format!(r#"{{"to": "{to}", "mtype": 2, "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype -1",
-            send(&format!(r#"{{"to": "{to}", "mtype": -1, "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype 1.0",
-            send(&format!(r#"{{"to": "{to}", "mtype": 1.0, "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype 1e400",
-            send(&format!(r#"{{"to": "{to}", "mtype": 1e400, "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype 2**70",
-            send(&format!(
-                r#"{{"to": "{to}", "mtype": 1180591620717411303424, "body": "x"}}"#
-            )),
-            mtype.into(),
-        ),
-        (
-            "mtype -2**70",
-            send(&format!(
-                r#"{{"to": "{to}", "mtype": -1180591620717411303425, "body": "x"}}"#
-            )),
-            mtype.into(),
-        ),
-        (
-            "mtype 2**64+1",
-            send(&format!(
-                r#"{{"to": "{to}", "mtype": 18446744073709551617, "body": "x"}}"#
-            )),
-            mtype.into(),
-        ),
-        (
-            "mtype true",
-            send(&format!(r#"{{"to": "{to}", "mtype": true, "body": "x"}}"#)),
-            mtype.into(),
-        ),
-        (
-            "mtype null",
-            send(&format!(r#"{{"to": "{to}", "mtype": null, "body": "x"}}"#)),
-            mtype.into(),
-        ),
     ];
+    // Every mtype but the integers 0 and 1, with the token as sent.
+    for token in [
+        r#""1""#,
+        "2",
+        "-1",
+        "1.0",
+        "1e400",
+        "1180591620717411303424",  // 2**70
+        "-1180591620717411303425", // -2**70 - 1
+        "18446744073709551617",    // 2**64 + 1
+        "true",
+        "null",
+    ] {
+        let body = format!(r#"{{"to": "{to}", "mtype": {token}, "body": "x"}}"#);
+        cases.push(("mtype", send(&body), mtype.into()));
+    }
     for (name, body, text) in cases {
         let a = relay.post_json(&body).await;
-        assert_eq!((a.status, a.error()), (400, text), "{name}");
+        assert_eq!((a.status, a.error()), (400, text), "{name}: {body}");
         relay.assert_serving().await;
     }
 
@@ -528,16 +479,12 @@ async fn arguments_of_the_wrong_shape_or_size() {
     ] {
         let saved = p[field].take();
         p[field] = bad;
-        let a = relay
-            .post_json(&signed(&mallory, "publish_keys", p.clone(), url))
-            .await;
+        let a = relay.signed(&mallory, "publish_keys", p.clone()).await;
         refused(&a, 400, text);
         p[field] = saved;
     }
     p.as_object_mut().unwrap().remove("fallback_key");
-    let a = relay
-        .post_json(&signed(&mallory, "publish_keys", p, url))
-        .await;
+    let a = relay.signed(&mallory, "publish_keys", p).await;
     refused(
         &a,
         400,
@@ -546,12 +493,11 @@ async fn arguments_of_the_wrong_shape_or_size() {
     // Keys that do not hash to the caller.
     let other = Peer::new();
     let a = relay
-        .post_json(&signed(
+        .signed(
             &mallory,
             "publish_keys",
             publish_args(&other, Map::new(), true),
-            url,
-        ))
+        )
         .await;
     refused(&a, 400, "published keys do not match user id");
     relay.assert_serving().await;
@@ -569,28 +515,20 @@ async fn arguments_of_the_wrong_shape_or_size() {
         "-0.0",
     ] {
         let args: Value = serde_json::from_str(&format!(r#"{{"peek": {peek}}}"#)).unwrap();
-        let a = relay
-            .post_json(&signed(&mallory, "read_messages", args, url))
-            .await;
+        let a = relay.signed(&mallory, "read_messages", args).await;
         assert_eq!((a.status, a.json()), (200, json!([])), "peek {peek}");
     }
     // nack's hash and sig are checked.
     let a = relay
-        .post_json(&signed(
-            &mallory,
-            "nack",
-            json!({"hash": "00", "sig": "x"}),
-            url,
-        ))
+        .signed(&mallory, "nack", json!({"hash": "00", "sig": "x"}))
         .await;
     refused(&a, 400, "hash must be a 64-char sha256 hex digest");
     let a = relay
-        .post_json(&signed(
+        .signed(
             &mallory,
             "nack",
             json!({"hash": "a".repeat(64), "sig": "x"}),
-            url,
-        ))
+        )
         .await;
     refused(&a, 400, "bad nack signature");
     relay.assert_serving().await;
@@ -603,17 +541,8 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
     let relay = Relay::start("5", &[]);
     let url = relay.url.as_str();
     let peer = Peer::new();
-    let fresh = |dialect: Dialect| {
-        signed_with(
-            &peer,
-            "count_keys",
-            &json!({}),
-            url,
-            dialect,
-            &now().to_string(),
-            &new_nonce(),
-        )
-    };
+    let fresh =
+        |dialect: Dialect| count_keys_at(&peer, url, dialect, &now().to_string(), &new_nonce());
     let bad_sig = "bad signature (wrong key, audience, or argument canonicalization)";
     let no_hash = "auth keys do not hash to user_id";
     for dialect in [Dialect::V001, Dialect::V030] {
@@ -718,15 +647,7 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
         );
         // A nonce the relay will not store, correctly signed.
         for nonce in [String::new(), "n".repeat(129)] {
-            let body = signed_with(
-                &peer,
-                "count_keys",
-                &json!({}),
-                url,
-                dialect,
-                &now().to_string(),
-                &nonce,
-            );
+            let body = count_keys_at(&peer, url, dialect, &now().to_string(), &nonce);
             refused(
                 &relay.post_json(&body).await,
                 400,
@@ -735,10 +656,8 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
         }
         // 128 characters are fine, and the timestamp may be a JSON integer
         // or padded as Python's int() reads it.
-        let body = signed_with(
+        let body = count_keys_at(
             &peer,
-            "count_keys",
-            &json!({}),
             url,
             dialect,
             &now().to_string(),
@@ -746,27 +665,11 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
         );
         assert_eq!(relay.post_json(&body).await.status, 200);
         let ts_now = now();
-        let mut body = signed_with(
-            &peer,
-            "count_keys",
-            &json!({}),
-            url,
-            dialect,
-            &ts_now.to_string(),
-            &new_nonce(),
-        );
+        let mut body = count_keys_at(&peer, url, dialect, &ts_now.to_string(), &new_nonce());
         auth_of(&mut body).insert(ts.into(), json!(ts_now));
         assert_eq!(relay.post_json(&body).await.status, 200);
         let padded = format!(" +{ts_now} ");
-        let body = signed_with(
-            &peer,
-            "count_keys",
-            &json!({}),
-            url,
-            dialect,
-            &padded,
-            &new_nonce(),
-        );
+        let body = count_keys_at(&peer, url, dialect, &padded, &new_nonce());
         assert_eq!(relay.post_json(&body).await.status, 200);
         relay.assert_serving().await;
     }
@@ -839,15 +742,7 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
     );
     let nonce = new_nonce();
     let ts = now().to_string();
-    let first = signed_with(
-        &alice,
-        "count_keys",
-        &json!({}),
-        url,
-        Dialect::V030,
-        &ts,
-        &nonce,
-    );
+    let first = count_keys_at(&alice, url, Dialect::V030, &ts, &nonce);
     assert_eq!(relay.post_json(&first).await.status, 200);
     let again = signed_with(
         &alice,
@@ -864,15 +759,7 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
         "replay detected: nonce already used",
     );
     // Nonces are global: another user cannot reuse one either.
-    let theirs = signed_with(
-        &bob,
-        "count_keys",
-        &json!({}),
-        url,
-        Dialect::V001,
-        &ts,
-        &nonce,
-    );
+    let theirs = count_keys_at(&bob, url, Dialect::V001, &ts, &nonce);
     refused(
         &relay.post_json(&theirs).await,
         400,
@@ -884,28 +771,12 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
     let stale = "stale or future timestamp (check the clock)";
     for skew in [-151, 151, -3600, 86_400 * 365, -now()] {
         let ts = (now() + skew).to_string();
-        let body = signed_with(
-            &alice,
-            "count_keys",
-            &json!({}),
-            url,
-            Dialect::V001,
-            &ts,
-            &new_nonce(),
-        );
+        let body = count_keys_at(&alice, url, Dialect::V001, &ts, &new_nonce());
         refused(&relay.post_json(&body).await, 400, stale);
     }
     for skew in [-140, 140] {
         let ts = (now() + skew).to_string();
-        let body = signed_with(
-            &alice,
-            "count_keys",
-            &json!({}),
-            url,
-            Dialect::V030,
-            &ts,
-            &new_nonce(),
-        );
+        let body = count_keys_at(&alice, url, Dialect::V030, &ts, &new_nonce());
         assert_eq!(relay.post_json(&body).await.status, 200, "skew {skew}");
     }
     relay.assert_serving().await;
@@ -920,12 +791,11 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
     let url = relay.url.as_str();
     let victim = Peer::new();
     let a = relay
-        .post_json(&signed(
+        .signed(
             &victim,
             "publish_keys",
             publish_args(&victim, fake_otks(20, 1), true),
-            url,
-        ))
+        )
         .await;
     assert_eq!(a.json()["one_time_keys_added"], 20);
 
@@ -949,9 +819,7 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
     let uploaded: Vec<String> = fake_otks(20, 1).keys().take(LIMIT).cloned().collect();
     assert_eq!(taken, uploaded);
     // The victim still has the rest (its own allowance is untouched).
-    let a = relay
-        .post_json(&signed(&victim, "count_keys", json!({}), url))
-        .await;
+    let a = relay.signed(&victim, "count_keys", json!({})).await;
     assert_eq!(
         a.json(),
         json!({"unclaimed": 20 - LIMIT, "has_fallback": true})
@@ -974,38 +842,25 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
         }
     }
     assert_eq!(fallbacks, 3 * LIMIT - (20 - LIMIT));
-    let a = relay
-        .post_json(&signed(&victim, "count_keys", json!({}), url))
-        .await;
+    let a = relay.signed(&victim, "count_keys", json!({})).await;
     assert_eq!(a.json(), json!({"unclaimed": 0, "has_fallback": true}));
 
     // Without a fallback key the drained victim is refused, not errored.
     let bare = Peer::new();
     relay
-        .post_json(&signed(
+        .signed(
             &bare,
             "publish_keys",
             publish_args(&bare, fake_otks(1, 2), false),
-            url,
-        ))
+        )
         .await;
     let claimer = Peer::new();
     let a = relay
-        .post_json(&signed(
-            &claimer,
-            "claim_key",
-            json!({"peer": bare.id.as_str()}),
-            url,
-        ))
+        .signed(&claimer, "claim_key", json!({"peer": bare.id.as_str()}))
         .await;
     assert_eq!(a.json()["fallback"], false);
     let a = relay
-        .post_json(&signed(
-            &claimer,
-            "claim_key",
-            json!({"peer": bare.id.as_str()}),
-            url,
-        ))
+        .signed(&claimer, "claim_key", json!({"peer": bare.id.as_str()}))
         .await;
     refused(
         &a,
@@ -1022,12 +877,7 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
         "p".repeat(1000),
     ] {
         let a = relay
-            .post_json(&signed(
-                &Peer::new(),
-                "claim_key",
-                json!({"peer": peer}),
-                url,
-            ))
+            .signed(&Peer::new(), "claim_key", json!({"peer": peer}))
             .await;
         let echoed: String = peer.chars().take(128).collect();
         refused(
@@ -1045,12 +895,11 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     let url = relay.url.as_str();
     let peer = Peer::new();
     let a = relay
-        .post_json(&signed(
+        .signed(
             &peer,
             "publish_keys",
             publish_args(&peer, fake_otks(10_000, 3), true),
-            url,
-        ))
+        )
         .await;
     refused(
         &a,
@@ -1059,12 +908,7 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     );
     // Nothing of it was stored, not even the identity.
     let a = relay
-        .post_json(&signed(
-            &Peer::new(),
-            "get_keys",
-            json!({"peer": peer.id.as_str()}),
-            url,
-        ))
+        .signed(&Peer::new(), "get_keys", json!({"peer": peer.id.as_str()}))
         .await;
     refused(
         &a,
@@ -1073,12 +917,11 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     );
     // The cap exactly, then one more.
     let a = relay
-        .post_json(&signed(
+        .signed(
             &peer,
             "publish_keys",
             publish_args(&peer, fake_otks(1000, 3), true),
-            url,
-        ))
+        )
         .await;
     assert_eq!(
         (a.status, a.json()["one_time_keys_added"].clone()),
@@ -1087,21 +930,14 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     let mut one = Map::new();
     one.insert("zzzzzzzzzzz".into(), json!("k".repeat(43)));
     let a = relay
-        .post_json(&signed(
-            &peer,
-            "publish_keys",
-            publish_args(&peer, one, true),
-            url,
-        ))
+        .signed(&peer, "publish_keys", publish_args(&peer, one, true))
         .await;
     refused(
         &a,
         400,
         "too many one-time keys: 1000 unclaimed plus 1 new exceeds the cap of 1000",
     );
-    let a = relay
-        .post_json(&signed(&peer, "count_keys", json!({}), url))
-        .await;
+    let a = relay.signed(&peer, "count_keys", json!({})).await;
     assert_eq!(a.json(), json!({"unclaimed": 1000, "has_fallback": true}));
     // 20,000 keys do not even fit in a request body.
     let body = serde_json::to_vec(&signed(
@@ -1114,18 +950,16 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     assert!(body.len() > 1 << 20);
     // (The relay answers on the headers and closes: the rest of the body
     // may meet a closed socket, so it is written alongside the read.)
-    let stream = TcpStream::connect(relay.addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
     let mut request = format!(
         "POST / HTTP/1.1\r\nHost: r\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    let writer = tokio::spawn(async move { wr.write_all(&request).await.is_ok() });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
-    let _ = writer.await;
+    let (answer, _) = write_while_reading(relay.addr, 10, |mut wr| async move {
+        wr.write_all(&request).await.is_ok()
+    })
+    .await;
     assert_eq!(
         parse_answer(&answer),
         (
@@ -1206,9 +1040,7 @@ async fn unknown_recipients_and_garbage_ciphertext() {
     }
     alice.send(bob.user_id(), "hi bob").await.unwrap();
     // The relay hands it over verbatim, in order.
-    let a = relay
-        .post_json(&signed(&dave, "read_messages", json!({}), &url))
-        .await;
+    let a = relay.signed(&dave, "read_messages", json!({})).await;
     let mail = a.json();
     let got: Vec<(Value, Value, Value)> = mail
         .as_array()
@@ -1221,9 +1053,7 @@ async fn unknown_recipients_and_garbage_ciphertext() {
         .map(|(t, b)| (json!(mallory.id.as_str()), json!(t), json!(b)))
         .collect();
     assert!(got == want, "dave's mail differs");
-    let a = relay
-        .post_json(&signed(&dave, "read_messages", json!({}), &url))
-        .await;
+    let a = relay.signed(&dave, "read_messages", json!({})).await;
     assert_eq!(a.json(), json!([]));
     let got = bob.receive().await.unwrap();
     let texts: Vec<&str> = got.messages.iter().map(|m| m.text.as_str()).collect();
@@ -1249,10 +1079,8 @@ async fn unknown_recipients_and_garbage_ciphertext() {
 /// reading the answer; returns the answer bytes and how much was written
 /// before the relay stopped taking it.
 async fn flood(addr: SocketAddr, head: &str, total: usize, chunked: bool) -> (Vec<u8>, usize) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
     let head = head.to_owned();
-    let writer = tokio::spawn(async move {
+    write_while_reading(addr, 20, move |mut wr| async move {
         let mut written = 0;
         if wr.write_all(head.as_bytes()).await.is_err() {
             return 0;
@@ -1273,9 +1101,25 @@ async fn flood(addr: SocketAddr, head: &str, total: usize, chunked: bool) -> (Ve
             written += piece.len();
         }
         written
-    });
+    })
+    .await
+}
+
+/// Connects to `addr` and runs `write` on the socket's write half while
+/// reading the answer until the relay closes (at most `secs` seconds);
+/// returns the answer bytes and what `write` returned (within 20 s more).
+async fn write_while_reading<F: Future + Send + 'static>(
+    addr: SocketAddr,
+    secs: u64,
+    write: impl FnOnce(OwnedWriteHalf) -> F,
+) -> (Vec<u8>, F::Output)
+where
+    F::Output: Send + 'static,
+{
+    let (mut rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let writer = tokio::spawn(write(wr));
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut answer)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(secs), rd.read_to_end(&mut answer)).await;
     let written = tokio::time::timeout(Duration::from_secs(20), writer)
         .await
         .expect("the writer was never stopped")
@@ -1385,9 +1229,13 @@ async fn lying_negative_and_garbage_content_lengths() {
         400,
         "bad request: missing 'tool'",
     );
-    let a = raw.answer().await.unwrap();
-    refused(&a, 400, "bad request: malformed HTTP request");
-    assert!(raw.closed_within(Duration::from_secs(2)).await);
+    refused_and_closed(
+        &mut raw,
+        400,
+        "bad request: malformed HTTP request",
+        "the rest",
+    )
+    .await;
     relay.assert_serving().await;
 
     // Smuggling a second request in a lying body: the relay answers what the
@@ -1422,9 +1270,7 @@ async fn lying_negative_and_garbage_content_lengths() {
         let head = format!("POST / HTTP/1.1\r\nHost: r\r\nContent-Length: {cl}\r\n\r\n");
         raw.send(head.as_bytes()).await;
         raw.send(&[b'x'; 3000]).await;
-        let a = raw.answer().await.expect(cl);
-        refused(&a, 400, "bad request: malformed HTTP request");
-        assert!(raw.closed_within(Duration::from_secs(2)).await, "{cl}");
+        refused_and_closed(&mut raw, 400, "bad request: malformed HTTP request", cl).await;
     }
     // Two Content-Length headers, a transfer coding that is not chunked,
     // and Content-Length with chunked (chunked wins, and "{}" is no chunk).
@@ -1445,9 +1291,7 @@ async fn lying_negative_and_garbage_content_lengths() {
         let mut raw = Raw::connect(addr).await;
         let head = format!("POST / HTTP/1.1\r\nHost: r\r\n{extra}\r\n{{}}");
         raw.send(head.as_bytes()).await;
-        let a = raw.answer().await.expect(extra);
-        refused(&a, 400, text);
-        assert!(raw.closed_within(Duration::from_secs(2)).await, "{extra}");
+        refused_and_closed(&mut raw, 400, text, extra).await;
     }
     // Not HTTP at all, a request line too long, too many or too large
     // headers: the parser's refusals are JSON too.
@@ -1485,12 +1329,7 @@ async fn lying_negative_and_garbage_content_lengths() {
     ] {
         let mut raw = Raw::connect(addr).await;
         let _ = raw.stream.write_all(head.as_bytes()).await;
-        let a = raw
-            .answer()
-            .await
-            .unwrap_or_else(|| panic!("{status}: closed"));
-        refused(&a, status, text);
-        assert!(raw.closed_within(Duration::from_secs(2)).await, "{status}");
+        refused_and_closed(&mut raw, status, text, &status.to_string()).await;
     }
     relay.assert_serving().await;
 }
@@ -1502,23 +1341,16 @@ async fn chunked_floods_and_malformed_chunks() {
     let post = "POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n";
 
     // Endless one-byte chunks: cut at the cap.
-    let (answer, _) = {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut rd, mut wr) = stream.into_split();
-        let writer = tokio::spawn(async move {
-            wr.write_all(post.as_bytes()).await.unwrap();
-            let frames = "1\r\nx\r\n".repeat(10_000);
-            for _ in 0..100 {
-                if wr.write_all(frames.as_bytes()).await.is_err() {
-                    break;
-                }
+    let (answer, ()) = write_while_reading(addr, 10, |mut wr| async move {
+        wr.write_all(post.as_bytes()).await.unwrap();
+        let frames = "1\r\nx\r\n".repeat(10_000);
+        for _ in 0..100 {
+            if wr.write_all(frames.as_bytes()).await.is_err() {
+                break;
             }
-        });
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
-        writer.await.unwrap();
-        (answer, ())
-    };
+        }
+    })
+    .await;
     assert_eq!(
         parse_answer(&answer),
         (
