@@ -51,6 +51,38 @@ async fn fault1_a_failed_ack_loses_nothing_and_duplicates_nothing() {
     assert!(bob.store().outbox().unwrap().is_empty());
 }
 
+/// Fault 1, the ack's side: an ack whose upload answer was lost is resent,
+/// so its peer gets the same ack twice. The copy is dropped, never answered
+/// with an ack of its own (acks are not acked).
+#[tokio::test]
+async fn fault1_a_duplicated_ack_is_not_acked() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, bob_faults) = w.agent(&relay, "bob");
+    bob.publish(100, false).await.unwrap();
+    alice.send(bob.user_id(), "hi").await.unwrap();
+    bob_faults.lose_next_answer(Tool::SendMessage); // the ack: stored, answer lost
+    bob_faults.fail_next(Tool::SendMessage); // its retry in the same receive
+    assert_eq!(texts(&bob).await, ["hi"]);
+    assert_eq!(bob.store().outbox().unwrap().len(), 1, "the ack waits");
+    alice.receive().await.unwrap();
+    assert!(alice.store().outbox().unwrap().is_empty(), "acked");
+
+    // Later Bob's ack goes again: Alice gets the same ciphertext twice.
+    w.clock.advance(121.0);
+    assert_eq!(bob.maintain().await.unwrap().flush.sent, 1, "the ack again");
+    let first = relay.store().queued();
+    assert_eq!(first.len(), 1);
+    alice.receive().await.unwrap();
+    assert!(alice.store().outbox().unwrap().is_empty());
+    assert!(
+        relay.store().queued().is_empty(),
+        "alice answered an ack: {:?}",
+        relay.store().queued()
+    );
+}
+
 /// Fault 1, the other half: a message is durable before its ack leaves, so
 /// a client that dies after decrypting still has it.
 #[tokio::test]

@@ -1253,7 +1253,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         changes.outbox_removed.push(entry.key);
                     }
                 }
-                envelope_id = id;
+                // Acks are not acked: the marker keeps no envelope id, so a
+                // copy of this ack is dropped rather than answered.
+                envelope_id = String::new();
             }
             Ok(envelope) => {
                 envelope_id = envelope.id().unwrap_or_default().to_owned();
