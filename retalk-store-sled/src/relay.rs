@@ -215,9 +215,7 @@ fn select(
             }
         }
         let m = decode_message(&k, &v)?;
-        if !out.is_empty()
-            && (out.len() >= limit.max_messages || bytes + m.body.len() > limit.max_bytes)
-        {
+        if !limit.admits(out.len(), bytes, m.body.len()) {
             break;
         }
         bytes += m.body.len();
@@ -388,11 +386,8 @@ impl RelayStore for SledRelayStore {
                     total += 1;
                     from_sender += u64::from(message_sender(&v)? == m.sender.as_str());
                 }
-                if total >= rules.max_mailbox {
-                    return Ok(SendOutcome::MailboxFull { total });
-                }
-                if rules.max_per_sender > 0 && from_sender >= rules.max_per_sender {
-                    return Ok(SendOutcome::SenderFull { from_sender });
+                if let Some(refusal) = rules.over_cap(total, from_sender) {
+                    return Ok(refusal);
                 }
             }
             let id = o.bump(NEXT_MESSAGE, 1)?;

@@ -162,8 +162,8 @@ fn take_messages(
             mtype: r.get::<_, Option<i64>>(3)?.unwrap_or_default(),
             body: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
         };
-        // At least one message, then within both bounds.
-        if !out.is_empty() && bytes + m.body.len() > limit.max_bytes {
+        // The query already stops at the count bound.
+        if !limit.admits(out.len(), bytes, m.body.len()) {
             break;
         }
         bytes += m.body.len();
@@ -508,18 +508,17 @@ impl RelayStore for SqliteRelayStore {
                 let total: u64 = tx
                     .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1")?
                     .query_row([to], |r| r.get(0))?;
-                if total >= rules.max_mailbox {
-                    return Ok((SendOutcome::MailboxFull { total }, false));
-                }
-                if rules.max_per_sender > 0 {
-                    let from_sender: u64 = tx
-                        .prepare_cached(
-                            "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND sender = ?2",
-                        )?
-                        .query_row([to, sender], |r| r.get(0))?;
-                    if from_sender >= rules.max_per_sender {
-                        return Ok((SendOutcome::SenderFull { from_sender }, false));
-                    }
+                // Counted only where the sender cap can refuse (the mailbox cap has not).
+                let from_sender: u64 = if rules.max_per_sender > 0 && total < rules.max_mailbox {
+                    tx.prepare_cached(
+                        "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND sender = ?2",
+                    )?
+                    .query_row([to, sender], |r| r.get(0))?
+                } else {
+                    0
+                };
+                if let Some(refusal) = rules.over_cap(total, from_sender) {
+                    return Ok((refusal, false));
                 }
             }
             tx.prepare_cached(

@@ -194,11 +194,8 @@ impl RelayStore for MemoryRelayStore {
             let (total, from_sender) = mine.fold((0u64, 0u64), |(t, f), (_, msg)| {
                 (t + 1, f + u64::from(msg.sender == m.sender.as_str()))
             });
-            if total >= rules.max_mailbox {
-                return Ok(SendOutcome::MailboxFull { total });
-            }
-            if rules.max_per_sender > 0 && from_sender >= rules.max_per_sender {
-                return Ok(SendOutcome::SenderFull { from_sender });
+            if let Some(refusal) = rules.over_cap(total, from_sender) {
+                return Ok(refusal);
             }
         }
         s.next_message_id += 1;
@@ -228,9 +225,7 @@ impl RelayStore for MemoryRelayStore {
             if recipient != user || from.is_some_and(|f| f != m.sender) {
                 continue;
             }
-            if !out.is_empty()
-                && (out.len() >= limit.max_messages || bytes + m.body.len() > limit.max_bytes)
-            {
+            if !limit.admits(out.len(), bytes, m.body.len()) {
                 break;
             }
             bytes += m.body.len();

@@ -65,6 +65,26 @@ pub struct DeliveryRules {
     pub refusals_expire_before: f64,
 }
 
+impl DeliveryRules {
+    /// The caps' answer to one more message for a mailbox holding `total`
+    /// undelivered messages, `from_sender` of them from its sender: `None`
+    /// to accept it, else the refusal. Every backend decides with this, so
+    /// they agree on the order and the bounds (a backend need not count
+    /// without a mailbox cap, nor per sender without a sender cap).
+    pub fn over_cap(&self, total: u64, from_sender: u64) -> Option<SendOutcome> {
+        if self.max_mailbox == 0 {
+            return None;
+        }
+        if total >= self.max_mailbox {
+            return Some(SendOutcome::MailboxFull { total });
+        }
+        if self.max_per_sender > 0 && from_sender >= self.max_per_sender {
+            return Some(SendOutcome::SenderFull { from_sender });
+        }
+        None
+    }
+}
+
 /// Outcome of accepting a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
@@ -100,6 +120,14 @@ pub struct StoredMessage {
 pub struct ReadLimit {
     pub max_messages: usize,
     pub max_bytes: usize,
+}
+
+impl ReadLimit {
+    /// Whether a batch of `count` messages holding `bytes` of bodies takes
+    /// one more of `next` bytes: the first always, then within both bounds.
+    pub fn admits(&self, count: usize, bytes: usize, next: usize) -> bool {
+        count == 0 || (count < self.max_messages && bytes.saturating_add(next) <= self.max_bytes)
+    }
 }
 
 /// Bounds on the 0.3.0 refusal table.
