@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{call, relay_command, Peer, RelayProcess};
+use common::{call, count_keys, relay_command, Peer, RelayProcess};
 use retalk_proto::wire::Args;
 use retalk_testkit::python::{signal, wait_exit};
 use retalk_transport_http::{HttpTransport, Transport};
@@ -53,7 +53,7 @@ async fn serves_a_sqlite_file_on_a_free_port_and_stops_on_sigterm() {
     let publish = peer.publish_args();
     let r = t.call(peer.request(&publish, &url)).await.unwrap();
     assert_eq!(r["user_id"], peer.id.as_str());
-    let counts = t.call(peer.request(&Args::CountKeys, &url)).await.unwrap();
+    let counts = count_keys(&t, &peer, &url).await.unwrap();
     assert_eq!(counts, json!({"unclaimed": 0, "has_fallback": true}));
 
     signal(&relay.child, "-TERM");
@@ -95,7 +95,7 @@ async fn serves_a_sled_directory() {
     let publish = peer.publish_args();
     let t = HttpTransport::new(&url).unwrap();
     t.call(peer.request(&publish, &url)).await.unwrap();
-    let counts = t.call(peer.request(&Args::CountKeys, &url)).await.unwrap();
+    let counts = count_keys(&t, &peer, &url).await.unwrap();
     assert_eq!(counts, json!({"unclaimed": 0, "has_fallback": true}));
     signal(&relay.child, "-TERM");
     assert!(wait_exit(&mut relay.child, Duration::from_secs(10)).success());

@@ -78,6 +78,18 @@ impl Relay {
         self.post(&serde_json::to_vec(body).unwrap()).await
     }
 
+    /// Posts `body`; requires the refusal `status` `text`.
+    async fn refuses(&self, body: &Value, status: u16, text: &str) {
+        refused(&self.post_json(body).await, status, text);
+    }
+
+    /// `peer` publishes its keys with these one-time keys, and a fallback
+    /// key if asked.
+    async fn publish(&self, peer: &Peer, otks: Map<String, Value>, fallback: bool) -> Answer {
+        self.signed(peer, "publish_keys", publish_args(peer, otks, fallback))
+            .await
+    }
+
     /// `tool(args)`, freshly signed by `peer` for this relay.
     async fn signed(&self, peer: &Peer, tool: &str, args: Value) -> Answer {
         self.post_json(&signed(peer, tool, args, &self.url)).await
@@ -118,6 +130,10 @@ impl Relay {
 }
 
 // ---------- requests ----------
+
+const BAD_SIG: &str = "bad signature (wrong key, audience, or argument canonicalization)";
+const REPLAY: &str = "replay detected: nonce already used";
+const STALE: &str = "stale or future timestamp (check the clock)";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -543,25 +559,25 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
     let peer = Peer::new();
     let fresh =
         |dialect: Dialect| count_keys_at(&peer, url, dialect, &now().to_string(), &new_nonce());
-    let bad_sig = "bad signature (wrong key, audience, or argument canonicalization)";
     let no_hash = "auth keys do not hash to user_id";
     for dialect in [Dialect::V001, Dialect::V030] {
         let (id, ts, sig) = (dialect.id_field(), dialect.ts_field(), dialect.sig_field());
         // The auth object itself.
         let mut body = fresh(dialect);
         body["args"]["auth"] = json!("user_id=x");
-        refused(&relay.post_json(&body).await, 400, "auth must be an object");
+        relay.refuses(&body, 400, "auth must be an object").await;
         body["args"]["auth"] = json!([]);
-        refused(&relay.post_json(&body).await, 400, "auth must be an object");
+        relay.refuses(&body, 400, "auth must be an object").await;
         body["args"]["auth"] = json!(null);
-        refused(&relay.post_json(&body).await, 400, "auth must be an object");
+        relay.refuses(&body, 400, "auth must be an object").await;
 
         // Each field missing, then of the wrong type.
         for field in [id, "identity_key", "signing_key", ts, "nonce", sig] {
             let mut body = fresh(dialect);
             auth_of(&mut body).remove(field);
-            let a = relay.post_json(&body).await;
-            refused(&a, 400, &format!("missing auth field: '{field}'"));
+            relay
+                .refuses(&body, 400, &format!("missing auth field: '{field}'"))
+                .await;
             for bad in [
                 json!(null),
                 json!(1.5),
@@ -576,7 +592,7 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
                 } else {
                     format!("auth field '{field}' must be a string")
                 };
-                refused(&relay.post_json(&body).await, 400, &text);
+                relay.refuses(&body, 400, &text).await;
             }
         }
         relay.assert_serving().await;
@@ -609,28 +625,19 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
                 &bad_ts,
             ),
             (tamper(ts, serde_json::from_str("1e400").unwrap()), &bad_ts),
-            (
-                tamper(ts, json!(-1)),
-                "stale or future timestamp (check the clock)",
-            ),
-            (
-                tamper(ts, json!("9".repeat(30))),
-                "stale or future timestamp (check the clock)",
-            ),
-            (
-                tamper(ts, json!("-0")),
-                "stale or future timestamp (check the clock)",
-            ),
-            (tamper(sig, json!("")), bad_sig),
-            (tamper(sig, json!("!!!!")), bad_sig),
-            (tamper(sig, json!("A".repeat(86))), bad_sig),
-            (tamper(sig, json!("A".repeat(100_000))), bad_sig),
+            (tamper(ts, json!(-1)), STALE),
+            (tamper(ts, json!("9".repeat(30))), STALE),
+            (tamper(ts, json!("-0")), STALE),
+            (tamper(sig, json!("")), BAD_SIG),
+            (tamper(sig, json!("!!!!")), BAD_SIG),
+            (tamper(sig, json!("A".repeat(86))), BAD_SIG),
+            (tamper(sig, json!("A".repeat(100_000))), BAD_SIG),
             // The nonce is signed: changing it breaks the signature.
-            (tamper("nonce", json!("")), bad_sig),
-            (tamper("nonce", json!("n".repeat(200))), bad_sig),
+            (tamper("nonce", json!("")), BAD_SIG),
+            (tamper("nonce", json!("n".repeat(200))), BAD_SIG),
         ];
         for (body, text) in cases {
-            refused(&relay.post_json(&body).await, 400, text);
+            relay.refuses(&body, 400, text).await;
         }
         // Half of each dialect: the id field decides, then the other
         // dialect's names are missing.
@@ -640,19 +647,19 @@ async fn every_auth_field_missing_or_malformed_in_both_dialects() {
         let other = dialect.other();
         auth.insert(other.ts_field().into(), ts_value);
         auth.insert(other.sig_field().into(), sig_value);
-        refused(
-            &relay.post_json(&body).await,
-            400,
-            &format!("missing auth field: '{ts}'"),
-        );
+        relay
+            .refuses(&body, 400, &format!("missing auth field: '{ts}'"))
+            .await;
         // A nonce the relay will not store, correctly signed.
         for nonce in [String::new(), "n".repeat(129)] {
             let body = count_keys_at(&peer, url, dialect, &now().to_string(), &nonce);
-            refused(
-                &relay.post_json(&body).await,
-                400,
-                "bad nonce: must be a string of at most 128 characters",
-            );
+            relay
+                .refuses(
+                    &body,
+                    400,
+                    "bad nonce: must be a string of at most 128 characters",
+                )
+                .await;
         }
         // 128 characters are fine, and the timestamp may be a JSON integer
         // or padded as Python's int() reads it.
@@ -686,41 +693,23 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
     // Bob's keys under Alice's id, and Alice's keys with Bob's signature.
     let mut body = signed(&bob, "read_messages", json!({}), url);
     auth_of(&mut body).insert("user_id".into(), json!(alice.id.as_str()));
-    refused(
-        &relay.post_json(&body).await,
-        400,
-        "auth keys do not hash to user_id",
-    );
+    relay
+        .refuses(&body, 400, "auth keys do not hash to user_id")
+        .await;
     let mut body = signed(&alice, "read_messages", json!({}), url);
     let forged = signed(&bob, "read_messages", json!({}), url);
     auth_of(&mut body).insert("sig".into(), forged["args"]["auth"]["sig"].clone());
-    refused(
-        &relay.post_json(&body).await,
-        400,
-        "bad signature (wrong key, audience, or argument canonicalization)",
-    );
+    relay.refuses(&body, 400, BAD_SIG).await;
     // A genuine request with its args changed after signing.
     let mut body = signed(&alice, "get_keys", json!({"peer": alice.id.as_str()}), url);
     body["args"]["peer"] = json!(bob.id.as_str());
-    refused(
-        &relay.post_json(&body).await,
-        400,
-        "bad signature (wrong key, audience, or argument canonicalization)",
-    );
+    relay.refuses(&body, 400, BAD_SIG).await;
     // ... or sent as another tool, or signed for another relay.
     let mut body = signed(&alice, "count_keys", json!({}), url);
     body["tool"] = json!("read_messages");
-    refused(
-        &relay.post_json(&body).await,
-        400,
-        "bad signature (wrong key, audience, or argument canonicalization)",
-    );
+    relay.refuses(&body, 400, BAD_SIG).await;
     let body = signed(&alice, "count_keys", json!({}), "http://127.0.0.1:1");
-    refused(
-        &relay.post_json(&body).await,
-        400,
-        "bad signature (wrong key, audience, or argument canonicalization)",
-    );
+    relay.refuses(&body, 400, BAD_SIG).await;
     relay.assert_serving().await;
 
     // A replay: the same bytes twice, and the same nonce re-signed.
@@ -730,16 +719,8 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
         (a.status, a.json()),
         (200, json!({"unclaimed": 0, "has_fallback": true}))
     );
-    refused(
-        &relay.post(&body).await,
-        400,
-        "replay detected: nonce already used",
-    );
-    refused(
-        &relay.post(&body).await,
-        400,
-        "replay detected: nonce already used",
-    );
+    refused(&relay.post(&body).await, 400, REPLAY);
+    refused(&relay.post(&body).await, 400, REPLAY);
     let nonce = new_nonce();
     let ts = now().to_string();
     let first = count_keys_at(&alice, url, Dialect::V030, &ts, &nonce);
@@ -753,26 +734,17 @@ async fn forgeries_replays_and_skewed_clocks_are_refused() {
         &ts,
         &nonce,
     );
-    refused(
-        &relay.post_json(&again).await,
-        400,
-        "replay detected: nonce already used",
-    );
+    relay.refuses(&again, 400, REPLAY).await;
     // Nonces are global: another user cannot reuse one either.
     let theirs = count_keys_at(&bob, url, Dialect::V001, &ts, &nonce);
-    refused(
-        &relay.post_json(&theirs).await,
-        400,
-        "replay detected: nonce already used",
-    );
+    relay.refuses(&theirs, 400, REPLAY).await;
     relay.assert_serving().await;
 
     // Stale and future timestamps (the window is 150 s each way).
-    let stale = "stale or future timestamp (check the clock)";
     for skew in [-151, 151, -3600, 86_400 * 365, -now()] {
         let ts = (now() + skew).to_string();
         let body = count_keys_at(&alice, url, Dialect::V001, &ts, &new_nonce());
-        refused(&relay.post_json(&body).await, 400, stale);
+        relay.refuses(&body, 400, STALE).await;
     }
     for skew in [-140, 140] {
         let ts = (now() + skew).to_string();
@@ -790,13 +762,7 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
     let relay = Relay::start("5", &["--rate-limit", &LIMIT.to_string()]);
     let url = relay.url.as_str();
     let victim = Peer::new();
-    let a = relay
-        .signed(
-            &victim,
-            "publish_keys",
-            publish_args(&victim, fake_otks(20, 1), true),
-        )
-        .await;
+    let a = relay.publish(&victim, fake_otks(20, 1), true).await;
     assert_eq!(a.json()["one_time_keys_added"], 20);
 
     // One identity claims in a loop: LIMIT keys, then 429 every time, and
@@ -847,13 +813,7 @@ async fn an_otk_drain_is_rate_limited_and_the_victim_falls_back() {
 
     // Without a fallback key the drained victim is refused, not errored.
     let bare = Peer::new();
-    relay
-        .signed(
-            &bare,
-            "publish_keys",
-            publish_args(&bare, fake_otks(1, 2), false),
-        )
-        .await;
+    relay.publish(&bare, fake_otks(1, 2), false).await;
     let claimer = Peer::new();
     let a = relay
         .signed(&claimer, "claim_key", json!({"peer": bare.id.as_str()}))
@@ -894,13 +854,7 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
     let relay = Relay::start("5", &[]);
     let url = relay.url.as_str();
     let peer = Peer::new();
-    let a = relay
-        .signed(
-            &peer,
-            "publish_keys",
-            publish_args(&peer, fake_otks(10_000, 3), true),
-        )
-        .await;
+    let a = relay.publish(&peer, fake_otks(10_000, 3), true).await;
     refused(
         &a,
         400,
@@ -916,22 +870,14 @@ async fn ten_thousand_one_time_keys_are_refused_whole() {
         &format!("unknown peer or no published keys: {}", peer.id.as_str()),
     );
     // The cap exactly, then one more.
-    let a = relay
-        .signed(
-            &peer,
-            "publish_keys",
-            publish_args(&peer, fake_otks(1000, 3), true),
-        )
-        .await;
+    let a = relay.publish(&peer, fake_otks(1000, 3), true).await;
     assert_eq!(
         (a.status, a.json()["one_time_keys_added"].clone()),
         (200, json!(1000))
     );
     let mut one = Map::new();
     one.insert("zzzzzzzzzzz".into(), json!("k".repeat(43)));
-    let a = relay
-        .signed(&peer, "publish_keys", publish_args(&peer, one, true))
-        .await;
+    let a = relay.publish(&peer, one, true).await;
     refused(
         &a,
         400,

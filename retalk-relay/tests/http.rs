@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, http_agent, relay, relay_on, sqlite_relay, HttpAgent, Peer, Raw};
+use common::{call, count_keys, http_agent, relay, relay_on, sqlite_relay, HttpAgent, Peer, Raw};
 use retalk_proto::auth::Dialect;
 use retalk_proto::relay::{
     ApiKeyRecord, ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, RefusalRules,
@@ -313,14 +313,9 @@ async fn per_id_rate_limit_counts_only_verified_requests() {
     }
     // The victim still has its allowance.
     for _ in 0..2 {
-        t.call(victim.request(&Args::CountKeys, &url))
-            .await
-            .unwrap();
+        count_keys(&t, &victim, &url).await.unwrap();
     }
-    let e = t
-        .call(victim.request(&Args::CountKeys, &url))
-        .await
-        .unwrap_err();
+    let e = count_keys(&t, &victim, &url).await.unwrap_err();
     assert_eq!(
         e,
         TransportError::Refused {
@@ -330,7 +325,7 @@ async fn per_id_rate_limit_counts_only_verified_requests() {
     );
     // Others are not affected.
     let other = Peer::new();
-    t.call(other.request(&Args::CountKeys, &url)).await.unwrap();
+    count_keys(&t, &other, &url).await.unwrap();
 }
 
 #[tokio::test]
@@ -511,15 +506,10 @@ async fn admin_manages_keys_and_keys_admit() {
         error: "valid API key required to use this relay".into(),
     };
     assert_eq!(
-        without
-            .call(peer.request(&Args::CountKeys, &url))
-            .await
-            .unwrap_err(),
+        count_keys(&without, &peer, &url).await.unwrap_err(),
         refused
     );
-    with.call(peer.request(&Args::CountKeys, &url))
-        .await
-        .unwrap();
+    count_keys(&with, &peer, &url).await.unwrap();
     let a = call(
         addr,
         "POST",
@@ -533,58 +523,21 @@ async fn admin_manages_keys_and_keys_admit() {
         .api_key("nope")
         .build()
         .unwrap();
-    assert_eq!(
-        wrong
-            .call(peer.request(&Args::CountKeys, &url))
-            .await
-            .unwrap_err(),
-        refused
-    );
+    assert_eq!(count_keys(&wrong, &peer, &url).await.unwrap_err(), refused);
 
     // Disable, enable, delete.
-    assert_eq!(
-        admin(json!({"action": "disable", "key_hash": hash}))
-            .await
-            .json(),
-        json!({"updated": 1})
-    );
-    assert_eq!(
-        with.call(peer.request(&Args::CountKeys, &url))
-            .await
-            .unwrap_err(),
-        refused
-    );
+    let act = |action: &str| admin(json!({"action": action, "key_hash": hash}));
+    assert_eq!(act("disable").await.json(), json!({"updated": 1}));
+    assert_eq!(count_keys(&with, &peer, &url).await.unwrap_err(), refused);
     assert_eq!(
         admin(json!({"action": "list"})).await.json()["keys"][0]["disabled"],
         true
     );
-    assert_eq!(
-        admin(json!({"action": "enable", "key_hash": hash}))
-            .await
-            .json(),
-        json!({"updated": 1})
-    );
-    with.call(peer.request(&Args::CountKeys, &url))
-        .await
-        .unwrap();
-    assert_eq!(
-        admin(json!({"action": "delete", "key_hash": hash}))
-            .await
-            .json(),
-        json!({"deleted": 1})
-    );
-    assert_eq!(
-        with.call(peer.request(&Args::CountKeys, &url))
-            .await
-            .unwrap_err(),
-        refused
-    );
-    assert_eq!(
-        admin(json!({"action": "delete", "key_hash": hash}))
-            .await
-            .json(),
-        json!({"deleted": 0})
-    );
+    assert_eq!(act("enable").await.json(), json!({"updated": 1}));
+    count_keys(&with, &peer, &url).await.unwrap();
+    assert_eq!(act("delete").await.json(), json!({"deleted": 1}));
+    assert_eq!(count_keys(&with, &peer, &url).await.unwrap_err(), refused);
+    assert_eq!(act("delete").await.json(), json!({"deleted": 0}));
     assert_eq!(
         admin(json!({"action": "list"})).await.json(),
         json!({"keys": []})

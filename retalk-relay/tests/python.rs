@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::{http_agent, sqlite_relay, HttpAgent, Peer, PyUser};
+use common::{count_keys, http_agent, sqlite_relay, HttpAgent, Peer, PyUser};
 use retalk_proto::auth::Dialect;
-use retalk_proto::wire::Args;
 use retalk_testkit::python::{python_with_retalk, PythonRelay};
 use retalk_transport_http::{HttpTransport, Transport};
 use serde_json::{json, Value};
@@ -132,10 +131,7 @@ async fn http_transport_switches_to_030_on_a_python_030_relay() {
     let r: Value = t.call(peer.request(&publish, &relay.url)).await.unwrap();
     assert_eq!(r["fingerprint"], peer.id.as_str());
     assert_eq!(t.dialect(), Dialect::V030);
-    let counts = t
-        .call(peer.request(&Args::CountKeys, &relay.url))
-        .await
-        .unwrap();
+    let counts = count_keys(&t, &peer, &relay.url).await.unwrap();
     assert_eq!(counts, json!({"unclaimed": 0, "has_fallback": true}));
     assert_eq!(t.max_group_size().await.unwrap(), 100);
 
@@ -172,7 +168,5 @@ async fn http_transport_switches_to_001_on_a_python_001_relay() {
     let r = t.call(peer.request(&publish, &relay.url)).await.unwrap();
     assert_eq!(r["user_id"], peer.id.as_str());
     assert_eq!(t.dialect(), Dialect::V001);
-    t.call(peer.request(&Args::CountKeys, &relay.url))
-        .await
-        .unwrap();
+    count_keys(&t, &peer, &relay.url).await.unwrap();
 }

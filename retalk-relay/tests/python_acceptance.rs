@@ -305,6 +305,21 @@ impl Drop for OurRelay {
     }
 }
 
+/// `count_keys`' answer.
+fn counts(unclaimed: u64, has_fallback: bool) -> Value {
+    json!({"unclaimed": unclaimed, "has_fallback": has_fallback})
+}
+
+/// `maintain()`'s result.
+fn maintained(unclaimed: u64, replenished: bool, rotated: bool, resent: u64) -> Value {
+    json!({
+        "unclaimed": unclaimed,
+        "replenished": replenished,
+        "fallback_rotated": rotated,
+        "resent": resent
+    })
+}
+
 fn triple(from: &str, name: &str, text: &str) -> (String, String, String) {
     (from.into(), name.into(), text.into())
 }
@@ -374,10 +389,7 @@ fn python_users_publish_and_talk_both_ways() {
             1
         );
     }
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 7, "has_fallback": true})
-    );
+    assert_eq!(bob.count_keys(), counts(7, true));
 
     // Alice -> Bob: a pre-key message; the relay holds ciphertext only.
     let text = "hello bob \u{e9}\u{2603}";
@@ -395,10 +407,7 @@ fn python_users_publish_and_talk_both_ways() {
     base64::engine::general_purpose::STANDARD
         .decode(body)
         .unwrap();
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 6, "has_fallback": true})
-    );
+    assert_eq!(bob.count_keys(), counts(6, true));
     assert_eq!(bob.receive(), [triple(&a, "~alice", text)]);
 
     // Bob -> Alice, on the session Alice opened.
@@ -542,10 +551,7 @@ fn drained_one_time_keys_fall_back_and_still_decrypt() {
     otk_ids.sort();
     otk_ids.dedup();
     assert_eq!(otk_ids.len(), 3);
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 0, "has_fallback": true})
-    );
+    assert_eq!(bob.count_keys(), counts(0, true));
 
     // Two new peers, both on the fallback key.
     let v = alice.exec("live", 0, "send", &[&b, "via the fallback key"]);
@@ -575,25 +581,16 @@ fn maintain_replenishes_one_time_keys_on_our_relay() {
     let a = alice.publish(0);
     // A peer uses one of them.
     alice.send(&b, "hello");
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 4, "has_fallback": true})
-    );
+    assert_eq!(bob.count_keys(), counts(4, true));
 
-    assert_eq!(
-        bob.ok("maintain", &["120"]),
-        json!({"unclaimed": 4, "replenished": true, "fallback_rotated": false, "resent": 0})
-    );
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 104, "has_fallback": true})
-    );
+    assert_eq!(bob.ok("maintain", &["120"]), maintained(4, true, false, 0));
+    assert_eq!(bob.count_keys(), counts(104, true));
     let unclaimed = "SELECT COUNT(*) FROM otks WHERE owner = ? AND claimed = 0";
     assert_eq!(count(&python, &db, unclaimed, json!([b])), 104);
     // Healthy: nothing to do.
     assert_eq!(
         bob.ok("maintain", &["120"]),
-        json!({"unclaimed": 104, "replenished": false, "fallback_rotated": false, "resent": 0})
+        maintained(104, false, false, 0)
     );
     assert_eq!(count(&python, &db, unclaimed, json!([b])), 104);
 
@@ -605,18 +602,12 @@ fn maintain_replenishes_one_time_keys_on_our_relay() {
         "UPDATE users SET fallback_key_id = NULL, fallback_key = NULL WHERE id = ?",
         json!([b]),
     );
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 104, "has_fallback": false})
-    );
+    assert_eq!(bob.count_keys(), counts(104, false));
     assert_eq!(
         bob.ok("maintain", &["120"]),
-        json!({"unclaimed": 104, "replenished": false, "fallback_rotated": true, "resent": 0})
+        maintained(104, false, true, 0)
     );
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 104, "has_fallback": true})
-    );
+    assert_eq!(bob.count_keys(), counts(104, true));
     let new = fallback_key_id(&python, &db, &b);
     assert!(new[0][0].is_string());
     assert_ne!(new, old);
@@ -650,19 +641,10 @@ fn python_users_migrate_to_a_second_relay() {
     let alice = alice.on(&second.url);
     let bob = bob.on(&second.url);
     // The second relay knows nobody: maintain() heals (publishes).
-    assert_eq!(
-        bob.count_keys(),
-        json!({"unclaimed": 0, "has_fallback": false})
-    );
-    assert_eq!(
-        bob.ok("maintain", &["120"]),
-        json!({"unclaimed": 0, "replenished": true, "fallback_rotated": true, "resent": 0})
-    );
+    assert_eq!(bob.count_keys(), counts(0, false));
+    assert_eq!(bob.ok("maintain", &["120"]), maintained(0, true, true, 0));
     // Alice publishes and re-sends her outbox there.
-    assert_eq!(
-        alice.ok("maintain", &["0"]),
-        json!({"unclaimed": 0, "replenished": true, "fallback_rotated": true, "resent": 1})
-    );
+    assert_eq!(alice.ok("maintain", &["0"]), maintained(0, true, true, 1));
     let users: Vec<String> = sql(&python, &db2, "SELECT id FROM users ORDER BY id", json!([]))
         .into_iter()
         .map(|r| r[0].as_str().unwrap().to_owned())
@@ -670,10 +652,7 @@ fn python_users_migrate_to_a_second_relay() {
     let mut both = vec![a.clone(), b.clone()];
     both.sort();
     assert_eq!(users, both);
-    assert_eq!(
-        alice.count_keys(),
-        json!({"unclaimed": 100, "has_fallback": true})
-    );
+    assert_eq!(alice.count_keys(), counts(100, true));
 
     assert_eq!(
         bob.receive(),
@@ -787,10 +766,7 @@ fn replayed_stale_and_cross_relay_python_requests_are_rejected() {
     // A held count_keys body: accepted once, then a replay.
     let fresh = alice.held_body("count_keys", json!({}), 0);
     let answer = relay_a.post(&fresh);
-    assert_eq!(
-        (answer.status, answer.json()),
-        (200, json!({"unclaimed": 4, "has_fallback": true}))
-    );
+    assert_eq!((answer.status, answer.json()), (200, counts(4, true)));
     relay_error(&relay_a.post(&fresh), replay);
 
     // Signed 200 s in the past or in the future.
@@ -818,10 +794,7 @@ fn replayed_stale_and_cross_relay_python_requests_are_rejected() {
         "bad signature (wrong key, audience, or argument canonicalization)",
     );
     let answer = relay_a.post(&for_a);
-    assert_eq!(
-        (answer.status, answer.json()),
-        (200, json!({"unclaimed": 3, "has_fallback": true}))
-    );
+    assert_eq!((answer.status, answer.json()), (200, counts(3, true)));
     // A send signed for A, posted to B: nothing is stored on B.
     let to_b = alice.held_body(
         "send_message",

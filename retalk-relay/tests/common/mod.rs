@@ -16,7 +16,7 @@ use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::wire::{Args, SignedRequest};
 use retalk_proto::{Clock, UserId};
 use retalk_relay::{Config, RelayServer, SharedStore};
-use retalk_transport_http::{HttpTransport, SystemClock};
+use retalk_transport_http::{HttpTransport, SystemClock, Transport, TransportError};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -362,4 +362,13 @@ impl PyUser {
 /// A POST of `body` to `/` on a fresh connection.
 pub async fn post(addr: SocketAddr, body: &[u8]) -> Answer {
     call(addr, "POST", "/", &[], body).await
+}
+
+/// `count_keys`, signed by `peer` for `url`, through `t`.
+pub async fn count_keys(
+    t: &HttpTransport,
+    peer: &Peer,
+    url: &str,
+) -> Result<Value, TransportError> {
+    t.call(peer.request(&Args::CountKeys, url)).await
 }
