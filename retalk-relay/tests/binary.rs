@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{call, count_keys, relay_command, Peer, RelayProcess};
+use common::{call, count_keys, post, relay_command, Peer, RelayProcess};
 use retalk_proto::wire::Args;
 use retalk_testkit::python::{signal, wait_exit};
 use retalk_transport_http::{HttpTransport, Transport};
@@ -66,14 +66,7 @@ async fn serves_a_sqlite_file_on_a_free_port_and_stops_on_sigterm() {
 
     // The state survived: a new relay on the same file knows the user.
     let mut relay = spawn(&db, &["--audience", &url], &[]);
-    let a = call(
-        relay.addr,
-        "POST",
-        "/",
-        &[],
-        &peer.body(&Args::CountKeys, &url),
-    )
-    .await;
+    let a = post(relay.addr, &peer.body(&Args::CountKeys, &url)).await;
     assert_eq!(a.json(), json!({"unclaimed": 0, "has_fallback": true}));
     signal(&relay.child, "-INT");
     assert!(wait_exit(&mut relay.child, Duration::from_secs(10)).success());

@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, count_keys, http_agent, relay, relay_on, sqlite_relay, HttpAgent, Peer, Raw};
+use common::{
+    call, count_keys, http_agent, post, relay, relay_on, sqlite_relay, HttpAgent, Peer, Raw,
+};
 use retalk_proto::auth::Dialect;
 use retalk_proto::relay::{
     ApiKeyRecord, ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, RefusalRules,
@@ -308,7 +310,7 @@ async fn per_id_rate_limit_counts_only_verified_requests() {
             req.auth.identity_key = other.identity_key;
             req.auth.signing_key = other.signing_key;
         }
-        let a = call(addr, "POST", "/", &[], &req.to_body(Dialect::V001)).await;
+        let a = post(addr, &req.to_body(Dialect::V001)).await;
         assert_eq!(a.status, 400, "{}", a.error());
     }
     // The victim still has its allowance.
@@ -642,14 +644,7 @@ async fn storage_failures_are_503_and_say_nothing_more() {
     .await;
     let addr = server.local_addr();
     let peer = Peer::new();
-    let a = call(
-        addr,
-        "POST",
-        "/",
-        &[],
-        &peer.body(&Args::CountKeys, server.url()),
-    )
-    .await;
+    let a = post(addr, &peer.body(&Args::CountKeys, server.url())).await;
     assert_eq!(
         (a.status, a.error().as_str()),
         (503, "relay storage unavailable; retry later")
@@ -668,11 +663,8 @@ async fn storage_failures_are_503_and_say_nothing_more() {
         (a.status, a.error().as_str()),
         (503, "relay storage unavailable; retry later")
     );
-    let e = HttpTransport::new(server.url())
-        .unwrap()
-        .call(peer.request(&Args::CountKeys, server.url()))
-        .await
-        .unwrap_err();
+    let t = HttpTransport::new(server.url()).unwrap();
+    let e = count_keys(&t, &peer, server.url()).await.unwrap_err();
     assert!(e.is_transient());
 
     // API-key admission on a broken store is 503, not 401.

@@ -18,24 +18,14 @@ use std::process::{Command, Output, Stdio};
 use common::{post, relay_command, sqlite_relay, Peer, RelayProcess};
 use retalk_proto::wire::Args;
 use retalk_relay::RelayServer;
-use retalk_testkit::python::{describe, free_port, python_with_retalk, run_python, venv_bin};
+use retalk_testkit::python::{describe, free_port, python_with_retalk, venv_bin};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// Runs one SQL statement on a SQLite file with the venv's Python and
-/// returns the rows (committing, so a DELETE sticks).
-const SQL: &str = r#"
-import json, sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], timeout=10)
-rows = conn.execute(sys.argv[2], sys.argv[3:]).fetchall()
-conn.commit()
-print(json.dumps(rows))
-"#;
-
+/// The rows of `query` with string `params` on the SQLite file `db`
+/// (committed: see [`common::sql`]).
 fn sql(python: &Path, db: &Path, query: &str, params: &[&str]) -> Value {
-    let mut args: Vec<&Path> = vec![db, Path::new(query)];
-    args.extend(params.iter().map(Path::new));
-    serde_json::from_str(run_python(python, SQL, &args).trim()).unwrap()
+    common::sql(python, db, query, json!(params))
 }
 
 fn sha256_hex(text: &str) -> String {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::{call, relay_command, sqlite_relay, Answer, PyUser, RelayProcess};
 use retalk_relay::RelayServer;
-use retalk_testkit::python::{free_port, python_with_retalk, run_python, signal, wait_exit, Cli};
+use retalk_testkit::python::{free_port, python_with_retalk, signal, wait_exit, Cli};
 use serde_json::{json, Value};
 
 /// One operation of a Python 0.0.1 user:
@@ -93,27 +93,9 @@ result["calls"] = calls
 print(json.dumps(result))
 "#;
 
-/// `script DB QUERY PARAMS_JSON`: runs one statement on an SQLite file as
-/// an operator would (a second connection while the relay runs), commits,
-/// prints the rows.
-const SQL: &str = r#"
-import json, sqlite3, sys
-db, query, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-conn = sqlite3.connect(db, timeout=10)
-with conn:
-    rows = conn.execute(query, params).fetchall()
-conn.close()
-print(json.dumps([list(r) for r in rows]))
-"#;
-
+/// The rows of `query` on the SQLite file `db` (see [`common::sql`]).
 fn sql(python: &Path, db: &Path, query: &str, params: Value) -> Vec<Vec<Value>> {
-    let params = params.to_string();
-    let out = run_python(
-        python,
-        SQL,
-        &[db, Path::new(query), Path::new(params.as_str())],
-    );
-    serde_json::from_str(out.trim()).unwrap()
+    serde_json::from_value(common::sql(python, db, query, params)).unwrap()
 }
 
 fn count(python: &Path, db: &Path, query: &str, params: Value) -> i64 {

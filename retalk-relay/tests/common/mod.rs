@@ -372,3 +372,25 @@ pub async fn count_keys(
 ) -> Result<Value, TransportError> {
     t.call(peer.request(&Args::CountKeys, url)).await
 }
+
+/// `script DB QUERY PARAMS_JSON`: one statement on an SQLite file, as an
+/// operator would run it (a second connection while the relay runs),
+/// committed; prints the rows.
+const SQL: &str = r#"
+import json, sqlite3, sys
+db, query, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+conn = sqlite3.connect(db, timeout=10)
+with conn:
+    rows = conn.execute(query, params).fetchall()
+conn.close()
+print(json.dumps([list(r) for r in rows]))
+"#;
+
+/// Runs `query` with `params` (a JSON array) on the SQLite file `db` with
+/// the venv's Python, committing (so a DELETE sticks); the rows, as arrays.
+pub fn sql(python: &Path, db: &Path, query: &str, params: Value) -> Value {
+    let params = params.to_string();
+    let args = [db, Path::new(query), Path::new(params.as_str())];
+    let out = retalk_testkit::python::run_python(python, SQL, &args);
+    serde_json::from_str(out.trim()).unwrap()
+}
