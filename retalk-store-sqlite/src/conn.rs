@@ -35,15 +35,10 @@ pub(crate) fn io_err(e: std::io::Error) -> StoreError {
 ///   is fsynced before it is acknowledged;
 /// - a busy timeout, so concurrent writers queue instead of failing.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
+    let conn = connect(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(db_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
     // journal_mode answers with the mode in force; WAL is persistent in the
     // file, so only the first open of a database actually switches it.
     let mode: String = conn
@@ -57,6 +52,22 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// Opens one more connection to a database that [`open`] has set up, for
+/// reading only. It skips `journal_mode=WAL`: that pragma waits for the
+/// write lock, which a busy relay's writer holds nearly all the time, so a
+/// reader opened under load would stall behind it.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 

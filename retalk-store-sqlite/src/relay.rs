@@ -217,7 +217,7 @@ impl SqliteRelayStore {
         let reused = self.idle_list()?.pop();
         let mut conn = match reused {
             Some(c) => c,
-            None => conn::open(&self.path)?,
+            None => conn::open_reader(&self.path)?,
         };
         let out = f(&mut conn);
         // A connection left inside a transaction (never, barring a bug) is
@@ -243,6 +243,12 @@ impl SqliteRelayStore {
         self.writer.write(f)
     }
 
+    fn nonce_log(&self) -> Result<MutexGuard<'_, NonceLog>, StoreError> {
+        self.nonces
+            .lock()
+            .map_err(|_| StoreError::msg("sqlite relay store: nonce log poisoned"))
+    }
+
     /// Runs `f` on one connection outside any explicit transaction (a
     /// single statement is its own consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -264,28 +270,30 @@ impl RelayStore for SqliteRelayStore {
     /// One relay process per file: another process sees a nonce only once
     /// it is committed, a few milliseconds later.
     fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
-        let mut log = self
-            .nonces
-            .lock()
-            .map_err(|_| StoreError::msg("sqlite relay store: nonce log poisoned"))?;
-        if log
-            .pending
-            .get(nonce)
-            .is_some_and(|ts| *ts >= forget_before)
-        {
-            return Ok(false);
-        }
+        // Claimed in the log first, so a concurrent copy is refused there;
+        // the table is read without holding the log, which the writer
+        // thread takes to settle every commit.
+        let prune = {
+            let mut log = self.nonce_log()?;
+            if log
+                .pending
+                .get(nonce)
+                .is_some_and(|ts| *ts >= forget_before)
+            {
+                return Ok(false);
+            }
+            log.pending.insert(nonce.to_owned(), now);
+            log.prune(forget_before)
+        };
         let seen = self.read(|c| {
             c.prepare_cached("SELECT 1 FROM nonces WHERE nonce = ?1 AND ts >= ?2")?
                 .query_row(params![nonce, finite(forget_before)], |_| Ok(()))
                 .optional()
-        })?;
-        if seen.is_some() {
-            return Ok(false);
+        });
+        if !matches!(seen, Ok(None)) {
+            self.nonce_log()?.pending.remove(nonce);
+            return seen.map(|_| false);
         }
-        let prune = log.prune(forget_before);
-        log.pending.insert(nonce.to_owned(), now);
-        drop(log);
 
         let (key, nonces) = (nonce.to_owned(), self.nonces.clone());
         let queued = self.writer.then(
