@@ -31,8 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use rand::RngCore;
-use retalk_proto::auth::{Auth, Dialect};
-use retalk_proto::canonical::args_hash;
+use retalk_proto::auth::Dialect;
 use retalk_proto::relay::{
     ApiKeyRecord, ClaimOutcome, DeliveryRules, MemoryRelayStore, NewMessage, PublishOutcome,
     ReadLimit, RefusalRules, RelayStore, SendOutcome, StoreError, StoredMessage,
@@ -107,20 +106,7 @@ impl User {
 
     /// A complete HTTP request, signed now.
     fn http(&self, args: &Args) -> Vec<u8> {
-        let value = args.to_value();
-        let auth = Auth::sign(
-            &self.account,
-            args.tool().name(),
-            AUDIENCE,
-            &args_hash(&value),
-            now(),
-        );
-        let body = SignedRequest {
-            tool: args.tool(),
-            args: value,
-            auth,
-        }
-        .to_body(Dialect::V001);
+        let body = SignedRequest::sign(&self.account, args, AUDIENCE, now()).to_body(Dialect::V001);
         let mut req = format!(
             "POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()

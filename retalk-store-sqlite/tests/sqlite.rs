@@ -11,16 +11,14 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use fs4::fs_std::FileExt;
-use retalk_proto::auth::{Auth, Dialect};
-use retalk_proto::canonical::args_hash;
+use retalk_proto::auth::Dialect;
 use retalk_proto::client::{Changes, InboxRecord, SessionRecord, Store};
 use retalk_proto::ids::{sha256_hex, UserId};
 use retalk_proto::relay::{
     ClaimOutcome, DeliveryRules, NewMessage, ReadLimit, Relay, RelayConfig, RelayStore, SendOutcome,
 };
-use retalk_proto::wire::{PublicKeys, SignedRequest, Tool};
+use retalk_proto::wire::{Args, PublicKeys, SignedRequest};
 use retalk_store_sqlite::{SqliteRelayStore, SqliteStore};
-use serde_json::json;
 
 fn uid(n: u32) -> UserId {
     UserId::parse(&format!("{n:032x}")).unwrap()
@@ -342,14 +340,7 @@ fn a_refused_write_fails_alone_among_concurrent_writers() {
 }
 
 fn signed_count_keys(account: &vodozemac::olm::Account, audience: &str, now: f64) -> Vec<u8> {
-    let args = json!({});
-    let auth = Auth::sign(account, "count_keys", audience, &args_hash(&args), now);
-    SignedRequest {
-        tool: Tool::CountKeys,
-        args,
-        auth,
-    }
-    .to_body(Dialect::V001)
+    SignedRequest::sign(account, &Args::CountKeys, audience, now).to_body(Dialect::V001)
 }
 
 /// A request replayed after the relay restarts on the same file is refused.

@@ -10,9 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
-use retalk_proto::auth::Auth;
-use retalk_proto::canonical::args_hash;
-use retalk_proto::wire::{SignedRequest, Tool};
+use retalk_proto::wire::{Args, SignedRequest};
 use retalk_proto::Clock;
 use retalk_transport_http::{Dialect, HttpTransport, SystemClock, Transport, TransportError};
 use serde_json::{json, Value};
@@ -68,19 +66,7 @@ fn python_relay(version: Dialect) -> impl Fn(&Value) -> (StatusCode, String) + C
 
 fn count_keys(audience: &str) -> SignedRequest {
     let account = vodozemac::olm::Account::new();
-    let args = json!({});
-    let auth = Auth::sign(
-        &account,
-        "count_keys",
-        audience,
-        &args_hash(&args),
-        SystemClock.now(),
-    );
-    SignedRequest {
-        tool: Tool::CountKeys,
-        args,
-        auth,
-    }
+    SignedRequest::sign(&account, &Args::CountKeys, audience, SystemClock.now())
 }
 
 fn dialect_of(req: &Value) -> Dialect {

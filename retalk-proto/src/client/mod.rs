@@ -26,8 +26,6 @@ use serde_json::Value;
 use vodozemac::olm::{Account, OlmMessage, Session};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
-use crate::auth::Auth;
-use crate::canonical::args_hash;
 use crate::clock::Clock;
 use crate::envelope::{display_name, Envelope};
 use crate::ids::{fingerprint, new_message_id, sha256_hex, UserId};
@@ -374,20 +372,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     // ---------- requests ----------
 
     fn sign(&self, args: &Args) -> SignedRequest {
-        let value = args.to_value();
-        let hash = args_hash(&value);
-        let auth = Auth::sign(
+        SignedRequest::sign(
             &self.signer,
-            args.tool().name(),
+            args,
             self.transport.audience(),
-            &hash,
             self.clock.now(),
-        );
-        SignedRequest {
-            tool: args.tool(),
-            args: value,
-            auth,
-        }
+        )
     }
 
     async fn call<R: DeserializeOwned>(&self, args: Args) -> Result<R, ClientError> {

@@ -9,8 +9,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use retalk_proto::auth::Auth;
-use retalk_proto::canonical::args_hash;
 use retalk_proto::client::{Client, LocalTransport, MemoryStore, Transport, TransportError};
 use retalk_proto::relay::{MemoryRelayStore, Relay, RelayConfig};
 use retalk_proto::wire::{Args, SignedRequest, Tool};
@@ -190,20 +188,7 @@ pub fn signed_body(
     audience: &str,
     now: f64,
 ) -> Vec<u8> {
-    let value = args.to_value();
-    let auth = Auth::sign(
-        account,
-        args.tool().name(),
-        audience,
-        &args_hash(&value),
-        now,
-    );
-    SignedRequest {
-        tool: args.tool(),
-        args: value,
-        auth,
-    }
-    .to_body(retalk_proto::auth::Dialect::V001)
+    SignedRequest::sign(account, args, audience, now).to_body(retalk_proto::auth::Dialect::V001)
 }
 
 /// A participant driven by hand, below the client API: for sending things a

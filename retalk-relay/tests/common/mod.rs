@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use retalk_proto::auth::{Auth, Dialect};
-use retalk_proto::canonical::args_hash;
+use retalk_proto::auth::Dialect;
 use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::wire::{Args, SignedRequest};
 use retalk_proto::{Clock, UserId};
@@ -74,19 +73,7 @@ impl Peer {
     }
 
     pub fn request(&self, args: &Args, audience: &str) -> SignedRequest {
-        let value = args.to_value();
-        let auth = Auth::sign(
-            &self.account,
-            args.tool().name(),
-            audience,
-            &args_hash(&value),
-            SystemClock.now(),
-        );
-        SignedRequest {
-            tool: args.tool(),
-            args: value,
-            auth,
-        }
+        SignedRequest::sign(&self.account, args, audience, SystemClock.now())
     }
 
     pub fn body(&self, args: &Args, audience: &str) -> Vec<u8> {
