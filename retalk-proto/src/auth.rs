@@ -6,6 +6,9 @@
 //! relay's audience makes a request captured at one relay worthless at
 //! another; the timestamp window and the nonce cache stop replays.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde_json::{Map, Value};
 use vodozemac::{Ed25519PublicKey, Ed25519Signature};
 
@@ -203,6 +206,22 @@ impl Auth {
         audiences: &[String],
         now: f64,
     ) -> Result<UserId, AuthError> {
+        self.verify_with(dialect, tool, args_hash, audiences, now, |key| {
+            Ed25519PublicKey::from_base64(key).ok()
+        })
+    }
+
+    /// [`verify`](Self::verify), decoding the signing key with `decode`
+    /// (a relay passes its [`KeyCache`]).
+    pub fn verify_with(
+        &self,
+        dialect: Dialect,
+        tool: &str,
+        args_hash: &str,
+        audiences: &[String],
+        now: f64,
+        decode: impl FnOnce(&str) -> Option<Ed25519PublicKey>,
+    ) -> Result<UserId, AuthError> {
         if fingerprint(&self.identity_key, &self.signing_key) != self.user_id {
             return Err(AuthError::KeysDoNotHash);
         }
@@ -212,8 +231,7 @@ impl Auth {
         if (now - ts).abs() > TIMESTAMP_WINDOW {
             return Err(AuthError::Stale);
         }
-        let key = Ed25519PublicKey::from_base64(&self.signing_key)
-            .map_err(|_| AuthError::BadSignature)?;
+        let key = decode(&self.signing_key).ok_or(AuthError::BadSignature)?;
         let sig = Ed25519Signature::from_base64(&self.sig).map_err(|_| AuthError::BadSignature)?;
         let verified = audiences.iter().any(|aud| {
             let text = signed_text(tool, aud, &self.user_id, &self.ts, &self.nonce, args_hash);
@@ -226,6 +244,38 @@ impl Auth {
             return Err(AuthError::BadNonce);
         }
         Ok(caller)
+    }
+}
+
+/// Signing keys of recent callers, decoded. Decoding a key (a point
+/// decompression) costs about a third of checking a signature, and a caller
+/// signs many requests with one key. Bounded: when full it starts over.
+#[derive(Debug)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<String, Ed25519PublicKey>>,
+    capacity: usize,
+}
+
+impl KeyCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The key a base64 text encodes, if it is one.
+    pub fn decode(&self, base64: &str) -> Option<Ed25519PublicKey> {
+        let mut keys = self.keys.lock().ok()?;
+        if let Some(key) = keys.get(base64) {
+            return Some(*key);
+        }
+        let key = Ed25519PublicKey::from_base64(base64).ok()?;
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(base64.to_owned(), key);
+        Some(key)
     }
 }
 
@@ -251,6 +301,26 @@ mod tests {
         assert_eq!(parse_python_int("-5"), Some(-5.0));
         for bad in ["", "1.5", "abc", "1e3", "--1", "+"] {
             assert_eq!(parse_python_int(bad), None, "{bad}");
+        }
+    }
+
+    /// The cache answers what decoding answers, and stays within bounds.
+    #[test]
+    fn key_cache_decodes_like_the_key_and_stays_bounded() {
+        let cache = KeyCache::new(3);
+        let texts: Vec<String> = (0..5)
+            .map(|_| vodozemac::olm::Account::new().ed25519_key().to_base64())
+            .collect();
+        for _ in 0..2 {
+            for t in &texts {
+                let direct = Ed25519PublicKey::from_base64(t).ok();
+                assert!(direct.is_some());
+                assert_eq!(cache.decode(t), direct);
+                assert!(cache.keys.lock().map(|k| k.len()).unwrap_or(99) <= 3);
+            }
+        }
+        for bad in ["", "not base64!", "AAAA"] {
+            assert_eq!(cache.decode(bad), None, "{bad}");
         }
     }
 }

@@ -13,7 +13,7 @@ pub use store::*;
 use serde_json::{json, Value};
 use vodozemac::{Ed25519PublicKey, Ed25519Signature};
 
-use crate::auth::{AuthError, Dialect, NONCE_RETENTION};
+use crate::auth::{AuthError, Dialect, KeyCache, NONCE_RETENTION};
 use crate::ids::{is_sha256_hex, sha256_hex, UserId};
 use crate::wire::{nack_text, Args, PublicKeys, Request, RequestError};
 
@@ -154,7 +154,11 @@ pub struct Relay<S> {
     store: S,
     config: RelayConfig,
     per_user: RateLimiter<UserId>,
+    keys: KeyCache,
 }
+
+/// Callers whose decoded signing keys a relay keeps (about 100 bytes each).
+const KEY_CACHE: usize = 8192;
 
 impl<S: RelayStore> Relay<S> {
     pub fn new(store: S, config: RelayConfig) -> Self {
@@ -163,6 +167,7 @@ impl<S: RelayStore> Relay<S> {
             store,
             config,
             per_user,
+            keys: KeyCache::new(KEY_CACHE),
         }
     }
 
@@ -187,12 +192,13 @@ impl<S: RelayStore> Relay<S> {
 
     /// Verifies and applies one parsed request.
     pub fn execute(&self, req: Request, now: f64) -> Result<Value, RelayError> {
-        let caller = req.auth.verify(
+        let caller = req.auth.verify_with(
             req.dialect,
             req.tool.name(),
             &req.args_hash,
             &self.config.audiences,
             now,
+            |key| self.keys.decode(key),
         )?;
         // The nonce first: a replayed copy of someone's request is refused
         // before it can count against their rate limit.
