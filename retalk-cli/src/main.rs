@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use retalk_proto::canonical::push_json_string;
 use retalk_proto::client::{self, setting, Changes, Contact, Store};
-use retalk_proto::olm::PickleKey;
 use retalk_proto::{Client, ClientError, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
@@ -205,15 +204,6 @@ fn open_agent(sel: &Selection) -> Result<(Agent, std::path::PathBuf), CliError> 
     let secret = secret(false)?;
     let agent =
         Client::open(store, transport, SystemClock, &secret).map_err(|e| unlock_error(e, &dir))?;
-    // Sessions migrated from a Python identity get their ids now that the
-    // secret is known.
-    agent
-        .store()
-        .rekey_legacy_sessions(&PickleKey::from_secret(&secret))
-        .map_err(|source| CliError::Store {
-            path: dir.clone(),
-            source,
-        })?;
     let name = agent.name()?;
     eprintln!(
         "using {} ({}) from {}",

@@ -11,7 +11,6 @@ use retalk_proto::client::{
     ProcessedRecord, SessionRecord, Store, StoreError,
 };
 use retalk_proto::ids::UserId;
-use retalk_proto::olm::{self, PickleKey};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::conn::{self, db_err, finite, io_err};
@@ -289,59 +288,6 @@ impl SqliteStore {
             .optional()
         })
     }
-
-    /// Gives the sessions migrated from Python retalk 0.0.1 — stored with
-    /// an empty `session_id`, since the id is inside the encrypted pickle —
-    /// their real session ids, which needs the secret. Call it once after
-    /// unlocking the identity; pre-key messages are matched to sessions by
-    /// id. Returns how many sessions were re-keyed. A pickle that does not
-    /// open with `key` is an error and nothing is changed. Takes the store
-    /// lock: do not call it while holding [`lock`](Store::lock).
-    pub fn rekey_legacy_sessions(&self, key: &PickleKey) -> Result<usize, StoreError> {
-        let _lock = self.lock()?;
-        let mut conn = self.conn()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let legacy: Vec<SessionRecord> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT peer, session_id, pickle, last_received, created FROM sessions \
-                     WHERE session_id = ''",
-                )
-                .map_err(db_err)?;
-            let rows = stmt.query_map([], session_row).map_err(db_err)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
-        };
-        for rec in &legacy {
-            let session = olm::unpickle_session(&rec.pickle, key).map_err(|_| {
-                StoreError::msg(format!(
-                    "a session with {} migrated from Python retalk does not open with this secret",
-                    rec.peer
-                ))
-            })?;
-            tx.execute(
-                "DELETE FROM sessions WHERE peer = ?1 AND session_id = ''",
-                [rec.peer.as_str()],
-            )
-            .map_err(db_err)?;
-            // A session already stored under its real id is newer: keep it.
-            tx.execute(
-                "INSERT INTO sessions(peer, session_id, pickle, last_received, created) \
-                 VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(peer, session_id) DO NOTHING",
-                params![
-                    rec.peer.as_str(),
-                    session.session_id(),
-                    rec.pickle,
-                    rec.last_received,
-                    rec.created
-                ],
-            )
-            .map_err(db_err)?;
-        }
-        tx.commit().map_err(db_err)?;
-        Ok(legacy.len())
-    }
 }
 
 fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
@@ -455,7 +401,8 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     }
 
     // sessions: one per peer, keyed by peer; the session id is inside the
-    // encrypted pickle, so it is left empty (see rekey_legacy_sessions).
+    // encrypted pickle, so it is left empty (the client files the session
+    // under its id when it first opens a message with it).
     let mut session_peers = Vec::new();
     if table_exists(tx, "legacy_sessions")? {
         let cols = columns(tx, "legacy_sessions")?;

@@ -34,11 +34,10 @@
 //!   every other `meta` key (`name`, `server_url`, ...) becomes a setting;
 //! - `sessions(peer, blob)` become sessions with an **empty session id**:
 //!   the id is inside the encrypted pickle, which cannot be opened without
-//!   the secret. Normal messages are matched by trying each session, so
-//!   they work as is; pre-key messages are matched by id, so call
-//!   [`SqliteStore::rekey_legacy_sessions`] with the secret once the identity
-//!   is unlocked (Python retalk 0.3.0 re-keys its own migrated sessions the
-//!   same way);
+//!   the secret. The client matches a pre-key message to such a session
+//!   by opening it, and files the session under its id the first time it
+//!   opens a message with it (Python retalk 0.3.0 re-keys its own migrated
+//!   sessions once it has the secret, to the same effect);
 //! - `outbox` rows become unacknowledged messages due for a resend;
 //! - `processed(hash, msg_id)` become processed markers dated at the
 //!   upgrade. Python kept no sender: it is the one peer with a session when

@@ -1115,6 +1115,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         Ok(Handled::Done)
     }
 
+    /// Whether a session stored without its id (migrated from Python
+    /// retalk 0.0.1) is the session `id`.
+    fn holds(&self, rec: &SessionRecord, id: &str) -> bool {
+        olm::unpickle_session(&rec.pickle, &self.key).is_ok_and(|s| s.session_id() == id)
+    }
+
     /// The locked part of handling a message: decrypt, act on the envelope,
     /// commit everything it changed in one batch. Returns the ack to send.
     #[allow(clippy::type_complexity)]
@@ -1159,10 +1165,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let mut opened: Option<(SessionRecord, Session, Vec<u8>)> = None;
         match message {
             OlmMessage::PreKey(pre) => {
-                if let Some(pos) = sessions
-                    .iter()
-                    .position(|s| s.session_id == pre.session_id())
-                {
+                let wanted = pre.session_id();
+                if let Some(pos) = sessions.iter().position(|s| {
+                    s.session_id == wanted || (s.session_id.is_empty() && self.holds(s, &wanted))
+                }) {
                     let rec = sessions.remove(pos);
                     let mut session = olm::unpickle_session(&rec.pickle, &self.key)
                         .map_err(|_| ClientError::WrongSecret)?;
@@ -1215,6 +1221,14 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             )));
         };
         rec.last_received = now;
+        if rec.session_id.is_empty() {
+            // Migrated from Python retalk 0.0.1, whose sessions table has
+            // no id (it is inside the encrypted pickle): file it under it.
+            changes
+                .sessions_removed
+                .push((sender.clone(), String::new()));
+            rec.session_id = session.session_id();
+        }
         if let Some((account, identity)) = account_changed {
             changes.identity = Some(IdentityRecord {
                 account_pickle: olm::pickle_account(&account, &self.key),
