@@ -1073,11 +1073,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         // keys, fetched (and checked against the id) before taking the lock.
         let mut sender_key = None;
         if let OlmMessage::PreKey(pre) = &message {
+            let wanted = pre.session_id();
             let known = self
                 .store
                 .sessions(&sender)?
                 .iter()
-                .any(|s| s.session_id == pre.session_id());
+                .any(|s| self.is_session(s, &wanted));
             if !known && self.store.processed(&record.hash)?.is_none() {
                 match self
                     .call::<PublicKeys>(Args::GetKeys {
@@ -1115,10 +1116,14 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         Ok(Handled::Done)
     }
 
-    /// Whether a session stored without its id (migrated from Python
-    /// retalk 0.0.1) is the session `id`.
-    fn holds(&self, rec: &SessionRecord, id: &str) -> bool {
-        olm::unpickle_session(&rec.pickle, &self.key).is_ok_and(|s| s.session_id() == id)
+    /// Whether `rec` is the session `id`. Sessions migrated from Python
+    /// retalk 0.0.1 are stored without their id (it is inside the pickle),
+    /// so those are opened to see.
+    fn is_session(&self, rec: &SessionRecord, id: &str) -> bool {
+        rec.session_id == id
+            || (rec.session_id.is_empty()
+                && olm::unpickle_session(&rec.pickle, &self.key)
+                    .is_ok_and(|s| s.session_id() == id))
     }
 
     /// The locked part of handling a message: decrypt, act on the envelope,
@@ -1166,9 +1171,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         match message {
             OlmMessage::PreKey(pre) => {
                 let wanted = pre.session_id();
-                if let Some(pos) = sessions.iter().position(|s| {
-                    s.session_id == wanted || (s.session_id.is_empty() && self.holds(s, &wanted))
-                }) {
+                if let Some(pos) = sessions.iter().position(|s| self.is_session(s, &wanted)) {
                     let rec = sessions.remove(pos);
                     let mut session = olm::unpickle_session(&rec.pickle, &self.key)
                         .map_err(|_| ClientError::WrongSecret)?;
