@@ -266,11 +266,12 @@ impl KeyCache {
 
     /// The key a base64 text encodes, if it is one.
     pub fn decode(&self, base64: &str) -> Option<Ed25519PublicKey> {
-        let mut keys = self.keys.lock().ok()?;
-        if let Some(key) = keys.get(base64) {
+        if let Some(key) = self.keys.lock().ok()?.get(base64) {
             return Some(*key);
         }
+        // Decoded outside the lock: other callers need not wait on it.
         let key = Ed25519PublicKey::from_base64(base64).ok()?;
+        let mut keys = self.keys.lock().ok()?;
         if keys.len() >= self.capacity {
             keys.clear();
         }
