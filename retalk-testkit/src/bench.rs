@@ -26,25 +26,24 @@ pub const MAX_OPS: usize = 40_000;
 
 /// Runs `op(i)` for i = 0.. until `budget` or `max` is reached; ops/s.
 pub fn measure(budget: Duration, max: usize, op: impl FnMut(usize) -> Res<()>) -> Res<f64> {
-    let start = Instant::now();
-    let n = repeat(start, budget, max, op)?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    measure_until(|| Ok(()), budget, max, op)
 }
 
-/// Runs `op(i)` for i = 0.. until `budget` after `start` or `max` is
-/// reached; how many ran.
-fn repeat(
-    start: Instant,
+/// [`measure`], timed until `finish`, called after the last `op`, returns.
+fn measure_until(
+    finish: impl FnOnce() -> Res<()>,
     budget: Duration,
     max: usize,
     mut op: impl FnMut(usize) -> Res<()>,
-) -> Res<usize> {
+) -> Res<f64> {
+    let start = Instant::now();
     let mut n = 0;
     while n < max && start.elapsed() < budget {
         op(n)?;
         n += 1;
     }
-    Ok(n)
+    finish()?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// `threads` threads calling `request(thread, i)` for i = 0.. until
@@ -54,76 +53,48 @@ pub fn concurrently(
     budget: Duration,
     request: impl Fn(usize, usize) -> Res<()> + Sync,
 ) -> Res<f64> {
-    let start = Instant::now();
-    let n = repeat_concurrently(start, threads, budget, request)?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    concurrently_until(|| Ok(()), threads, budget, request)
 }
 
-/// `threads` threads calling `request(thread, i)` for i = 0.. until
-/// `budget` after `start`; how many calls ran.
-fn repeat_concurrently(
-    start: Instant,
+/// [`concurrently`], timed until `finish`, called after the last call,
+/// returns.
+fn concurrently_until(
+    finish: impl FnOnce() -> Res<()>,
     threads: usize,
     budget: Duration,
     request: impl Fn(usize, usize) -> Res<()> + Sync,
-) -> Res<usize> {
+) -> Res<f64> {
     let (done, errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let start = Instant::now();
+    let caller = |t: usize| {
+        let (mut i, mut failed) = (0, 0);
+        while start.elapsed() < budget {
+            failed += usize::from(request(t, i).is_err());
+            i += 1;
+        }
+        done.fetch_add(i, Ordering::Relaxed);
+        errors.fetch_add(failed, Ordering::Relaxed);
+    };
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (done, errors, request) = (&done, &errors, &request);
-            s.spawn(move || {
-                let mut i = 0;
-                while start.elapsed() < budget {
-                    if request(t, i).is_err() {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-            });
+            s.spawn(move || caller(t));
         }
     });
-    match errors.load(Ordering::Relaxed) {
-        0 => Ok(done.load(Ordering::Relaxed)),
-        n => Err(format!("{n} requests failed").into()),
+    match errors.into_inner() {
+        0 => finish()?,
+        n => return Err(format!("{n} requests failed").into()),
     }
+    Ok(done.into_inner() as f64 / start.elapsed().as_secs_f64())
 }
 
 /// One durable write, answered once it has committed: a store that
 /// answers some writes before they are durable (SQLite's use_nonce queues
 /// its insert for the writer, which commits in order) has then written
-/// them all.
+/// them all. The relay measurements end with it, timed: what a store queued
+/// is paid for by the measurement that queued it, not by the next one.
 fn settle<S: RelayStore + ?Sized>(store: &S) -> Res<()> {
     store.publish_keys(&uid(7)?, &keys(), &[], None, 1000)?;
     Ok(())
-}
-
-/// [`measure`] of `op` on `store`, timed until [`settle`] returns: what a
-/// store queued is paid for by the measurement that queued it, not by the
-/// next one.
-fn measure_settled<S: RelayStore + ?Sized>(
-    store: &S,
-    budget: Duration,
-    max: usize,
-    op: impl FnMut(usize) -> Res<()>,
-) -> Res<f64> {
-    let start = Instant::now();
-    let n = repeat(start, budget, max, op)?;
-    settle(store)?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-/// [`concurrently`] on `store`, timed until [`settle`] returns.
-fn concurrently_settled<S: RelayStore + ?Sized>(
-    store: &S,
-    threads: usize,
-    budget: Duration,
-    request: impl Fn(usize, usize) -> Res<()> + Sync,
-) -> Res<f64> {
-    let start = Instant::now();
-    let n = repeat_concurrently(start, threads, budget, request)?;
-    settle(store)?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The user with id `n` (32 hex digits).
@@ -284,13 +255,9 @@ pub struct Dirs {
 
 impl Dirs {
     pub fn new() -> Res<Dirs> {
-        let shm = Path::new("/dev/shm");
         Ok(Dirs {
             disk: tempfile::tempdir()?,
-            tmpfs: shm
-                .is_dir()
-                .then(|| tempfile::tempdir_in(shm).ok())
-                .flatten(),
+            tmpfs: tempfile::tempdir_in("/dev/shm").ok(),
         })
     }
 }
@@ -336,22 +303,23 @@ fn relay_numbers<B: Backend>(backend: &B, path: &Path, set: &Settings) -> Res<Ve
         store.publish_keys(u, &keys(), &[], None, 1000)?;
     }
     fill.check(&store)?;
-    settle(&store)?;
-    let use_nonce = measure_settled(&store, set.budget, MAX_OPS, |i| {
+    let settled = || settle(&store);
+    settled()?;
+    let use_nonce = measure_until(settled, set.budget, MAX_OPS, |i| {
         store.use_nonce(&format!("{i:032x}"), 1000.0, 700.0)?;
         Ok(())
     })?;
-    let send = measure_settled(&store, set.budget, MAX_OPS, |i| {
+    let send = measure_until(settled, set.budget, MAX_OPS, |i| {
         store.send_message(&message(&a, &b, i), &OPEN)?;
         Ok(())
     })?;
-    let read_one = measure_settled(&store, set.budget, set.prefill, |_| {
+    let read_one = measure_until(settled, set.budget, set.prefill, |_| {
         read_full(&store, &reader, 1)
     })?;
-    let read_batch = measure_settled(&store, set.budget, set.prefill / 100, |_| {
+    let read_batch = measure_until(settled, set.budget, set.prefill / 100, |_| {
         read_full(&store, &batch_reader, 100)
     })? * 100.0;
-    let claim = measure_settled(&store, set.budget, set.prefill, |_| {
+    let claim = measure_until(settled, set.budget, set.prefill, |_| {
         store.claim_key(&owner)?;
         Ok(())
     })?;
@@ -364,31 +332,39 @@ fn client_commits<S: Store>(store: &S, set: &Settings) -> Res<f64> {
     let peer = uid(9)?;
     measure(set.budget, MAX_OPS, |i| {
         let _lock = store.lock()?;
-        store.commit(Changes {
-            sessions: vec![SessionRecord {
-                peer: peer.clone(),
-                session_id: "session".into(),
-                pickle: "P".repeat(600),
-                last_received: i as f64,
-                created: 0.0,
-            }],
-            outbox: vec![OutboxEntry {
-                key: format!("{i:032x}"),
-                envelope_id: format!("{i:032x}"),
-                peer: peer.clone(),
-                kind: OutboxKind::Message,
-                mtype: 1,
-                body: body(i),
-                created: i as f64,
-                next_attempt: i as f64 + 120.0,
-                attempts: 0,
-                last_error: None,
-                envelope: None,
-            }],
-            ..Changes::default()
-        })?;
+        store.commit(session_and_outbox(&peer, i))?;
         Ok(())
     })
+}
+
+/// Batch `i` of [`client_commits`]: the session with `peer` and message `i`
+/// to send to them.
+fn session_and_outbox(peer: &UserId, i: usize) -> Changes {
+    let session = SessionRecord {
+        peer: peer.clone(),
+        session_id: "session".into(),
+        pickle: "P".repeat(600),
+        last_received: i as f64,
+        created: 0.0,
+    };
+    let entry = OutboxEntry {
+        key: format!("{i:032x}"),
+        envelope_id: format!("{i:032x}"),
+        peer: peer.clone(),
+        kind: OutboxKind::Message,
+        mtype: 1,
+        body: body(i),
+        created: i as f64,
+        next_attempt: i as f64 + 120.0,
+        attempts: 0,
+        last_error: None,
+        envelope: None,
+    };
+    Changes {
+        sessions: vec![session],
+        outbox: vec![entry],
+        ..Changes::default()
+    }
 }
 
 /// A table's numbers for one backend's stores in one folder.
@@ -423,7 +399,7 @@ impl Numbers for SingleThread {
 
 /// What each request does, as the relay does for a signed request: the
 /// nonce first (a durable write), then the tool.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Request {
     /// nonce + send_message: two durable writes.
     Send,
@@ -431,13 +407,12 @@ enum Request {
     CountKeys,
 }
 
-/// `threads` callers looping over `request`; requests/s. `run` keeps the
-/// nonces of successive runs on one store apart.
+/// `threads` callers looping over `request`; requests/s. The nonces name
+/// the request and `threads`, so the runs on one store use different ones.
 fn requests<S: RelayStore>(
     store: &S,
     threads: usize,
     request: Request,
-    run: &str,
     set: &Settings,
 ) -> Res<f64> {
     let to: Vec<UserId> = (300..308).map(uid).collect::<Res<_>>()?;
@@ -445,18 +420,17 @@ fn requests<S: RelayStore>(
         store.publish_keys(u, &keys(), &[], None, 1000)?;
     }
     let from: Vec<UserId> = (0..threads).map(|t| uid(1000 + t)).collect::<Res<_>>()?;
-    concurrently_settled(store, threads, set.concurrent_budget, |t, i| {
+    let settled = || settle(store);
+    concurrently_until(settled, threads, set.concurrent_budget, |t, i| {
         let peer = &to[(t + i) % to.len()];
-        if !store.use_nonce(&format!("{run}-{t}-{i}"), 1000.0, 700.0)? {
+        if !store.use_nonce(&format!("{request:?}{threads}-{t}-{i}"), 1000.0, 700.0)? {
             return Err("nonce replayed".into());
         }
         match request {
-            Request::Send => {
-                store.send_message(&message(&from[t], peer, i), &OPEN)?;
-            }
-            Request::CountKeys => {
-                store.count_keys(peer)?;
-            }
+            Request::Send => store
+                .send_message(&message(&from[t], peer, i), &OPEN)
+                .map(drop)?,
+            Request::CountKeys => store.count_keys(peer).map(drop)?,
         }
         Ok(())
     })
@@ -467,7 +441,8 @@ fn claims_64<S: RelayStore>(store: &S, set: &Settings) -> Res<f64> {
     let owner = uid(200)?;
     let otks: Vec<(String, String)> = (0..MAX_OPS).map(otk).collect();
     store.publish_keys(&owner, &keys(), &otks, None, u64::MAX)?;
-    concurrently_settled(store, 64, set.concurrent_budget, |_, _| {
+    let settled = || settle(store);
+    concurrently_until(settled, 64, set.concurrent_budget, |_, _| {
         store.claim_key(&owner)?;
         Ok(())
     })
@@ -488,10 +463,10 @@ impl Numbers for Concurrent {
     fn of<B: Backend>(backend: &B, dir: &Path, set: &Settings) -> Res<Vec<f64>> {
         let store = backend.relay(&dir.join("requests"))?;
         Ok(vec![
-            requests(&store, 1, Request::Send, "s1", set)?,
-            requests(&store, 64, Request::Send, "s64", set)?,
-            requests(&store, 1, Request::CountKeys, "c1", set)?,
-            requests(&store, 64, Request::CountKeys, "c64", set)?,
+            requests(&store, 1, Request::Send, set)?,
+            requests(&store, 64, Request::Send, set)?,
+            requests(&store, 1, Request::CountKeys, set)?,
+            requests(&store, 64, Request::CountKeys, set)?,
             claims_64(&store, set)?,
         ])
     }
