@@ -143,6 +143,16 @@ pub enum Args {
     },
 }
 
+/// Keeps of a request's business `args` what its signature covers, which
+/// is also what the relay acts on: read_messages signs `peer` and `peek`
+/// only when truthy (the Python relay rebuilds its signed dict that way);
+/// every other tool signs exactly what was sent.
+pub fn keep_signed(tool: &str, args: &mut Map<String, Value>) {
+    if tool == Tool::ReadMessages.name() {
+        args.retain(|_, v| truthy(v));
+    }
+}
+
 /// Whether a value is truthy in Python's sense.
 fn truthy(v: &Value) -> bool {
     match v {
@@ -200,12 +210,7 @@ impl Request {
             });
         }
         let (auth, dialect) = Auth::from_json(auth_value.as_ref())?;
-        // read_messages signs `peer` and `peek` only when truthy (the Python
-        // relay rebuilds its signed dict that way); everything else signs
-        // exactly what was sent.
-        if tool == Tool::ReadMessages {
-            args.retain(|_, v| truthy(v));
-        }
+        keep_signed(tool.name(), &mut args);
         let args_hash = map_hash(&args);
         let args = Args::from_map(tool, args)?;
         Ok(Request {

@@ -18,6 +18,7 @@ use retalk_proto::auth::{signed_text, Auth, Dialect};
 use retalk_proto::canonical::args_hash;
 use retalk_proto::client::{Client, MemoryStore};
 use retalk_proto::ids::new_nonce;
+use retalk_proto::wire::keep_signed;
 use retalk_transport_http::{HttpTransport, SystemClock};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,18 +145,6 @@ fn now() -> i64 {
         .unwrap()
 }
 
-/// Python truthiness of the values these tests send.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
 /// A request body for `tool` with business `args`, signed by `peer` for
 /// `audience` at `ts` with `nonce`, its auth written in `dialect`.
 fn signed_with(
@@ -168,9 +157,7 @@ fn signed_with(
     nonce: &str,
 ) -> Value {
     let mut signed = args.as_object().unwrap().clone();
-    if tool == "read_messages" {
-        signed.retain(|_, v| truthy(v));
-    }
+    keep_signed(tool, &mut signed);
     let hash = args_hash(&Value::Object(signed));
     let user_id = peer.id.as_str().to_owned();
     let text = signed_text(tool, audience, &user_id, ts, nonce, &hash);
