@@ -13,14 +13,15 @@
 //! Each run makes new keys: the fixture and the seeds are replaced together.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use retalk_fuzz::{block_on, drive, interpret, Fixture, Mail, MailRelay, Peer, ScriptRelay, NOW};
+use retalk_fuzz::{
+    block_on, drive, instant_transport, interpret, Fixture, Mail, MailRelay, Peer, ScriptRelay, NOW,
+};
 use retalk_proto::auth::Dialect;
-use retalk_proto::client::{Client, ClientConfig, MemoryStore, Store, Transport, TransportError};
+use retalk_proto::client::{Client, ClientConfig, MemoryStore, Store, TransportError};
 use retalk_proto::envelope::Envelope;
 use retalk_proto::relay::{MemoryRelayStore, Relay, RelayConfig, StoredMessage};
 use retalk_proto::wire::{SignedRequest, Tool};
@@ -46,15 +47,16 @@ struct Recording {
     log: Log,
 }
 
-impl Transport for Recording {
-    fn audience(&self) -> &str {
-        "http://127.0.0.1:8766"
+impl Recording {
+    fn new(relay: &Arc<Relay<MemoryRelayStore>>, clock: &SimClock, log: &Log) -> Self {
+        Self {
+            relay: relay.clone(),
+            clock: clock.clone(),
+            log: log.clone(),
+        }
     }
 
-    fn call(
-        &self,
-        request: SignedRequest,
-    ) -> impl Future<Output = Result<Value, TransportError>> + Send {
+    fn answer(&self, request: &SignedRequest) -> Result<Value, TransportError> {
         let body = request.to_body(Dialect::V001);
         let answer = self.relay.handle(&body, self.clock.now());
         let response = serde_json::to_vec(&answer.body).expect("JSON");
@@ -65,21 +67,18 @@ impl Transport for Recording {
             status: answer.status,
             response: response.clone(),
         });
-        std::future::ready(interpret(answer.status, &response))
+        interpret(answer.status, &response)
     }
 }
+
+instant_transport!(Recording);
 
 type Agent = Client<MemoryStore, Recording, SimClock>;
 
 fn agent(relay: &Arc<Relay<MemoryRelayStore>>, clock: &SimClock, log: &Log, name: &str) -> Agent {
-    let t = Recording {
-        relay: relay.clone(),
-        clock: clock.clone(),
-        log: log.clone(),
-    };
     Client::create(
         MemoryStore::new(),
-        t,
+        Recording::new(relay, clock, log),
         clock.clone(),
         &format!("{name}-secret"),
         name,
@@ -125,6 +124,12 @@ fn texts(inbox: retalk_proto::Inbox) -> Vec<String> {
 
 fn item(m: &StoredMessage) -> Value {
     json!({"message_id": m.message_id, "ts": m.ts, "from": m.sender, "mtype": m.mtype, "body": m.body})
+}
+
+/// An `olm_receive` input of shape 0: a whole `read_messages` answer.
+fn answer_seed<'a>(mail: impl IntoIterator<Item = &'a StoredMessage>) -> Vec<u8> {
+    let answer = Value::Array(mail.into_iter().map(item).collect());
+    [vec![0u8], serde_json::to_vec(&answer).expect("JSON")].concat()
 }
 
 /// Writes `files` as `seeds/<target>/<prefix>-<n>` and into the corpus.
@@ -215,22 +220,10 @@ fn main() {
     std::fs::write(root.join("fixtures/bob.json"), text + "\n").expect("write fixture");
 
     // olm_receive: the whole answer, single items, raw Olm bytes, body text.
-    let mut olm = vec![(
-        "answer".to_owned(),
-        [
-            vec![0u8],
-            serde_json::to_vec(&Value::Array(mail.iter().map(item).collect())).expect("JSON"),
-        ]
-        .concat(),
-    )];
-    olm.push((
-        "first-prekey".into(),
-        [
-            vec![0u8],
-            serde_json::to_vec(&json!([item(&first)])).expect("JSON"),
-        ]
-        .concat(),
-    ));
+    let mut olm = vec![
+        ("answer".to_owned(), answer_seed(&mail)),
+        ("first-prekey".to_owned(), answer_seed([&first])),
+    ];
     for (i, m) in mail.iter().enumerate() {
         let who = if m.sender == carol.user_id().as_str() {
             2u8
@@ -240,14 +233,7 @@ fn main() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&m.body)
             .expect("base64");
-        olm.push((
-            format!("item-{i}"),
-            [
-                vec![0u8],
-                serde_json::to_vec(&json!([item(m)])).expect("JSON"),
-            ]
-            .concat(),
-        ));
+        olm.push((format!("item-{i}"), answer_seed([m])));
         olm.push((
             format!("raw-{i}"),
             [vec![1u8, who, m.mtype as u8], raw].concat(),
@@ -291,11 +277,7 @@ fn main() {
     let bob_log: Log = Arc::default();
     let again = Client::open(
         fixture.store(),
-        Recording {
-            relay: relay.clone(),
-            clock: clock.clone(),
-            log: bob_log.clone(),
-        },
+        Recording::new(&relay, &clock, &bob_log),
         clock.clone(),
         &fixture.secret,
     )

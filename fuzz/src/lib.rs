@@ -36,6 +36,36 @@ pub fn config() -> ClientConfig {
     }
 }
 
+/// The relay URL every transport here signs for.
+pub const AUDIENCE: &str = "http://127.0.0.1:8766";
+
+/// Implements [`Transport`] for a type with an inherent
+/// `fn answer(&self, &SignedRequest) -> Result<Value, TransportError>`:
+/// signed for [`AUDIENCE`], answered at once (see [`block_on`]). For the
+/// transports here and the seed generator's.
+#[macro_export]
+macro_rules! instant_transport {
+    ($t:ty) => {
+        impl ::retalk_proto::client::Transport for $t {
+            fn audience(&self) -> &str {
+                $crate::AUDIENCE
+            }
+
+            fn call(
+                &self,
+                request: ::retalk_proto::wire::SignedRequest,
+            ) -> impl ::std::future::Future<
+                Output = ::std::result::Result<
+                    ::serde_json::Value,
+                    ::retalk_proto::client::TransportError,
+                >,
+            > + Send {
+                ::std::future::ready(self.answer(&request))
+            }
+        }
+    };
+}
+
 /// Runs a future that never waits (every transport here answers at once).
 pub fn block_on<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
@@ -208,18 +238,7 @@ impl MailRelay {
     }
 }
 
-impl Transport for MailRelay {
-    fn audience(&self) -> &str {
-        "http://127.0.0.1:8766"
-    }
-
-    fn call(
-        &self,
-        request: SignedRequest,
-    ) -> impl Future<Output = Result<Value, TransportError>> + Send {
-        std::future::ready(self.answer(&request))
-    }
-}
+instant_transport!(MailRelay);
 
 /// HTTP statuses a response script picks from (mostly 200).
 pub const STATUSES: [u16; 8] = [200, 200, 200, 200, 400, 429, 500, 502];
@@ -277,28 +296,20 @@ impl ScriptRelay {
         }
         out
     }
-}
 
-impl Transport for ScriptRelay {
-    fn audience(&self) -> &str {
-        "http://127.0.0.1:8766"
-    }
-
-    fn call(
-        &self,
-        _request: SignedRequest,
-    ) -> impl Future<Output = Result<Value, TransportError>> + Send {
+    fn answer(&self, _request: &SignedRequest) -> Result<Value, TransportError> {
         let next = self.script.lock().expect("lock").pop_front();
-        let answer = match next {
+        match next {
             Some((status, body)) => {
                 *self.calls.lock().expect("lock") += 1;
                 interpret(status, &body)
             }
             None => Err(TransportError::NotSent("the script ended".into())),
-        };
-        std::future::ready(answer)
+        }
     }
 }
+
+instant_transport!(ScriptRelay);
 
 /// Outbox entries that are messages (not acks).
 fn messages_in_outbox<T: Transport>(client: &Client<MemoryStore, T, SimClock>) -> usize {

@@ -19,7 +19,9 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use retalk_proto::client::{Client, ClientError, Inbox, OutboxKind, Store, TransportError};
+use retalk_proto::client::{
+    Client, ClientError, Inbox, OutboxKind, Problem, Store, TransportError,
+};
 use retalk_proto::relay::{MemoryRelayStore, Relay, RelayConfig};
 use retalk_proto::{Clock, SimClock, UserId};
 use retalk_store_sqlite::SqliteStore;
@@ -239,11 +241,17 @@ struct Pair {
 
 impl Pair {
     async fn new() -> Pair {
+        let p = Pair::unpublished().await;
+        p.alice.publish(100, false).await.unwrap();
+        p.bob.publish(100, false).await.unwrap();
+        p
+    }
+
+    /// Alice and Bob on a new relay, neither published yet.
+    async fn unpublished() -> Pair {
         let net = Net::start().await;
         let alice = net.agent("alice");
         let bob = net.agent("bob");
-        alice.publish(100, false).await.unwrap();
-        bob.publish(100, false).await.unwrap();
         Pair {
             net,
             alice,
@@ -320,28 +328,56 @@ fn not_delivered(e: ClientError) -> ClientError {
     }
 }
 
-fn assert_not_json(e: &TransportError) {
-    assert!(
-        matches!(e, TransportError::BadResponse(t) if t.starts_with("the answer is not JSON")),
-        "{e:?}"
-    );
+/// The error the application must see from the tool that misbehaved.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// A relay error: the answer is not JSON.
+    NotJson,
+    /// A relay error: the whole-call timeout ran out.
+    TimedOut,
+    /// A relay error: this status and reason phrase, and the proxy's page.
+    Html(u16, &'static str, &'static str),
+    /// A bad answer, with this detail.
+    Answer(&'static str),
 }
 
-fn assert_timed_out(e: &TransportError) {
-    assert!(
-        matches!(e, TransportError::Unreachable(t) if t.starts_with("timed out")),
-        "{e:?}"
-    );
-}
-
-fn assert_html(e: &TransportError, status: u16, reason: &str, page: &str) {
-    assert_eq!(
-        e,
-        &TransportError::Refused {
-            status,
-            error: format!("HTTP {status} {reason}: {page}"),
+impl Expect {
+    /// Asserts that `e` is the expected error from `tool`.
+    fn check(&self, e: &ClientError, tool: &str) {
+        match *self {
+            Expect::NotJson => match relay_error(e, tool) {
+                TransportError::BadResponse(t) if t.starts_with("the answer is not JSON") => {}
+                other => panic!("expected a non-JSON answer, got {other:?}"),
+            },
+            Expect::TimedOut => match relay_error(e, tool) {
+                TransportError::Unreachable(t) if t.starts_with("timed out") => {}
+                other => panic!("expected a timeout, got {other:?}"),
+            },
+            Expect::Html(status, reason, page) => assert_eq!(
+                relay_error(e, tool),
+                &TransportError::Refused {
+                    status,
+                    error: format!("HTTP {status} {reason}: {page}"),
+                }
+            ),
+            Expect::Answer(detail) => assert_eq!(bad_answer(e, tool), detail),
         }
-    );
+    }
+}
+
+/// One `#[tokio::test]` a case, each named, so a failure names its case:
+/// `name: bad => expected;` runs `case(bad, expected)`; without
+/// `=> expected`, `case(bad)`.
+macro_rules! cases {
+    ($case:ident: $($(#[$doc:meta])* $name:ident: $bad:expr $(=> $expect:expr)?;)*) => {
+        $(
+            $(#[$doc])*
+            #[tokio::test]
+            async fn $name() {
+                $case($bad $(, $expect)?).await;
+            }
+        )*
+    };
 }
 
 /// A JSON array of `n` zeros.
@@ -360,16 +396,16 @@ fn huge_array(n: usize) -> String {
 
 // ---------- send_message ----------
 
-/// Alice's send meets `bad` on send_message. `check` gets the cause of the
-/// NotDelivered error. Then: a resend while the relay still misbehaves
-/// fails alone, and once honest the message arrives exactly once.
-async fn send_case(bad: Bad, check: impl Fn(&ClientError)) {
+/// Alice's send meets `bad` on send_message; the cause of the
+/// NotDelivered error is `expect`ed. Then: a resend while the relay still
+/// misbehaves fails alone, and once honest the message arrives exactly once.
+async fn send_case(bad: Bad, expect: Expect) {
     let mut p = Pair::new().await;
     let processes = bad.processes();
     p.net.misbehave("send_message", bad);
     let e = p.alice.send(&p.bob_id(), "hello bob").await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
-    check(&not_delivered(e));
+    expect.check(&not_delivered(e), "send_message");
     assert_eq!(p.net.queued(), usize::from(processes));
     let outbox = p.alice.store().outbox().unwrap();
     assert_eq!(outbox.len(), 1);
@@ -395,33 +431,30 @@ async fn send_case(bad: Bad, check: impl Fn(&ClientError)) {
     p.assert_clean(&["hello bob"]);
 }
 
-#[tokio::test]
-async fn send_answered_with_garbage() {
-    send_case(Bad::Garbage, |e| {
-        assert_not_json(relay_error(e, "send_message"))
-    })
-    .await;
-}
+/// What a send_message answer of the wrong shape is reported as.
+const UNTAGGED: &str = "data did not match any variant of untagged enum SendResult";
 
-#[tokio::test]
-async fn send_stored_but_the_answer_was_garbage() {
-    send_case(Bad::ProcessedThenGarbage, |e| {
-        assert_not_json(relay_error(e, "send_message"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn send_stored_but_the_answer_was_cut_in_half() {
-    send_case(Bad::Truncated, |e| {
-        assert_not_json(relay_error(e, "send_message"))
-    })
-    .await;
+cases! { send_case:
+    send_answered_with_garbage: Bad::Garbage => Expect::NotJson;
+    send_stored_but_the_answer_was_garbage: Bad::ProcessedThenGarbage => Expect::NotJson;
+    send_stored_but_the_answer_was_cut_in_half: Bad::Truncated => Expect::NotJson;
+    send_stored_but_the_answer_had_the_wrong_shape:
+        Bad::ProcessedThenJson(r#"{"message_id": null}"#.into()) => Expect::Answer(UNTAGGED);
+    /// The relay claims Bob refused the message; the refusal is not signed by
+    /// Bob, so the message is kept (and later delivered), not dropped.
+    send_with_a_forged_refusal_keeps_the_message:
+        Bad::Json(json!({"refused": true, "hash": "0".repeat(64), "sig": "AAAA"}).to_string())
+            => Expect::Answer("refusal with an invalid signature");
+    send_answered_with_a_proxy_error_page:
+        Bad::Html(500, HTML_500) => Expect::Html(500, "Internal Server Error", HTML_500);
+    send_answered_with_a_bad_gateway_page:
+        Bad::Html(502, HTML_502) => Expect::Html(502, "Bad Gateway", HTML_502);
+    send_never_answered: Bad::Hang => Expect::TimedOut;
+    send_stored_but_never_answered: Bad::ProcessedThenHang => Expect::TimedOut;
 }
 
 #[tokio::test]
 async fn send_answered_with_json_of_the_wrong_shape() {
-    let untagged = "data did not match any variant of untagged enum SendResult";
     for text in [
         r#"{"ok": "yes"}"#.to_owned(),
         r#"{"message_id": "7", "ts": 1800000000.0}"#.to_owned(),
@@ -430,72 +463,8 @@ async fn send_answered_with_json_of_the_wrong_shape() {
         "null".to_owned(),
         huge_array(200_000),
     ] {
-        send_case(Bad::Json(text), |e| {
-            assert_eq!(bad_answer(e, "send_message"), untagged)
-        })
-        .await;
+        send_case(Bad::Json(text), Expect::Answer(UNTAGGED)).await;
     }
-}
-
-#[tokio::test]
-async fn send_stored_but_the_answer_had_the_wrong_shape() {
-    send_case(
-        Bad::ProcessedThenJson(r#"{"message_id": null}"#.into()),
-        |e| {
-            assert_eq!(
-                bad_answer(e, "send_message"),
-                "data did not match any variant of untagged enum SendResult"
-            )
-        },
-    )
-    .await;
-}
-
-/// The relay claims Bob refused the message; the refusal is not signed by
-/// Bob, so the message is kept (and later delivered), not dropped.
-#[tokio::test]
-async fn send_with_a_forged_refusal_keeps_the_message() {
-    let forged = json!({"refused": true, "hash": "0".repeat(64), "sig": "AAAA"}).to_string();
-    send_case(Bad::Json(forged), |e| {
-        assert_eq!(
-            bad_answer(e, "send_message"),
-            "refusal with an invalid signature"
-        )
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn send_answered_with_a_proxy_error_page() {
-    send_case(Bad::Html(500, HTML_500), |e| {
-        assert_html(
-            relay_error(e, "send_message"),
-            500,
-            "Internal Server Error",
-            HTML_500,
-        )
-    })
-    .await;
-    send_case(Bad::Html(502, HTML_502), |e| {
-        assert_html(relay_error(e, "send_message"), 502, "Bad Gateway", HTML_502)
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn send_never_answered() {
-    send_case(Bad::Hang, |e| {
-        assert_timed_out(relay_error(e, "send_message"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn send_stored_but_never_answered() {
-    send_case(Bad::ProcessedThenHang, |e| {
-        assert_timed_out(relay_error(e, "send_message"))
-    })
-    .await;
 }
 
 /// Every answer lost, many times: the relay holds several copies, some
@@ -544,63 +513,40 @@ async fn ack_case(bad: Bad) {
     p.assert_clean(&["ack me"]);
 }
 
-#[tokio::test]
-async fn ack_answered_with_garbage() {
-    ack_case(Bad::Garbage).await;
-}
-
-#[tokio::test]
-async fn ack_stored_but_its_answer_was_lost() {
-    ack_case(Bad::ProcessedThenGarbage).await;
+cases! { ack_case:
+    ack_answered_with_garbage: Bad::Garbage;
+    ack_stored_but_its_answer_was_lost: Bad::ProcessedThenGarbage;
 }
 
 // ---------- publish_keys, count_keys, claim_key, get_keys ----------
 
 #[tokio::test]
 async fn publish_answered_badly_then_retried_with_the_same_keys() {
-    for (bad, processed) in [
-        (Bad::Garbage, false),
-        (Bad::ProcessedThenGarbage, true),
-        (Bad::Html(502, HTML_502), false),
-        (Bad::Hang, false),
-        (Bad::Json(r#"{"ok": "yes"}"#.into()), false),
-        (Bad::ProcessedThenJson("[]".into()), true),
+    let not_ok = Expect::Answer("expected {\"ok\": true}, got a different answer");
+    for (bad, processed, expect) in [
+        (Bad::Garbage, false, Expect::NotJson),
+        (Bad::ProcessedThenGarbage, true, Expect::NotJson),
+        (
+            Bad::Html(502, HTML_502),
+            false,
+            Expect::Html(502, "Bad Gateway", HTML_502),
+        ),
+        (Bad::Hang, false, Expect::TimedOut),
+        (Bad::Json(r#"{"ok": "yes"}"#.into()), false, not_ok),
+        (Bad::ProcessedThenJson("[]".into()), true, not_ok),
     ] {
-        let net = Net::start().await;
-        let alice = net.agent("alice");
-        let bob = net.agent("bob");
-        net.misbehave("publish_keys", bad.clone());
-        let e = bob.publish(100, false).await.unwrap_err();
+        let mut p = Pair::unpublished().await;
+        p.net.misbehave("publish_keys", bad);
+        let e = p.bob.publish(100, false).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");
-        match bad {
-            Bad::Garbage | Bad::ProcessedThenGarbage => {
-                assert_not_json(relay_error(&e, "publish_keys"))
-            }
-            Bad::Html(..) => assert_html(
-                relay_error(&e, "publish_keys"),
-                502,
-                "Bad Gateway",
-                HTML_502,
-            ),
-            Bad::Hang => assert_timed_out(relay_error(&e, "publish_keys")),
-            _ => assert_eq!(
-                bad_answer(&e, "publish_keys"),
-                "expected {\"ok\": true}, got a different answer"
-            ),
-        }
+        expect.check(&e, "publish_keys");
         let expected = if processed { (100, true) } else { (0, false) };
-        assert_eq!(net.keys_of(bob.user_id()), expected);
+        assert_eq!(p.net.keys_of(p.bob.user_id()), expected);
 
-        net.honest();
-        bob.publish(100, false).await.unwrap();
+        p.net.honest();
+        p.bob.publish(100, false).await.unwrap();
         // The same keys again: the relay holds 100, not 200.
-        assert_eq!(net.keys_of(bob.user_id()), (100, true));
-        let mut p = Pair {
-            net,
-            alice,
-            bob,
-            got: Vec::new(),
-        };
+        assert_eq!(p.net.keys_of(p.bob.user_id()), (100, true));
         p.alice.send(&p.bob_id(), "after publish").await.unwrap();
         p.settle().await;
         p.assert_clean(&["after publish"]);
@@ -616,19 +562,16 @@ async fn count_keys_answered_badly() {
         Bad::Json(r#"{"unclaimed": -1, "has_fallback": true}"#.into()),
     );
     let e = bob.receive().await.unwrap_err();
-    assert_eq!(bad_answer(&e, "count_keys"), "invalid number");
+    Expect::Answer("invalid number").check(&e, "count_keys");
     net.misbehave(
         "count_keys",
         Bad::Json(r#"{"unclaimed": 5, "has_fallback": "yes"}"#.into()),
     );
     let e = bob.maintain().await.unwrap_err();
-    assert_eq!(
-        bad_answer(&e, "count_keys"),
-        "invalid type: string \"yes\", expected a boolean"
-    );
+    Expect::Answer("invalid type: string \"yes\", expected a boolean").check(&e, "count_keys");
     net.misbehave("count_keys", Bad::Html(502, HTML_502));
     let e = bob.maintain().await.unwrap_err();
-    assert_html(relay_error(&e, "count_keys"), 502, "Bad Gateway", HTML_502);
+    Expect::Html(502, "Bad Gateway", HTML_502).check(&e, "count_keys");
     assert_eq!(net.keys_of(bob.user_id()), (0, false), "nothing published");
     net.honest();
     let r = bob.maintain().await.unwrap();
@@ -677,9 +620,9 @@ async fn claim_answered_badly() {
         let e = p.alice.send(&p.bob_id(), "first").await.unwrap_err();
         match &bad {
             Bad::Garbage | Bad::ProcessedThenGarbage | Bad::Truncated => {
-                assert_not_json(relay_error(&e, "claim_key"))
+                Expect::NotJson.check(&e, "claim_key")
             }
-            Bad::Hang => assert_timed_out(relay_error(&e, "claim_key")),
+            Bad::Hang => Expect::TimedOut.check(&e, "claim_key"),
             Bad::Json(_) if mitm => {
                 assert!(
                     matches!(&e, ClientError::PinMismatch { peer, .. } if *peer == p.bob_id()),
@@ -687,7 +630,7 @@ async fn claim_answered_badly() {
                 );
                 assert!(!e.is_transient());
             }
-            Bad::Json(_) => assert_eq!(bad_answer(&e, "claim_key"), "missing field `identity_key`"),
+            Bad::Json(_) => Expect::Answer("missing field `identity_key`").check(&e, "claim_key"),
             _ => assert!(
                 matches!(&e, ClientError::Session { detail, .. }
                     if detail == "the relay served an invalid one-time key"),
@@ -759,9 +702,10 @@ async fn sender_keys_answered_badly() {
 
 // ---------- read_messages ----------
 
-/// Bob's receive meets `bad` on read_messages. If the relay processed the
-/// read, it deleted the mail, which then arrives with Alice's resend.
-async fn read_case(bad: Bad, check: impl Fn(&ClientError)) {
+/// Bob's receive meets `bad` on read_messages, and the `expect`ed error.
+/// If the relay processed the read, it deleted the mail, which then
+/// arrives with Alice's resend.
+async fn read_case(bad: Bad, expect: Expect) {
     let mut p = Pair::new().await;
     p.alice.send(&p.bob_id(), "read me").await.unwrap();
     p.alice.send(&p.bob_id(), "and me").await.unwrap();
@@ -769,7 +713,7 @@ async fn read_case(bad: Bad, check: impl Fn(&ClientError)) {
     p.net.misbehave("read_messages", bad);
     let e = p.bob_receives().await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
-    check(&e);
+    expect.check(&e, "read_messages");
     assert_eq!(p.net.queued(), if processes { 0 } else { 2 });
     assert_eq!(p.bob.store().incoming().unwrap(), vec![]);
     assert_eq!(p.bob.store().inbox().unwrap(), vec![]);
@@ -785,57 +729,17 @@ async fn read_case(bad: Bad, check: impl Fn(&ClientError)) {
     p.assert_clean(&["read me", "and me"]);
 }
 
-#[tokio::test]
-async fn read_answered_with_garbage() {
-    read_case(Bad::Garbage, |e| {
-        assert_not_json(relay_error(e, "read_messages"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn read_answered_but_the_answer_was_garbage() {
-    read_case(Bad::ProcessedThenGarbage, |e| {
-        assert_not_json(relay_error(e, "read_messages"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn read_answered_but_the_answer_was_cut_in_half() {
-    read_case(Bad::Truncated, |e| {
-        assert_not_json(relay_error(e, "read_messages"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn read_answered_but_never_delivered() {
-    read_case(Bad::ProcessedThenHang, |e| {
-        assert_timed_out(relay_error(e, "read_messages"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn read_never_answered() {
-    read_case(Bad::Hang, |e| {
-        assert_timed_out(relay_error(e, "read_messages"))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn read_answered_with_a_proxy_error_page() {
-    read_case(Bad::Html(500, HTML_500), |e| {
-        assert_html(
-            relay_error(e, "read_messages"),
-            500,
-            "Internal Server Error",
-            HTML_500,
-        )
-    })
-    .await;
+cases! { read_case:
+    read_answered_with_garbage: Bad::Garbage => Expect::NotJson;
+    read_answered_but_the_answer_was_garbage: Bad::ProcessedThenGarbage => Expect::NotJson;
+    read_answered_but_the_answer_was_cut_in_half: Bad::Truncated => Expect::NotJson;
+    read_answered_but_never_delivered: Bad::ProcessedThenHang => Expect::TimedOut;
+    read_never_answered: Bad::Hang => Expect::TimedOut;
+    read_answered_with_a_proxy_error_page:
+        Bad::Html(500, HTML_500) => Expect::Html(500, "Internal Server Error", HTML_500);
+    read_answered_but_the_answer_had_the_wrong_shape:
+        Bad::ProcessedThenJson(r#"{"messages": []}"#.into())
+            => Expect::Answer("invalid type: map, expected a sequence");
 }
 
 #[tokio::test]
@@ -864,22 +768,8 @@ async fn read_answered_with_json_of_the_wrong_shape() {
         ),
     ];
     for (text, detail) in cases {
-        read_case(Bad::Json(text), |e| {
-            assert_eq!(bad_answer(e, "read_messages"), detail)
-        })
-        .await;
+        read_case(Bad::Json(text), Expect::Answer(detail)).await;
     }
-}
-
-#[tokio::test]
-async fn read_answered_but_the_answer_had_the_wrong_shape() {
-    read_case(Bad::ProcessedThenJson(r#"{"messages": []}"#.into()), |e| {
-        assert_eq!(
-            bad_answer(e, "read_messages"),
-            "invalid type: map, expected a sequence"
-        )
-    })
-    .await;
 }
 
 /// The read is answered in valid JSON whose mail is corrupted: each bad
@@ -902,8 +792,21 @@ async fn corrupt_case(
     p.assert_clean(expected);
 }
 
-/// A corrupted first item arrives later, with Alice's resend.
-const RESENT_FIRST: &[&str] = &["second", "first"];
+/// The first item is corrupted: it alone is reported (the report is
+/// `check`ed), the second is shown, and the first arrives later with
+/// Alice's resend.
+async fn corrupt_first_case(rewrite: fn(Value) -> Value, check: impl Fn(&Problem, &Pair)) {
+    corrupt_case(
+        rewrite,
+        |inbox, p| {
+            assert_eq!(inbox.problems.len(), 1, "{inbox:?}");
+            check(&inbox.problems[0], p);
+            assert_eq!(p.got, ["second"]);
+        },
+        &["second", "first"],
+    )
+    .await;
+}
 
 /// Applies `f` to the first mail item of a read_messages answer.
 fn first_item(mut v: Value, f: impl FnOnce(&mut Value)) -> Value {
@@ -915,7 +818,7 @@ fn first_item(mut v: Value, f: impl FnOnce(&mut Value)) -> Value {
 
 #[tokio::test]
 async fn read_with_a_corrupted_ciphertext() {
-    corrupt_case(
+    corrupt_first_case(
         |v| {
             first_item(v, |item| {
                 // A character of the MAC (the last bytes of the body).
@@ -925,42 +828,33 @@ async fn read_with_a_corrupted_ciphertext() {
                 item["body"] = json!(format!("{}{flipped}{}", &body[..at], &body[at + 1..]));
             })
         },
-        |inbox, p| {
-            assert_eq!(inbox.problems.len(), 1, "{inbox:?}");
-            assert_eq!(inbox.problems[0].from, p.alice.user_id().as_str());
+        |problem, p| {
+            assert_eq!(problem.from, p.alice.user_id().as_str());
             assert_eq!(
-                inbox.problems[0].reason,
+                problem.reason,
                 "could not start the session: The message that was used to establish \
                  the Session couldn't be decrypted"
             );
-            assert_eq!(p.got, ["second"]);
         },
-        RESENT_FIRST,
     )
     .await;
 }
 
 #[tokio::test]
 async fn read_with_a_sender_that_is_not_an_id() {
-    corrupt_case(
+    corrupt_first_case(
         |v| first_item(v, |item| item["from"] = json!("not-an-id")),
-        |inbox, p| {
-            assert_eq!(inbox.problems.len(), 1, "{inbox:?}");
-            assert_eq!(inbox.problems[0].from, "not-an-id");
-            assert_eq!(
-                inbox.problems[0].reason,
-                "sender is not a user id: \"not-an-id\""
-            );
-            assert_eq!(p.got, ["second"]);
+        |problem, _| {
+            assert_eq!(problem.from, "not-an-id");
+            assert_eq!(problem.reason, "sender is not a user id: \"not-an-id\"");
         },
-        RESENT_FIRST,
     )
     .await;
 }
 
 #[tokio::test]
 async fn read_with_the_wrong_sender() {
-    corrupt_case(
+    corrupt_first_case(
         |v| {
             let carol = vodozemac::olm::Account::new();
             let carol = UserId::from_keys(
@@ -969,34 +863,25 @@ async fn read_with_the_wrong_sender() {
             );
             first_item(v, |item| item["from"] = json!(carol.as_str()))
         },
-        |inbox, p| {
-            assert_eq!(inbox.problems.len(), 1, "{inbox:?}");
-            let carol = &inbox.problems[0].from;
+        |problem, p| {
+            let carol = &problem.from;
             assert_ne!(carol, p.alice.user_id().as_str());
             assert_eq!(
-                inbox.problems[0].reason,
+                problem.reason,
                 format!("relay error from get_keys: unknown peer or no published keys: {carol}")
             );
-            assert_eq!(p.got, ["second"]);
         },
-        RESENT_FIRST,
     )
     .await;
 }
 
 #[tokio::test]
 async fn read_with_the_wrong_message_type() {
-    corrupt_case(
+    corrupt_first_case(
         |v| first_item(v, |item| item["mtype"] = json!(1)),
-        |inbox, p| {
-            assert_eq!(inbox.problems.len(), 1, "{inbox:?}");
-            assert_eq!(
-                inbox.problems[0].reason,
-                "message body is not a valid Olm message"
-            );
-            assert_eq!(p.got, ["second"]);
+        |problem, _| {
+            assert_eq!(problem.reason, "message body is not a valid Olm message");
         },
-        RESENT_FIRST,
     )
     .await;
 }
@@ -1030,7 +915,7 @@ async fn read_flooded_with_bogus_items() {
     assert_eq!(inbox.messages, vec![]);
     assert_eq!(
         inbox.problems,
-        vec![retalk_proto::client::Problem {
+        vec![Problem {
             from: "x".into(),
             reason: "sender is not a user id: \"x\"".into()
         }]
