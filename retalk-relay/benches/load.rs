@@ -3,7 +3,7 @@
 //! numbers measure the relay, not the signer.
 //!
 //! ```text
-//! cargo bench -p retalk-relay --bench load -- [--backend sqlite|memory|edge]
+//! cargo bench -p retalk-relay --bench load -- [--backend sqlite|memory]
 //!     [--connections 32] [--requests 40000] [--users 64] [--queue 0]
 //! ```
 //!
@@ -15,10 +15,8 @@
 //! sent in tenths), printing the relay's resident memory after each tenth:
 //! it must stay flat however much mail waits on disk.
 //!
-//! `sqlite` and `memory` run the `retalk-relay` binary as a child process.
-//! `edge` runs the relay in this process over an in-memory store whose
-//! nonce cache costs next to nothing, to measure the HTTP edge and the
-//! protocol alone (its RSS includes the load generator).
+//! Both backends run the `retalk-relay` binary as a child process;
+//! `memory` measures the HTTP edge and the protocol without storage costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,15 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use rand::RngCore;
 use retalk_proto::auth::Dialect;
-use retalk_proto::relay::{
-    ApiKeyRecord, ClaimOutcome, DeliveryRules, MemoryRelayStore, NewMessage, PublishOutcome,
-    ReadLimit, RefusalRules, RelayStore, SendOutcome, StoreError, StoredMessage,
-};
-use retalk_proto::wire::{Args, KeyCounts, PublicKeys, SignedRequest};
+use retalk_proto::wire::{Args, SignedRequest};
 use retalk_proto::UserId;
-use retalk_relay::{Config, RelayServer};
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -159,113 +150,6 @@ fn start_relay(backend: &str, db: &std::path::Path) -> (Child, SocketAddr) {
         .parse()
         .unwrap();
     (child, addr)
-}
-
-/// Nonces seen, and the same in the order they expire.
-type Nonces = (HashSet<String>, VecDeque<(f64, String)>);
-
-/// The memory store with a nonce cache pruned from its oldest end, so the
-/// `edge` run measures the relay rather than the store.
-#[derive(Default)]
-struct EdgeStore {
-    inner: MemoryRelayStore,
-    nonces: Mutex<Nonces>,
-}
-
-impl RelayStore for EdgeStore {
-    fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError> {
-        let mut guard = self.nonces.lock().unwrap();
-        let (seen, order) = &mut *guard;
-        while order.front().is_some_and(|(t, _)| *t < forget_before) {
-            let (_, old) = order.pop_front().unwrap();
-            seen.remove(&old);
-        }
-        if !seen.insert(nonce.to_owned()) {
-            return Ok(false);
-        }
-        order.push_back((now, nonce.to_owned()));
-        Ok(true)
-    }
-    fn publish_keys(
-        &self,
-        u: &UserId,
-        k: &PublicKeys,
-        o: &[(String, String)],
-        f: Option<&(String, String)>,
-        m: u64,
-    ) -> Result<PublishOutcome, StoreError> {
-        self.inner.publish_keys(u, k, o, f, m)
-    }
-    fn count_keys(&self, u: &UserId) -> Result<KeyCounts, StoreError> {
-        self.inner.count_keys(u)
-    }
-    fn get_keys(&self, u: &UserId) -> Result<Option<PublicKeys>, StoreError> {
-        self.inner.get_keys(u)
-    }
-    fn claim_key(&self, u: &UserId) -> Result<ClaimOutcome, StoreError> {
-        self.inner.claim_key(u)
-    }
-    fn send_message(&self, m: &NewMessage, r: &DeliveryRules) -> Result<SendOutcome, StoreError> {
-        self.inner.send_message(m, r)
-    }
-    fn read_messages(
-        &self,
-        u: &UserId,
-        f: Option<&str>,
-        p: bool,
-        l: ReadLimit,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.read_messages(u, f, p, l)
-    }
-    fn nack(
-        &self,
-        u: &UserId,
-        h: &str,
-        s: &str,
-        n: f64,
-        r: &RefusalRules,
-    ) -> Result<(), StoreError> {
-        self.inner.nack(u, h, s, n, r)
-    }
-    fn api_key_valid(&self, h: &str) -> Result<bool, StoreError> {
-        self.inner.api_key_valid(h)
-    }
-    fn api_key_create(&self, h: &str, l: &str, n: f64) -> Result<(), StoreError> {
-        self.inner.api_key_create(h, l, n)
-    }
-    fn api_key_list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.inner.api_key_list()
-    }
-    fn api_key_set_disabled(&self, h: &str, d: bool) -> Result<u64, StoreError> {
-        self.inner.api_key_set_disabled(h, d)
-    }
-    fn api_key_delete(&self, h: &str) -> Result<u64, StoreError> {
-        self.inner.api_key_delete(h)
-    }
-}
-
-/// The relay in this process on its own 2-thread runtime.
-fn start_edge() -> (tokio::runtime::Runtime, RelayServer, SocketAddr) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(64)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = Config {
-        audiences: Some(vec![AUDIENCE.into()]),
-        ip_rate_limit: 0,
-        max_connections: 1024,
-        ..Config::local()
-    };
-    let server = rt
-        .block_on(RelayServer::start(
-            &config,
-            std::sync::Arc::new(EdgeStore::default()),
-        ))
-        .unwrap();
-    let addr = server.local_addr();
-    (rt, server, addr)
 }
 
 /// Signed `send_message` requests number `range`, each from one user to
@@ -411,13 +295,7 @@ fn main() {
     println!("ed25519 verify (1 core) {verify:>9.0} /s   (bound on signed requests per core)");
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, edge, addr) = if o.backend == "edge" {
-        let (rt, server, addr) = start_edge();
-        (None, Some((rt, server)), addr)
-    } else {
-        let (child, addr) = start_relay(&o.backend, &dir.path().join("bench.db"));
-        (Some(child), None, addr)
-    };
+    let (mut child, addr) = start_relay(&o.backend, &dir.path().join("bench.db"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -464,7 +342,7 @@ fn main() {
     report("send_message", &send);
 
     if o.queue > 0 {
-        let pid = child.as_ref().map_or(std::process::id(), |c| c.id());
+        let pid = child.id();
         println!(
             "queueing {} messages nobody reads; relay RSS before: {:.1} MiB",
             o.queue,
@@ -489,25 +367,15 @@ fn main() {
         }
     }
 
-    if let Some(child) = child.as_mut() {
-        let rss = peak_rss_kib(child.id());
-        println!(
-            "relay peak RSS {:.1} MiB (VmHWM of the relay process)",
-            rss as f64 / 1024.0
-        );
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-    }
-    if let Some((rt, server)) = edge {
-        let rss = peak_rss_kib(std::process::id());
-        println!(
-            "peak RSS {:.1} MiB (relay and load generator in one process)",
-            rss as f64 / 1024.0
-        );
-        rt.block_on(server.shutdown());
-    }
+    let rss = peak_rss_kib(child.id());
+    println!(
+        "relay peak RSS {:.1} MiB (VmHWM of the relay process)",
+        rss as f64 / 1024.0
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
     println!(
         "targets: count_keys >= 10000/s {}, send_message >= 5000/s {}",
         if count.per_second >= 10_000.0 {
