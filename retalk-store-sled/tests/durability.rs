@@ -18,7 +18,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use retalk_proto::client::{Changes, InboxRecord, OutboxEntry, OutboxKind, Store};
-use retalk_proto::ids::{sha256_hex, UserId};
+use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
     ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, RelayStore, SendOutcome,
 };
@@ -223,14 +223,7 @@ fn child() {
                 .unwrap();
             for i in 0..100_000u64 {
                 let body = format!("message {i}");
-                let m = NewMessage {
-                    sender: uid(1),
-                    recipient: uid(2),
-                    mtype: 1,
-                    body_hash: sha256_hex(&body),
-                    body,
-                    ts: i as f64,
-                };
+                let m = NewMessage::new(uid(1), uid(2), 1, body, i as f64);
                 let open = DeliveryRules {
                     max_mailbox: 0,
                     max_per_sender: 0,
@@ -256,14 +249,7 @@ fn child() {
                     s.spawn(move || {
                         for i in 0..100_000 {
                             let body = format!("t{t} {i}");
-                            let m = NewMessage {
-                                sender: uid(1),
-                                recipient: uid(2),
-                                mtype: 1,
-                                body_hash: sha256_hex(&body),
-                                body: body.clone(),
-                                ts: 0.0,
-                            };
+                            let m = NewMessage::new(uid(1), uid(2), 1, body.clone(), 0.0);
                             store.send_message(&m, &OPEN).unwrap();
                             let mut out = out.lock().unwrap();
                             writeln!(out, "stored {body}").unwrap();
@@ -382,14 +368,7 @@ fn relay_messages_survive_sigkill() {
         assert_eq!(m.body, format!("message {i}"));
         assert_eq!(m.ts, *i as f64);
     }
-    let next = NewMessage {
-        sender: uid(1),
-        recipient: uid(2),
-        mtype: 1,
-        body: "after".into(),
-        body_hash: sha256_hex("after"),
-        ts: 0.0,
-    };
+    let next = NewMessage::new(uid(1), uid(2), 1, "after".into(), 0.0);
     let open = DeliveryRules {
         max_mailbox: 0,
         max_per_sender: 0,
@@ -417,14 +396,7 @@ fn large_values_survive_reopen() {
     let big: String = (0..1 << 20)
         .map(|i| char::from(b'A' + (i % 26) as u8))
         .collect();
-    let m = NewMessage {
-        sender: uid(1),
-        recipient: uid(2),
-        mtype: 0,
-        body_hash: sha256_hex(&big),
-        body: big.clone(),
-        ts: 1.0,
-    };
+    let m = NewMessage::new(uid(1), uid(2), 0, big.clone(), 1.0);
     let open = DeliveryRules {
         max_mailbox: 0,
         max_per_sender: 0,

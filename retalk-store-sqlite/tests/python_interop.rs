@@ -167,14 +167,7 @@ fn python_001_server_db_serves_users_keys_and_mail() {
         .map(|r| r[0].as_i64().unwrap())
         .max()
         .unwrap();
-    let m = retalk_proto::relay::NewMessage {
-        sender: bob.clone(),
-        recipient: alice.clone(),
-        mtype: 1,
-        body: "x".into(),
-        body_hash: sha256_hex("x"),
-        ts: 1.0,
-    };
+    let m = retalk_proto::relay::NewMessage::new(bob.clone(), alice.clone(), 1, "x".into(), 1.0);
     let rules = retalk_proto::relay::DeliveryRules {
         max_mailbox: 0,
         max_per_sender: 0,
@@ -435,14 +428,7 @@ fn python_030_server_db_serves_keys_mail_refusals_and_api_keys() {
 
     // alice's signed refusal (nack) still blocks that body, with her sig.
     let body = s(&j["refused"]["body"]);
-    let m = retalk_proto::relay::NewMessage {
-        sender: bob.clone(),
-        recipient: alice.clone(),
-        mtype: 1,
-        body_hash: sha256_hex(&body),
-        body,
-        ts: 2.0e9,
-    };
+    let m = retalk_proto::relay::NewMessage::new(bob.clone(), alice.clone(), 1, body, 2.0e9);
     let rules = retalk_proto::relay::DeliveryRules {
         max_mailbox: 0,
         max_per_sender: 0,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use fs4::fs_std::FileExt;
 use retalk_proto::auth::Dialect;
 use retalk_proto::client::{Changes, InboxRecord, SessionRecord, Store};
-use retalk_proto::ids::{sha256_hex, UserId};
+use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
     ClaimOutcome, DeliveryRules, NewMessage, ReadLimit, Relay, RelayConfig, RelayStore, SendOutcome,
 };
@@ -154,14 +154,7 @@ fn concurrent_mixed_traffic() {
                     for i in 0..50 {
                         let to = &users[(t + 1 + i % 7) % 8];
                         let body = format!("{t}-{i}");
-                        let m = NewMessage {
-                            sender: me.clone(),
-                            recipient: to.clone(),
-                            mtype: 1,
-                            body_hash: sha256_hex(&body),
-                            body,
-                            ts: i as f64,
-                        };
+                        let m = NewMessage::new(me.clone(), to.clone(), 1, body, i as f64);
                         assert!(matches!(
                             store.send_message(&m, &rules).unwrap(),
                             SendOutcome::Stored { .. }
@@ -202,14 +195,7 @@ const OPEN: DeliveryRules = DeliveryRules {
 };
 
 fn note(from: &UserId, to: &UserId, body: String) -> NewMessage {
-    NewMessage {
-        sender: from.clone(),
-        recipient: to.clone(),
-        mtype: 1,
-        body_hash: sha256_hex(&body),
-        body,
-        ts: 1.0,
-    }
+    NewMessage::new(from.clone(), to.clone(), 1, body, 1.0)
 }
 
 /// Everything queued for `users`, handed over (and deleted): id -> body.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use retalk_proto::client::{Changes, MemoryStore, OutboxEntry, OutboxKind, SessionRecord, Store};
-use retalk_proto::ids::{sha256_hex, UserId};
+use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
     DeliveryRules, MemoryRelayStore, NewMessage, ReadLimit, RelayStore, SendOutcome,
 };
@@ -124,15 +124,7 @@ pub fn body(i: usize) -> String {
 
 /// Message `i` from `from` to `to`, sent at `ts = i`.
 pub fn message(from: &UserId, to: &UserId, i: usize) -> NewMessage {
-    let body = body(i);
-    NewMessage {
-        sender: from.clone(),
-        recipient: to.clone(),
-        mtype: 1,
-        body_hash: sha256_hex(&body),
-        body,
-        ts: i as f64,
-    }
+    NewMessage::new(from.clone(), to.clone(), 1, body(i), i as f64)
 }
 
 /// One-time key `i` (key id, key).

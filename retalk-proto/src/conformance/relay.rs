@@ -70,14 +70,7 @@ fn claimed_fallback(tag: &str, id: &str) -> ClaimOutcome {
 }
 
 fn msg(from: &UserId, to: &UserId, body: &str, ts: f64) -> NewMessage {
-    NewMessage {
-        sender: from.clone(),
-        recipient: to.clone(),
-        mtype: 1,
-        body: body.to_string(),
-        body_hash: sha256_hex(body),
-        ts,
-    }
+    NewMessage::new(from.clone(), to.clone(), 1, body.to_string(), ts)
 }
 
 const OPEN: DeliveryRules = DeliveryRules {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use vodozemac::{Ed25519PublicKey, Ed25519Signature};
 
 use crate::auth::{AuthError, Dialect, KeyCache, NONCE_RETENTION};
-use crate::ids::{is_sha256_hex, sha256_hex, UserId};
+use crate::ids::{is_sha256_hex, UserId};
 use crate::wire::{nack_text, Args, PublicKeys, Request, RequestError};
 
 /// Relay policy. Defaults are the Python relay's, plus the bounds that keep
@@ -293,15 +293,7 @@ impl<S: RelayStore> Relay<S> {
                         max: self.config.max_message_bytes,
                     });
                 }
-                let body_hash = sha256_hex(&body);
-                let message = NewMessage {
-                    sender: caller.clone(),
-                    recipient,
-                    mtype,
-                    body,
-                    body_hash,
-                    ts: now,
-                };
+                let message = NewMessage::new(caller.clone(), recipient, mtype, body, now);
                 let rules = DeliveryRules {
                     max_mailbox: self.config.max_mailbox,
                     max_per_sender: self.config.max_mailbox_per_sender,

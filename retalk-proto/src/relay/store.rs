@@ -5,7 +5,7 @@
 //! backend can do it in one transaction and the relay never composes
 //! read-then-write sequences that could race.
 
-use crate::ids::UserId;
+use crate::ids::{sha256_hex, UserId};
 use crate::wire::{ClaimedKey, KeyCounts, PublicKeys};
 
 /// A storage failure. Backends wrap their own errors; the relay answers
@@ -51,6 +51,20 @@ pub struct NewMessage {
     /// sha256 hex of `body`: the key of the 0.3.0 refusal gate.
     pub body_hash: String,
     pub ts: f64,
+}
+
+impl NewMessage {
+    /// A message to store; its `body_hash` is derived here, never passed.
+    pub fn new(sender: UserId, recipient: UserId, mtype: i64, body: String, ts: f64) -> Self {
+        NewMessage {
+            body_hash: sha256_hex(&body),
+            sender,
+            recipient,
+            mtype,
+            body,
+            ts,
+        }
+    }
 }
 
 /// The caps and the refusal gate applied when accepting a message.
