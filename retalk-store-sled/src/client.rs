@@ -212,6 +212,7 @@ fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
         .u64(u64::from(e.attempts))
         .opt_str(e.last_error.as_deref())
         .opt_str(e.envelope.as_deref())
+        .bool(e.reencrypt)
         .done()
 }
 
@@ -233,6 +234,19 @@ fn decode_outbox(v: &[u8]) -> Result<OutboxEntry, StoreError> {
         attempts: u32::try_from(d.u64()?).map_err(|_| corrupt("outbox"))?,
         last_error: d.opt_str()?,
         envelope: d.opt_str()?,
+        reencrypt: false,
+    };
+    // Entries written before `reencrypt` existed end here; they marked a
+    // ciphertext that never left with this prefix of `last_error`.
+    let e = OutboxEntry {
+        reencrypt: if d.at_end() {
+            e.last_error
+                .as_deref()
+                .is_some_and(|m| m.starts_with("(not sent) "))
+        } else {
+            d.bool()?
+        },
+        ..e
     };
     d.end()?;
     Ok(e)

@@ -160,6 +160,12 @@ impl<'a> Dec<'a> {
     }
 
     /// Fails if bytes are left: a value is read whole or not at all.
+    /// Whether the value is used up (a record written before a trailing
+    /// field was added).
+    pub(crate) fn at_end(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub(crate) fn end(self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             Ok(())

@@ -64,7 +64,7 @@ fn claims_64_threads_50_keys() {
         store
             .publish_keys(&a, &keys(), &otks, Some(&fallback), 1000)
             .unwrap(),
-        PublishOutcome::Published
+        PublishOutcome::Published { added: 50 }
     );
     let start = Barrier::new(64);
     let results: Vec<ClaimOutcome> = std::thread::scope(|s| {
@@ -277,6 +277,7 @@ fn client_batch(i: u64) -> Changes {
             next_attempt: i as f64 + 120.0,
             attempts: 1,
             last_error: None,
+            reencrypt: false,
             envelope: None,
         }],
         inbox: vec![InboxRecord {

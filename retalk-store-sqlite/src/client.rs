@@ -19,8 +19,8 @@ use crate::conn::{self, db_err, finite, io_err};
 pub const STORE_FILE: &str = "store.db";
 
 /// `PRAGMA user_version` of the schema below. 0 is an empty file or a
-/// Python retalk store (which never sets it).
-const SCHEMA_VERSION: i64 = 1;
+/// Python retalk store (which never sets it); 1 lacks `outbox.reencrypt`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The value left under `meta.account`: Python retalk reads its account
 /// pickle there, fails to decrypt this, and refuses to open the folder
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS outbox(
     next_attempt REAL NOT NULL,
     attempts INTEGER NOT NULL,
     last_error TEXT,
-    envelope TEXT
+    envelope TEXT,
+    reencrypt INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS processed(
     hash TEXT PRIMARY KEY,
@@ -185,11 +186,13 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         attempts: r.get(8)?,
         last_error: r.get(9)?,
         envelope: r.get(10)?,
+        reencrypt: r.get(11)?,
     })
 }
 
 const OUTBOX_COLUMNS: &str =
-    "key, envelope_id, peer, kind, mtype, body, created, next_attempt, attempts, last_error, envelope";
+    "key, envelope_id, peer, kind, mtype, body, created, next_attempt, attempts, last_error, envelope, \
+     reencrypt";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -318,6 +321,18 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(db_err)?;
     if version == SCHEMA_VERSION {
         return Ok(());
+    }
+    if version == 1 {
+        // Version 1 marked a ciphertext that never left with this prefix
+        // of `last_error`; version 2 says so in its own column.
+        tx.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN reencrypt INTEGER NOT NULL DEFAULT 0; \
+             UPDATE outbox SET reencrypt = 1 WHERE last_error LIKE '(not sent) %';",
+        )
+        .map_err(db_err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(db_err)?;
+        return tx.commit().map_err(db_err);
     }
     if version != 0 {
         return Err(StoreError::msg(format!(
@@ -478,6 +493,7 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                     next_attempt: created,
                     attempts: 1,
                     last_error: None,
+                    reencrypt: false,
                     envelope: None,
                 },
             )?;
@@ -535,12 +551,14 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox(key, envelope_id, peer, kind, mtype, body, created, next_attempt, \
-         attempts, last_error, envelope) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         attempts, last_error, envelope, reencrypt) \
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT(key) DO UPDATE SET envelope_id = excluded.envelope_id, \
          peer = excluded.peer, kind = excluded.kind, mtype = excluded.mtype, \
          body = excluded.body, created = excluded.created, \
          next_attempt = excluded.next_attempt, attempts = excluded.attempts, \
-         last_error = excluded.last_error, envelope = excluded.envelope",
+         last_error = excluded.last_error, envelope = excluded.envelope, \
+         reencrypt = excluded.reencrypt",
     )?
     .execute(params![
         e.key,
@@ -554,6 +572,7 @@ fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> 
         e.attempts,
         e.last_error,
         e.envelope,
+        e.reencrypt,
     ])?;
     Ok(())
 }

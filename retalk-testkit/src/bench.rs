@@ -350,6 +350,7 @@ fn session_and_outbox(peer: &UserId, i: usize) -> Changes {
         next_attempt: i as f64 + 120.0,
         attempts: 0,
         last_error: None,
+        reencrypt: false,
         envelope: None,
     };
     Changes {

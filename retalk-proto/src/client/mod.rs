@@ -72,6 +72,12 @@ pub struct ClientConfig {
     /// Python receiver that was offline through all of them may show it
     /// twice.
     pub reseal_every: u32,
+    /// Least time between two repairs of a wedged pair (seconds): when a
+    /// peer we hold sessions with sends mail that no session opens (say we
+    /// restored a backup), we start a fresh session to them and resend
+    /// what they have not acknowledged on it (Matrix's "Olm unwedging",
+    /// MSC1719, rate-limited per peer as there).
+    pub unwedge_every: f64,
 }
 
 impl Default for ClientConfig {
@@ -87,6 +93,7 @@ impl Default for ClientConfig {
             sessions_per_peer: 8,
             max_fetch_rounds: 20,
             reseal_every: 4,
+            unwedge_every: 60.0,
         }
     }
 }
@@ -118,6 +125,14 @@ pub enum ClientError {
         id: String,
         source: Box<ClientError>,
     },
+    /// The relay answered and refused the upload (a full mailbox, a message
+    /// too large): unlike [`NotDelivered`](Self::NotDelivered) it is not a
+    /// matter of reaching the relay, though the message is kept and resent.
+    #[error("message {id} is saved in the outbox but the relay refused it ({source}); it will be resent")]
+    RefusedByRelay {
+        id: String,
+        source: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -134,8 +149,7 @@ impl ClientError {
 /// A message delivered to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// Local key of the message (the hash of its ciphertext), for
-    /// [`Client::confirm_taken`].
+    /// Local key of the message (the hash of its ciphertext).
     pub key: String,
     /// The sender's envelope id.
     pub id: String,
@@ -204,10 +218,23 @@ enum Handled {
     Done,
     Transient,
     Failed(String),
+    /// A peer's Olm message that none of our sessions (nor our account)
+    /// could open: reported like `Failed`, and a sign of a wedged pair.
+    Unopenable(String),
 }
 
-/// How `last_error` marks an attempt that certainly never reached the relay.
-const NOT_SENT: &str = "(not sent) ";
+/// What the locked part of handling a message left to send: the ack, and
+/// unacknowledged messages to re-encrypt for a peer that started over.
+#[derive(Default)]
+struct Opened {
+    ack: Option<OutboxEntry>,
+    resend: Vec<OutboxEntry>,
+}
+
+/// The setting under which the last repair of a pair is remembered.
+fn unwedged_setting(peer: &UserId) -> String {
+    format!("unwedged_at/{peer}")
+}
 
 /// The processed marker of an envelope from a sender, beside the marker of
 /// each ciphertext: re-encrypted copies of one envelope have different
@@ -587,6 +614,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let id = entry.envelope_id.clone();
         match self.deliver(&entry).await {
             Ok(delivery) => Ok(SendReceipt { id, delivery }),
+            Err(e @ ClientError::Relay { .. }) if !e.is_transient() => {
+                Err(ClientError::RefusedByRelay {
+                    id,
+                    source: Box::new(e),
+                })
+            }
             Err(e) => Err(ClientError::NotDelivered {
                 id,
                 source: Box::new(e),
@@ -599,26 +632,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         if !self.store.sessions(peer)?.is_empty() {
             return Ok(());
         }
-        let claimed: ClaimedKey = self
-            .call(Args::ClaimKey {
-                peer: peer.to_string(),
-            })
-            .await?;
-        self.verify_peer_keys(
-            peer,
-            &PublicKeys {
-                identity_key: claimed.identity_key.clone(),
-                signing_key: claimed.signing_key.clone(),
-            },
-        )?;
-        let bad = |what: &str| ClientError::Session {
-            peer: peer.clone(),
-            detail: format!("the relay served an invalid {what}"),
-        };
-        let identity_key = Curve25519PublicKey::from_base64(&claimed.identity_key)
-            .map_err(|_| bad("identity key"))?;
-        let one_time_key = Curve25519PublicKey::from_base64(&claimed.one_time_key)
-            .map_err(|_| bad("one-time key"))?;
+        let (identity_key, one_time_key) = self.claim_peer_key(peer).await?;
         let _lock = self.store.lock()?;
         if !self.store.sessions(peer)?.is_empty() {
             return Ok(()); // another task or process got there first
@@ -643,6 +657,36 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             ..Changes::default()
         })?;
         Ok(())
+    }
+
+    /// Claims one of the peer's one-time keys (or its fallback key) and
+    /// checks the keys against the peer's id and pin: the identity key and
+    /// the one-time key for an outbound session.
+    async fn claim_peer_key(
+        &self,
+        peer: &UserId,
+    ) -> Result<(Curve25519PublicKey, Curve25519PublicKey), ClientError> {
+        let claimed: ClaimedKey = self
+            .call(Args::ClaimKey {
+                peer: peer.to_string(),
+            })
+            .await?;
+        self.verify_peer_keys(
+            peer,
+            &PublicKeys {
+                identity_key: claimed.identity_key.clone(),
+                signing_key: claimed.signing_key.clone(),
+            },
+        )?;
+        let bad = |what: &str| ClientError::Session {
+            peer: peer.clone(),
+            detail: format!("the relay served an invalid {what}"),
+        };
+        let identity_key = Curve25519PublicKey::from_base64(&claimed.identity_key)
+            .map_err(|_| bad("identity key"))?;
+        let one_time_key = Curve25519PublicKey::from_base64(&claimed.one_time_key)
+            .map_err(|_| bad("one-time key"))?;
+        Ok((identity_key, one_time_key))
     }
 
     /// Encrypts an envelope on the peer's send session. Returns the outbox
@@ -709,6 +753,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             attempts: 0,
             last_error: None,
             envelope: Some(self.key.seal(&envelope.encode())),
+            reencrypt: false,
         })
     }
 
@@ -733,6 +778,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             mtype: fresh.mtype,
             body: fresh.body,
             envelope: fresh.envelope,
+            reencrypt: false,
             ..current
         };
         changes.outbox = vec![entry.clone()];
@@ -742,21 +788,18 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
 
     /// Hands one outbox entry to the relay and records the outcome.
     async fn deliver(&self, entry: &OutboxEntry) -> Result<Delivery, ClientError> {
-        // A ciphertext that never reached the relay is re-encrypted on the
-        // current session; one that may have is resent byte-identical (so
-        // every receiver recognises the copy), except every
-        // `reseal_every`-th unacknowledged resend, in case the peer can no
-        // longer decrypt it.
-        let never_sent = entry
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(NOT_SENT));
+        // A ciphertext the relay certainly does not hold, or whose ratchet
+        // position the peer has moved past, is re-encrypted on the current
+        // session (see `OutboxEntry::reencrypt`); one that may be queued is
+        // resent byte-identical (so every receiver recognises the copy),
+        // except every `reseal_every`-th unacknowledged resend, in case the
+        // relay lost it and the peer can no longer decrypt it.
         let periodic = entry.attempts > 0
             && entry
                 .attempts
                 .is_multiple_of(self.config.reseal_every.max(1));
         let resealed;
-        let entry = if entry.envelope.is_some() && (never_sent || periodic) {
+        let entry = if entry.envelope.is_some() && (entry.reencrypt || periodic) {
             let _lock = self.store.lock()?;
             match self.store.outbox_entry(&entry.key)? {
                 Some(current) => {
@@ -826,13 +869,6 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         };
         let now = self.clock.now();
         let mut changes = Changes::default();
-        let surely_not_sent = matches!(
-            outcome,
-            Err(ClientError::Relay {
-                source: TransportError::NotSent(_),
-                ..
-            })
-        );
         match outcome {
             Ok(Delivery::Refused) => {
                 // The peer refused our ciphertext: drop it and our sessions
@@ -854,11 +890,14 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
             Err(e) => {
                 current.attempts += 1;
-                current.last_error = Some(if surely_not_sent {
-                    format!("{NOT_SENT}{e}")
-                } else {
-                    e.to_string()
-                });
+                current.last_error = Some(e.to_string());
+                // A refusal is as certain a non-delivery as a request that
+                // never left: the next attempt must not reuse a ratchet
+                // position the peer may skip past meanwhile.
+                current.reencrypt |= matches!(
+                    e,
+                    ClientError::Relay { source, .. } if source.certainly_not_stored()
+                );
                 current.next_attempt =
                     now + self.backoff(self.config.resend_after / 4.0, current.attempts);
                 changes.outbox.push(current);
@@ -964,7 +1003,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             match self.handle(&record).await? {
                 Handled::Done => {}
                 Handled::Transient => inbox.deferred += 1,
-                Handled::Failed(reason) => {
+                Handled::Failed(reason) | Handled::Unopenable(reason) => {
                     let _lock = self.store.lock()?;
                     self.store.commit(Changes {
                         incoming_removed: vec![record.hash.clone()],
@@ -1009,16 +1048,63 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     }
 
     /// Hands the decrypted messages to the application, removing them.
+    /// For an application that can lose a message after this returns (a
+    /// printer to a pipe), [`take_messages`](Self::take_messages) removes
+    /// each only once it is handled.
     pub fn take_inbox(&self) -> Result<Vec<Received>, ClientError> {
+        let _lock = self.store.lock()?;
         let messages = self.pending_messages()?;
-        self.confirm_taken(messages.iter().map(|m| m.key.clone()).collect())?;
+        if !messages.is_empty() {
+            self.store.commit(Changes {
+                inbox_removed: messages.iter().map(|m| m.key.clone()).collect(),
+                ..Changes::default()
+            })?;
+        }
         Ok(messages)
     }
 
+    /// Hands at most `limit` decrypted messages, oldest first, to `deliver`
+    /// one at a time, and removes each from the inbox only after `deliver`
+    /// returned `Ok` for it; the first error stops the run and is returned,
+    /// leaving that message and the rest for the next call. Returns how
+    /// many were taken.
+    ///
+    /// The whole run holds the store's lock (across processes for a file
+    /// store), so processes sharing an identity never hand out the same
+    /// message twice: a second taker waits, then finds only what the first
+    /// left. A crash between `deliver` and the removal shows the message
+    /// again on the next run (at least once, never lost); keep `deliver`
+    /// short, since every other user of the store waits for it.
+    pub fn take_messages<E: From<ClientError>>(
+        &self,
+        limit: usize,
+        mut deliver: impl FnMut(&Received) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let _lock = self.store.lock().map_err(ClientError::from)?;
+        // Read under the lock: whatever another taker removed is gone.
+        let pending = self.pending_messages()?;
+        let mut taken = 0;
+        for m in pending.into_iter().take(limit) {
+            deliver(&m)?;
+            self.store
+                .commit(Changes {
+                    inbox_removed: vec![m.key],
+                    ..Changes::default()
+                })
+                .map_err(ClientError::from)?;
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
     /// The decrypted messages not yet taken, oldest first, without removing
-    /// them: an application that must not lose one (a printer to a pipe
-    /// that may close) confirms each with [`confirm_taken`](Self::confirm_taken)
-    /// after handling it.
+    /// them: for looking (a count, a test). To hand them on, use
+    /// [`take_messages`](Self::take_messages) or
+    /// [`take_inbox`](Self::take_inbox); another process may take a message
+    /// this returned at any moment.
     pub fn pending_messages(&self) -> Result<Vec<Received>, ClientError> {
         let records = self.store.inbox()?;
         if records.is_empty() {
@@ -1041,19 +1127,6 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 text: r.text,
             })
             .collect())
-    }
-
-    /// Removes handled messages (by [`Received::key`]) from the inbox.
-    pub fn confirm_taken(&self, keys: Vec<String>) -> Result<(), ClientError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let _lock = self.store.lock()?;
-        self.store.commit(Changes {
-            inbox_removed: keys,
-            ..Changes::default()
-        })?;
-        Ok(())
     }
 
     /// Handles one fetched message. Only store failures are errors; every
@@ -1102,18 +1175,111 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 }
             }
         }
-        let ack = {
+        let opened = {
             let _lock = self.store.lock()?;
             match self.open_locked(record, &sender, &message, sender_key)? {
-                Ok(ack) => ack,
+                Ok(opened) => opened,
+                Err(Handled::Unopenable(reason)) => {
+                    drop(_lock);
+                    // Best effort: a failed repair is retried with the next
+                    // such message once `unwedge_every` has passed.
+                    let _ = self.unwedge(&sender).await;
+                    return Ok(Handled::Unopenable(reason));
+                }
                 Err(handled) => return Ok(handled),
             }
         };
-        if let Some(entry) = ack {
-            // Committed already; a failure here is retried by the next flush.
-            let _ = self.deliver(&entry).await;
+        // Committed already; a failure here is retried by the next flush.
+        for entry in opened.ack.iter().chain(&opened.resend) {
+            if let Err(ClientError::Store(e)) = self.deliver(entry).await {
+                return Err(e.into());
+            }
         }
         Ok(Handled::Done)
+    }
+
+    /// The unacknowledged messages to `peer`, marked to be re-encrypted on
+    /// the current session and due at once (the peer may be unable to open
+    /// their old ciphertexts). Call with the lock held; commit the result.
+    fn unacknowledged(&self, peer: &UserId, now: f64) -> Result<Vec<OutboxEntry>, ClientError> {
+        Ok(self
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|e| &e.peer == peer && e.kind == OutboxKind::Message)
+            .filter(|e| e.envelope.is_some())
+            .map(|e| OutboxEntry {
+                reencrypt: true,
+                next_attempt: e.next_attempt.min(now),
+                ..e
+            })
+            .collect())
+    }
+
+    /// Repairs a wedged pair (MSC1719's "Olm unwedging"): a peer we hold
+    /// sessions with sent mail that none of them opens, so one side lost
+    /// its ratchet state (a restored backup, a lost session). Starts a
+    /// fresh outbound session to the peer, makes it the send session, sends
+    /// a dummy (an ack of nothing, which every client drops silently) so
+    /// the peer learns the session even when we have nothing to say, and
+    /// re-encrypts on it every message the peer has not acknowledged. The
+    /// peer, seeing a new session from us, does the same for ours. At most
+    /// once per peer per `unwedge_every`; returns whether it ran.
+    async fn unwedge(&self, peer: &UserId) -> Result<bool, ClientError> {
+        let setting = unwedged_setting(peer);
+        let recently = |now: f64| -> Result<bool, ClientError> {
+            Ok(self
+                .store
+                .setting(&setting)?
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|at| at <= now && now - at < self.config.unwedge_every))
+        };
+        if self.store.sessions(peer)?.is_empty() || recently(self.clock.now())? {
+            return Ok(false);
+        }
+        let (identity_key, one_time_key) = self.claim_peer_key(peer).await?;
+        let outgoing = {
+            let _lock = self.store.lock()?;
+            let now = self.clock.now();
+            if recently(now)? {
+                return Ok(false); // another task or process repaired it
+            }
+            let (account, _) = self.load_account()?;
+            let mut session = account
+                .create_outbound_session(olm::session_config(), identity_key, one_time_key)
+                .map_err(|e| ClientError::Session {
+                    peer: peer.clone(),
+                    detail: e.to_string(),
+                })?;
+            let dummy = self.encrypt_entry(
+                &mut session,
+                peer,
+                &Envelope::Ack {
+                    id: new_message_id(),
+                },
+                OutboxKind::Ack,
+            )?;
+            let resend = self.unacknowledged(peer, now)?;
+            let mut changes = Changes {
+                // `last_received` now: the send session is the one that most
+                // recently received, and this one must win over the wedged.
+                sessions: vec![SessionRecord {
+                    peer: peer.clone(),
+                    session_id: session.session_id(),
+                    pickle: olm::pickle_session(&session, &self.key),
+                    last_received: now,
+                    created: now,
+                }],
+                outbox: vec![dummy.clone()],
+                settings: vec![(setting.clone(), now.to_string())],
+                ..Changes::default()
+            };
+            changes.outbox.extend(resend.iter().cloned());
+            self.store.commit(changes)?;
+            std::iter::once(dummy).chain(resend).collect::<Vec<_>>()
+        };
+        self.flush(outgoing).await?;
+        Ok(true)
     }
 
     /// Whether `rec` is the session `id`. Sessions migrated from Python
@@ -1135,7 +1301,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         sender: &UserId,
         message: &OlmMessage,
         sender_key: Option<Curve25519PublicKey>,
-    ) -> Result<Result<Option<OutboxEntry>, Handled>, ClientError> {
+    ) -> Result<Result<Opened, Handled>, ClientError> {
         let now = self.clock.now();
         let mut changes = Changes {
             incoming_removed: vec![record.hash.clone()],
@@ -1150,7 +1316,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 || self.store.sessions(sender)?.is_empty()
             {
                 self.store.commit(changes)?;
-                return Ok(Ok(None));
+                return Ok(Ok(Opened::default()));
             }
             let (entry, sealed) = self.seal(
                 sender,
@@ -1162,10 +1328,14 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             changes.sessions = sealed.sessions;
             changes.outbox = sealed.outbox;
             self.store.commit(changes)?;
-            return Ok(Ok(Some(entry)));
+            return Ok(Ok(Opened {
+                ack: Some(entry),
+                resend: Vec::new(),
+            }));
         }
 
         let mut sessions = self.store.sessions(sender)?;
+        let mut peer_started_over = false;
         let mut account_changed = None;
         let mut opened: Option<(SessionRecord, Session, Vec<u8>)> = None;
         match message {
@@ -1178,7 +1348,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     match session.decrypt(message) {
                         Ok(plain) => opened = Some((rec, session, plain)),
                         Err(e) => {
-                            return Ok(Err(Handled::Failed(format!("could not decrypt: {e}"))))
+                            return Ok(Err(Handled::Unopenable(format!("could not decrypt: {e}"))))
                         }
                     }
                 } else {
@@ -1188,6 +1358,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     let (mut account, identity) = self.load_account()?;
                     match account.create_inbound_session(olm::session_config(), key, pre) {
                         Ok(created) => {
+                            // A peer that opens a new session although we
+                            // already talked on another has lost its state
+                            // (a restored backup, a repair of its own): what
+                            // we sent on the old one may never open there.
+                            peer_started_over = sessions.iter().any(|s| s.last_received > 0.0);
                             let rec = SessionRecord {
                                 peer: sender.clone(),
                                 session_id: created.session.session_id(),
@@ -1199,7 +1374,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                             opened = Some((rec, created.session, created.plaintext));
                         }
                         Err(e) => {
-                            return Ok(Err(Handled::Failed(format!(
+                            return Ok(Err(Handled::Unopenable(format!(
                                 "could not start the session: {e}"
                             ))))
                         }
@@ -1219,7 +1394,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
         }
         let Some((mut rec, mut session, plaintext)) = opened else {
-            return Ok(Err(Handled::Failed(
+            return Ok(Err(Handled::Unopenable(
                 "the message matches none of the stored sessions".into(),
             )));
         };
@@ -1255,9 +1430,18 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 problem = Some(e.to_string());
             }
             Ok(Envelope::Ack { id }) => {
-                if let Some(entry) = self.store.outbox_entry(&id)? {
-                    if &entry.peer == sender && entry.kind == OutboxKind::Message {
-                        changes.outbox_removed.push(entry.key);
+                if let Some(acked) = self.store.outbox_entry(&id)? {
+                    if &acked.peer == sender && acked.kind == OutboxKind::Message {
+                        // The peer read a later message of ours: it read
+                        // mail in order, so an older unacknowledged one
+                        // most likely never reached it, and its ratchet
+                        // position may be one the peer can no longer open.
+                        changes.outbox.extend(
+                            self.unacknowledged(sender, now)?
+                                .into_iter()
+                                .filter(|e| e.key != acked.key && e.created <= acked.created),
+                        );
+                        changes.outbox_removed.push(acked.key);
                     }
                 }
                 // Acks are not acked: the marker keeps no envelope id, so a
@@ -1317,11 +1501,18 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             peer: sender.clone(),
             at: now,
         });
+        let resend = if peer_started_over {
+            let resend = self.unacknowledged(sender, now)?;
+            changes.outbox.extend(resend.iter().cloned());
+            resend
+        } else {
+            Vec::new()
+        };
         self.store.commit(changes)?;
         match problem {
             // Handled and committed; reported, and the incoming row is gone.
             Some(reason) => Ok(Err(Handled::Failed(reason))),
-            None => Ok(Ok(ack)),
+            None => Ok(Ok(Opened { ack, resend })),
         }
     }
 }

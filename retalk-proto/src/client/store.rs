@@ -56,7 +56,16 @@ pub struct OutboxEntry {
     /// When it should next go to the relay.
     pub next_attempt: f64,
     pub attempts: u32,
+    /// What went wrong last time, for people (never decided on).
     pub last_error: Option<String>,
+    /// The next attempt encrypts the envelope afresh on the peer's current
+    /// send session instead of resending `body`: the relay certainly does
+    /// not hold this ciphertext (the request never left, or the relay
+    /// answered with a refusal), or the peer has moved past its ratchet
+    /// position (it acknowledged a later message, or started a new session
+    /// with us), so byte-identical copies could arrive where vodozemac can
+    /// no longer open them. Cleared once a fresh ciphertext is stored.
+    pub reencrypt: bool,
     /// The envelope, sealed under the pickle key, kept until the entry
     /// goes: a retry may re-encrypt it on the current session instead of
     /// sending a ciphertext whose ratchet chain the peer moved past. None

@@ -44,6 +44,19 @@ impl TransportError {
     }
 }
 
+impl TransportError {
+    /// Whether the relay certainly did not store what the request carried:
+    /// it never left, or the relay answered with a refusal (4xx). A 5xx or
+    /// a lost answer may follow a write, so those stay uncertain.
+    pub fn certainly_not_stored(&self) -> bool {
+        match self {
+            TransportError::NotSent(_) => true,
+            TransportError::Refused { status, .. } => (400..500).contains(status),
+            TransportError::Unreachable(_) | TransportError::BadResponse(_) => false,
+        }
+    }
+}
+
 /// A way to reach one relay.
 pub trait Transport: Send + Sync {
     /// The relay URL requests are signed for (its audience).

@@ -43,6 +43,7 @@ fn entry(key: &str, peer: &UserId, kind: OutboxKind) -> OutboxEntry {
         next_attempt: 220.0,
         attempts: 0,
         last_error: None,
+        reencrypt: false,
         // Both forms round-trip: sealed envelope kept, and dropped.
         envelope: match kind {
             OutboxKind::Message => Some(format!("sealed-{key}")),
@@ -305,6 +306,7 @@ pub fn outbox_upsert_keeps_order<S: Store>(store: &S) {
     retried.attempts = 3;
     retried.next_attempt = 999.25;
     retried.last_error = Some("mailbox full: ...".into());
+    retried.reencrypt = true;
     commit(
         store,
         Changes {
