@@ -145,15 +145,17 @@ async fn agent<S: Store>(store: S, dir: &Path) {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        for m in client.pending_messages().unwrap() {
-            // The application's own exactly-once: log each envelope id once.
-            if !seen_ids.contains(&m.id) {
-                append(&received, &m.text);
-                append(&dir.join("received.ids"), &m.id);
-                seen_ids.insert(m.id.clone());
-            }
-            client.confirm_taken(vec![m.key]).unwrap();
-        }
+        client
+            .take_messages(usize::MAX, |m| {
+                // The application's own exactly-once: log each envelope id once.
+                if !seen_ids.contains(&m.id) {
+                    append(&received, &m.text);
+                    append(&dir.join("received.ids"), &m.id);
+                    seen_ids.insert(m.id.clone());
+                }
+                Ok::<_, retalk::ClientError>(())
+            })
+            .unwrap();
         if last_maintain.elapsed() > Duration::from_millis(700) || next >= MESSAGES {
             last_maintain = Instant::now();
             let _ = client.maintain().await;

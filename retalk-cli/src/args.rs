@@ -36,9 +36,12 @@ output conventions:
   stdout carries results (ids, messages, --json lines); everything else —
   banners, progress, errors — goes to stderr, so pipes stay clean. Every
   command that acts prints `using <name> (<id>) from <dir>` to stderr
-  so you always know which identity acted. Exit codes: 0 ok, 1 the relay
-  could not be reached, 2 usage or refusal (no identity, wrong secret,
-  unknown peer, PIN MISMATCH, an error from the relay).
+  so you always know which identity acted. Exit codes: 0 ok (also when
+  the reader of stdout closed it early, as `| head -1` does: retalk then
+  stops quietly), 1 the relay could not be reached or a local write
+  failed (try again later), 2 usage or refusal (no identity, wrong secret,
+  unknown peer, PIN MISMATCH, an error or refusal from the relay, such as
+  a full mailbox).
 
 quickstart:
   retalk init -u --name alice-1 --server https://server.example.com
@@ -146,8 +149,12 @@ unverified '~name'. The name is yours alone — it never travels over
 the network and the peer never learns it.
 
 Get the peer's ID out-of-band (they run `retalk id`). Adding an existing
-name overwrites it. No secret needed and no server contact — this only
-writes your local peers table.",
+name overwrites it, and says so on stderr when the id changes (`replaced
+bob: was <old id>, now <new id>`). A name may not start with '~' (the
+mark `receive` puts on names senders choose for themselves) or a space,
+nor contain control or invisible characters, so a saved name never looks
+like something a stranger sent. No secret needed and no server contact —
+this only writes your local peers table.",
         after_help = "\
 examples:
   retalk add bob f1041c25c87351d8550b31cc6b13ab04
@@ -185,30 +192,60 @@ peer's client acknowledges decrypting it (acks arrive during your next
 `receive`). Unacknowledged messages are re-sent automatically by
 `receive --follow`, so nothing is lost if the server dies or is swapped.
 If the server cannot be reached, the message waits in the outbox and
-`send` exits with status 1. On first contact with a server your public
-keys are published automatically.",
+`send` exits with status 1. If the server answers with a refusal (a full
+mailbox, a message too large), the message waits in the outbox too, is
+re-sent later, and `send` exits with status 2. On first contact with a
+server your public keys are published automatically.
+
+TEXT `-` reads the text from standard input instead, exactly as it comes
+(a trailing newline included; use `printf %s` rather than `echo` to send
+none) and as UTF-8: for texts past the system's limit on command-line
+arguments (about 128 KiB), or from a pipe. The secret must then come from
+PICKLE_SECRET. To send the one-character text \"-\" itself:
+`printf %s - | retalk send bob -`.",
         after_help = "\
 examples:
   retalk send bob \"hello\"
   retalk send f1041c25c87351d8550b31cc6b13ab04 \"hi, stranger\"
-  retalk send bob \"psst\" -s ./alice --server http://127.0.0.1:8766"
+  retalk send bob \"psst\" -s ./alice --server http://127.0.0.1:8766
+  retalk send bob - < report.txt       the text from a file (or a pipe)"
     )]
     Send {
         /// Saved peer name, or a raw 32-hex user id
         peer: String,
-        /// The message plaintext (quote it)
+        /// The message plaintext (quote it), or `-` to read it from stdin
         text: String,
     },
     /// Decrypt pending messages
     #[command(
         long_about = "\
 Fetch this identity's mailbox from the server, decrypt each message, and
-print it — `name: text` per line, where name is your saved peer name for
-the sender, or their unverified self-chosen name marked '~', or the
-bare sender id. Each successfully decrypted message is acknowledged back
-to its sender (encrypted, like everything else). A message is saved
-locally before it is acknowledged and removed only once printed, so a
-crash or a closed pipe never loses one.
+print it — `name: text`, where name is your saved peer name for the
+sender, or their unverified self-chosen name marked '~', or the bare
+sender id. Each successfully decrypted message is acknowledged back to
+its sender (encrypted, like everything else). A message is saved locally
+before it is acknowledged and removed from there only once its line is
+written, so a crash or a closed pipe never loses one. Several `receive`s
+on one identity at once (a cron drain beside a --follow) print each
+message once in all: they take turns, and while one writes a message the
+others, and `send` from this identity, wait for it.
+
+What sender-chosen text cannot do in the human-readable output: every
+line after the first of a multi-line text starts with `  | `, which no
+name starts with; control characters (escape sequences, carriage
+returns, tabs, NEL), the line separators U+2028/U+2029 and invisible or
+text-reordering characters (bidi controls such as U+202E, zero-width
+spaces) are shown escaped, as `\n`, `\r`, `\t`, `\x1b`, `\u{202e}`. So a
+line that starts with `alice: ` is from the peer you saved as alice. With
+--json the text is exact, byte for byte.
+
+Pipes: a line counts as printed once the system took it, which for a pipe
+means its buffer, not its reader. When the reader stops early (`| head
+-1`), retalk stops quietly with status 0 and keeps every message whose
+line it could not write for the next call; but lines already sitting in
+the pipe's buffer when the reader left are gone with it, and a pipe
+cannot tell which those were. To take an exact number, ask for it:
+`retalk receive --json --limit 1 | head -1` loses nothing.
 
 Without --follow: drain the mailbox once and exit (good for cron and
 scripts). With --follow: poll every 2 seconds until interrupted (Ctrl-C
@@ -224,6 +261,7 @@ examples:
   retalk receive                       drain once, human-readable
   retalk receive --follow              live tail + key maintenance
   retalk receive --json | jq .text     script-friendly, one object per line
+  retalk receive --json --limit 1      exactly one message; the rest stay
 
 json fields per message: \"from\" (sender id), \"name\" (your peer name,
 '~name', or ''), \"text\" (the plaintext)."
@@ -235,5 +273,9 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// One JSON object per message on stdout (banners stay on stderr)
         #[arg(long)]
         json: bool,
+        /// Print at most N messages, then exit (with --follow: once N have
+        /// been printed); the rest stay in the local inbox for the next call
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
     },
 }

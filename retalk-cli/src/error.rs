@@ -17,6 +17,10 @@ pub enum CliError {
     InitNeedsLocation,
     #[error("PICKLE_SECRET is not set and there is no terminal to prompt on")]
     NoSecret,
+    /// Set, but not text: using it anyway (or as if unset) would act with
+    /// a secret or a relay the user did not mean.
+    #[error("{0} is set but is not valid UTF-8; set it to text")]
+    EnvNotUnicode(&'static str),
     #[error("secrets do not match")]
     SecretsDiffer,
     #[error("could not unlock the identity at {0} (wrong secret?)")]
@@ -29,6 +33,15 @@ pub enum CliError {
     BadUserId,
     #[error("peer name looks like a user id — give it a human name")]
     NameLooksLikeId,
+    /// `receive` shows saved names as they are and marks everything a
+    /// sender chose; a saved name that could pass for a marked one, or
+    /// that needs escaping, would blur that line.
+    #[error("peer name {0:?} cannot be saved: it may not be empty, start with '~' (the mark of a name the sender chose) or a space, or contain control or invisible characters")]
+    BadPeerName(String),
+    #[error("could not read the text from standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("the text on standard input is not UTF-8")]
+    StdinNotUnicode,
     #[error("bad server URL: {0}")]
     BadServer(String),
     #[error("could not read the identity folder {path}: {source}")]
@@ -37,15 +50,22 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("could not write to stdout: {0}")]
     Output(std::io::Error),
+    /// The reader of our stdout went away (`| head -1`): its choice, not a
+    /// failure. Whatever was not written stays in the local inbox.
+    #[error("stdout was closed by its reader")]
+    StdoutClosed,
 }
 
 impl CliError {
-    /// 1 when the relay could not be reached (trying again later may
-    /// work), 2 for usage errors and refusals.
+    /// 1 when the relay could not be reached or a local write failed
+    /// (trying again later may work), 2 for usage errors and refusals, 0
+    /// when the reader closed stdout (see [`CliError::is_quiet`]).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) => match e {
                 ClientError::NotDelivered { .. } | ClientError::Store(_) => 1,
+                // The relay answered: a refusal, whatever its status says.
+                ClientError::RefusedByRelay { .. } => 2,
                 ClientError::Relay {
                     source:
                         TransportError::NotSent(_)
@@ -60,7 +80,15 @@ impl CliError {
                 _ => 2,
             },
             CliError::Store { .. } | CliError::Output(_) => 1,
+            CliError::StdoutClosed => 0,
             _ => 2,
         }
+    }
+
+    /// Whether to exit without a word: a reader that closed our stdout
+    /// asked for no more, and a message on stderr would only clutter its
+    /// pipeline.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, CliError::StdoutClosed)
     }
 }

@@ -56,12 +56,31 @@ pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {
     })
 }
 
+/// A text setting from the environment: `None` when unset or empty, an
+/// error when set to something that is not UTF-8 (never treated as unset,
+/// which would quietly fall back to another secret or relay).
+pub fn env_text(name: &'static str) -> Result<Option<String>, CliError> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v).filter(|v| !v.is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::EnvNotUnicode(name)),
+    }
+}
+
+/// The relay URL: `--server`, else `SERVER_URL`, else `saved` (from init).
+pub fn server_url(sel: &Selection, saved: Option<String>) -> Result<Option<String>, CliError> {
+    if let Some(url) = sel.server.clone().filter(|s| !s.is_empty()) {
+        return Ok(Some(url));
+    }
+    if let Some(url) = env_text("SERVER_URL")? {
+        return Ok(Some(url));
+    }
+    Ok(saved.filter(|s| !s.is_empty()))
+}
+
 /// The secret: `PICKLE_SECRET`, else a hidden prompt (twice on `init`).
 pub fn secret(confirm: bool) -> Result<String, CliError> {
-    if let Some(s) = std::env::var("PICKLE_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(s) = env_text("PICKLE_SECRET")? {
         return Ok(s);
     }
     if !std::io::stdin().is_terminal() {

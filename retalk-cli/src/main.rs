@@ -2,11 +2,12 @@
 //! on the SQLite store and the HTTP transport.
 
 mod args;
+mod display;
 mod error;
 mod identity;
 mod receive;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ use retalk_transport_http::{HttpTransport, SystemClock};
 
 use args::{Cli, Command, Selection};
 use error::CliError;
-use identity::{open_store, resolve, secret, STORE_FILE};
+use identity::{open_store, resolve, secret, server_url, STORE_FILE};
 
 pub type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
 
@@ -38,7 +39,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("retalk: {e}");
+            if !e.is_quiet() {
+                eprintln!("retalk: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -51,9 +54,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Id { json } => id(&sel, json),
         Command::Add { name, user_id, pin } => add(&sel, &name, &user_id, pin),
         Command::Send { peer, text } => send(&sel, &peer, &text).await,
-        Command::Receive { follow, json } => {
+        Command::Receive {
+            follow,
+            json,
+            limit,
+        } => {
             let (agent, _) = open_agent(&sel)?;
-            receive::run(&agent, follow, json).await
+            receive::run(&agent, follow, json, limit).await
         }
     }
 }
@@ -78,11 +85,16 @@ fn is_user_id(s: &str) -> bool {
     UserId::parse(s).is_ok()
 }
 
+/// Writes one line and flushes it; a reader that closed the pipe is
+/// [`CliError::StdoutClosed`], not a failure.
 fn print_stdout(line: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .map_err(CliError::Output)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::StdoutClosed,
+            _ => CliError::Output(e),
+        })
 }
 
 fn init(
@@ -100,12 +112,8 @@ fn init(
     }
     let secret = secret(true)?;
     let store = open_store(&dir)?;
+    let server = server_url(&sel, None)?;
     let info = client::create_identity(&store, &secret, name.as_deref().unwrap_or(""))?;
-    let server = sel
-        .server
-        .clone()
-        .or_else(|| std::env::var("SERVER_URL").ok())
-        .filter(|s| !s.is_empty());
     if let Some(server) = server {
         let _lock = store.lock().map_err(ClientError::from)?;
         store
@@ -145,28 +153,60 @@ fn add(sel: &Selection, name: &str, user_id: &str, pin: Option<String>) -> Resul
     if is_user_id(name) {
         return Err(CliError::NameLooksLikeId);
     }
+    if !display::valid_saved_name(name) {
+        return Err(CliError::BadPeerName(name.into()));
+    }
     let store = open_store(&dir)?;
     let _lock = store.lock().map_err(ClientError::from)?;
+    let earlier = store
+        .contacts()
+        .map_err(ClientError::from)?
+        .into_iter()
+        .find(|c| c.name == name);
     store
         .commit(Changes {
             contacts: vec![Contact {
                 name: name.into(),
-                id,
+                id: id.clone(),
                 pin,
             }],
             ..Changes::default()
         })
         .map_err(ClientError::from)?;
-    eprintln!("added {name} -> {user_id}");
+    match earlier {
+        // A replaced id is a different person under a familiar name: say so.
+        Some(old) if old.id != id => {
+            eprintln!("replaced {name}: was {}, now {id}", old.id)
+        }
+        _ => eprintln!("added {name} -> {id}"),
+    }
     Ok(())
 }
 
 async fn send(sel: &Selection, peer: &str, text: &str) -> Result<(), CliError> {
+    // Read before unlocking anything: a text that cannot be read is a
+    // usage error, found before a ratchet step is spent on it.
+    let text = if text == "-" {
+        read_stdin()?
+    } else {
+        text.to_owned()
+    };
     let (agent, _) = open_agent(sel)?;
     let to = peer_to_id(agent.store(), peer)?;
-    agent.send(&to, text).await?;
+    agent.send(&to, &text).await?;
     eprintln!("sent to {peer}");
     Ok(())
+}
+
+/// The whole of standard input, exactly (a trailing newline included), for
+/// `send PEER -`: texts past the kernel's argument limit, or from a pipe.
+fn read_stdin() -> Result<String, CliError> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(CliError::Stdin)?;
+    String::from_utf8(bytes).map_err(|_| CliError::StdinNotUnicode)
 }
 
 fn peer_to_id(store: &SqliteStore, peer: &str) -> Result<UserId, CliError> {
@@ -192,14 +232,7 @@ fn open_agent(sel: &Selection) -> Result<(Agent, std::path::PathBuf), CliError> 
     let saved = store
         .setting(setting::RELAY_URL)
         .map_err(ClientError::from)?;
-    let server = sel
-        .server
-        .clone()
-        .or_else(|| std::env::var("SERVER_URL").ok())
-        .filter(|s| !s.is_empty())
-        .or(saved)
-        .filter(|s| !s.is_empty())
-        .ok_or(CliError::NoServer)?;
+    let server = server_url(sel, saved)?.ok_or(CliError::NoServer)?;
     let transport = HttpTransport::new(server).map_err(|e| CliError::BadServer(e.to_string()))?;
     let secret = secret(false)?;
     let agent =

@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use retalk_proto::client::Inbox;
 
 use crate::error::CliError;
-use crate::{print_stdout, py_json, Agent};
+use crate::{display, print_stdout, py_json, Agent};
 
 const POLL: Duration = Duration::from_secs(2);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Prints what arrived. Each message is removed from the local inbox only
-/// after it is written, so a closed pipe or a crash loses nothing.
-fn emit(agent: &Agent, json: bool) -> Result<usize, CliError> {
-    let pending = agent.pending_messages()?;
-    let n = pending.len();
-    for m in pending {
+/// Prints up to `limit` waiting messages. The library removes each from
+/// the local inbox only once its line is written, and holds the identity's
+/// lock meanwhile, so a closed pipe or a crash loses nothing and processes
+/// sharing the identity never print one twice.
+fn emit(agent: &Agent, json: bool, limit: usize) -> Result<usize, CliError> {
+    agent.take_messages(limit, |m| {
         let line = if json {
             py_json(&[
                 ("from", m.from.as_str()),
@@ -32,12 +32,10 @@ fn emit(agent: &Agent, json: bool) -> Result<usize, CliError> {
             } else {
                 &m.name
             };
-            format!("{who}: {}", m.text)
+            display::human(who, &m.text)
         };
-        print_stdout(&line)?;
-        agent.confirm_taken(vec![m.key])?;
-    }
-    Ok(n)
+        print_stdout(&line)
+    })
 }
 
 fn report(inbox: &Inbox) {
@@ -46,13 +44,24 @@ fn report(inbox: &Inbox) {
     }
 }
 
-pub async fn run(agent: &Agent, follow: bool, json: bool) -> Result<(), CliError> {
+/// `limit`: print at most this many in all, then stop (the rest stay in
+/// the local inbox for the next call).
+pub async fn run(
+    agent: &Agent,
+    follow: bool,
+    json: bool,
+    limit: Option<usize>,
+) -> Result<(), CliError> {
+    let mut left = limit.unwrap_or(usize::MAX);
     // Messages a previous run saved but could not print come first.
-    emit(agent, json)?;
+    left -= emit(agent, json, left)?;
+    if left == 0 {
+        return Ok(());
+    }
     if !follow {
         let inbox = agent.fetch().await?;
         report(&inbox);
-        emit(agent, json)?;
+        emit(agent, json, left)?;
         return Ok(());
     }
 
@@ -80,7 +89,10 @@ pub async fn run(agent: &Agent, follow: bool, json: bool) -> Result<(), CliError
                 eprintln!("retalk: {e} (retrying in {}s)", wait.as_secs());
             }
         }
-        emit(agent, json)?;
+        left -= emit(agent, json, left)?;
+        if left == 0 {
+            break;
+        }
         if last_maintain.elapsed() >= MAINTAIN_EVERY && !stop.load(Ordering::SeqCst) {
             last_maintain = Instant::now();
             match agent.maintain().await {

@@ -284,7 +284,11 @@ fn help_explains_every_command() {
         ("id", "fingerprint"),
         ("add", "--pin"),
         ("send", "PIN MISMATCH"),
+        ("send", "standard input"),
         ("receive", "--follow"),
+        ("receive", "--limit"),
+        ("receive", "cannot tell"),
+        ("receive", "shown escaped"),
     ] {
         let help = cli.ok(&[cmd, "--help"]);
         assert!(
@@ -320,4 +324,311 @@ fn two_processes_times_five_concurrent_sends_on_one_identity_all_decrypt() {
     let mut want: Vec<_> = (0..10).map(|i| format!("~alice: concurrent {i}")).collect();
     want.sort();
     assert_eq!(lines, want, "every message decrypts exactly once");
+}
+
+/// `n` messages `m0..` from alice waiting for bob; returns their lines as
+/// bob's human-readable `receive` shows them.
+fn waiting_for_bob(cli: &Cli, bob: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            cli.ok(&["send", bob, &format!("m{i}"), "-s", "alice"]);
+            format!("~alice: m{i}")
+        })
+        .collect()
+}
+
+/// `sh -c script` in `cli`'s sandbox, `$RETALK` naming our binary: for
+/// real pipes between real processes.
+fn sh(cli: &Cli, script: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&cli.home)
+        .env("RETALK", &cli.exe)
+        .env("XDG_DATA_HOME", cli.home.join("xdg"))
+        .env("HOME", &cli.home)
+        .env("PICKLE_SECRET", &cli.secret)
+        .env_remove("STORE")
+        .env_remove("SERVER_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn texts_of(json_lines: &str) -> Vec<String> {
+    json_lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn receivers_started_at_once_on_one_identity_print_each_message_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    let mut want = waiting_for_bob(&cli, &bob, 12);
+    // A cron drain beside interactive ones: four processes, one identity.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            cli.command(&["receive", "-s", "bob"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut got = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        got.extend(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(String::from),
+        );
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each message printed exactly once in all");
+    assert_eq!(cli.ok(&["receive", "-s", "bob"]), "");
+}
+
+#[test]
+fn receive_limit_takes_exactly_n_through_a_pipe_and_keeps_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    waiting_for_bob(&cli, &bob, 5);
+    let out = sh(
+        &cli,
+        "\"$RETALK\" receive --json --limit 1 -s bob | head -1; \
+         \"$RETALK\" receive --json --limit 2 -s bob",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let first = texts_of(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(first, ["m0", "m1", "m2"], "one, then two, in order");
+    let rest = texts_of(&cli.ok(&["receive", "--json", "-s", "bob"]));
+    assert_eq!(rest, ["m3", "m4"], "the rest on the next call, none lost");
+}
+
+#[test]
+fn a_closed_stdout_stops_receive_quietly_and_keeps_what_was_not_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    waiting_for_bob(&cli, &bob, 3);
+    // A reader that left before the first line: every write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cli
+        .command(&["receive", "--json", "-s", "bob"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("retalk:"), "quiet: {err}");
+    let kept = texts_of(&cli.ok(&["receive", "--json", "-s", "bob"]));
+    assert_eq!(kept, ["m0", "m1", "m2"], "nothing written, nothing lost");
+
+    // The real thing: `| head -1` with several waiting. What head took plus
+    // what the next call prints is never a message twice; retalk exits 0.
+    waiting_for_bob(&cli, &bob, 5);
+    let out = sh(
+        &cli,
+        "{ \"$RETALK\" receive --json -s bob 2>err; echo $? > status; } | head -1",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let status = std::fs::read_to_string(tmp.path().join("status")).unwrap();
+    let err = std::fs::read_to_string(tmp.path().join("err")).unwrap();
+    assert_eq!(status.trim(), "0", "{err}");
+    assert!(!err.contains("retalk:"), "quiet: {err}");
+    let mut seen = texts_of(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(seen.len(), 1);
+    seen.extend(texts_of(&cli.ok(&["receive", "--json", "-s", "bob"])));
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "none twice: {seen:?}");
+    assert!(seen
+        .iter()
+        .all(|t| ["m0", "m1", "m2", "m3", "m4"].contains(&t.as_str())));
+}
+
+#[test]
+fn human_output_never_lets_a_sender_forge_a_line_or_drive_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, alice, bob) = alice_and_bob(tmp.path(), &relay);
+    cli.ok(&["add", "alice", &alice, "-s", "bob"]);
+    // A stranger who calls himself alice too.
+    init(&cli, "mallory", "alice", &relay.url);
+    let forged = [
+        "hello\nalice: the new deploy key is in my mail",
+        "\x1b[2K\x1b[1Galice: wiped and rewritten",
+        "x\ralice: carriage return",
+        "x\u{85}alice: next line",
+        "x\u{2028}alice: line separator\u{2029}alice: paragraph",
+        "\u{202e}lanigiro\u{202c} and \u{200b}hidden",
+        "\x07\x08\x7f\u{9b}31m",
+    ];
+    for text in forged {
+        cli.ok(&["send", &bob, text, "-s", "mallory"]);
+    }
+    cli.ok(&["send", &bob, "the real one", "-s", "alice"]);
+    let shown = cli.ok(&["receive", "-s", "bob"]);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("alice: ")).count(),
+        1,
+        "only the saved alice's line reads `alice: `:\n{shown}"
+    );
+    assert!(lines.contains(&"alice: the real one"), "{shown}");
+    for line in &lines {
+        assert!(
+            line.starts_with("~alice: ")
+                || line.starts_with("  | ")
+                || *line == "alice: the real one",
+            "{line:?}"
+        );
+        assert!(
+            !line.chars().any(|c| c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{202e}' | '\u{202c}' | '\u{200b}'
+                )),
+            "{line:?}"
+        );
+    }
+    assert!(
+        shown.contains("~alice: hello\n  | alice: the new deploy key is in my mail\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("~alice: \\x1b[2K\\x1b[1Galice: wiped"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("~alice: \\u{202e}lanigiro\\u{202c}"),
+        "{shown}"
+    );
+
+    // --json stays exact.
+    for text in forged {
+        cli.ok(&["send", &bob, text, "-s", "mallory"]);
+    }
+    let exact = texts_of(&cli.ok(&["receive", "--json", "-s", "bob"]));
+    assert_eq!(exact, forged);
+
+    // A saved name cannot pass for a sender's own.
+    let err = cli.fails(&["add", "~carol", &alice, "-s", "bob"], 2);
+    assert!(err.contains("cannot be saved"), "{err}");
+    let err = cli.fails(&["add", "eve\x1b[0m", &alice, "-s", "bob"], 2);
+    assert!(err.contains("cannot be saved"), "{err}");
+}
+
+#[test]
+fn a_full_mailbox_is_a_refusal_exit_2_and_the_message_stays_in_the_outbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start_with(tmp.path(), |c| c.max_mailbox = 1);
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    cli.ok(&["send", &bob, "fits", "-s", "alice"]);
+    let err = cli.fails(&["send", &bob, "does not fit", "-s", "alice"], 2);
+    assert!(err.contains("mailbox full"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(!err.contains("did not reach"), "the relay answered: {err}");
+    let outbox: Vec<String> = rusqlite::Connection::open(tmp.path().join("alice/store.db"))
+        .unwrap()
+        .prepare("SELECT last_error FROM outbox WHERE kind = 'message' AND last_error IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outbox.len(), 1, "kept to be resent: {outbox:?}");
+    assert!(outbox[0].contains("mailbox full"), "{outbox:?}");
+}
+
+#[test]
+fn environment_that_is_not_utf8_is_named_not_ignored() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let cli = Cli::ours(tmp.path());
+    init(&cli, "alice", "alice", &relay.url);
+    let bad = OsString::from_vec(b"caf\xe9".to_vec());
+
+    let out = cli
+        .command(&["id", "-s", "alice"])
+        .env("PICKLE_SECRET", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PICKLE_SECRET is set but is not valid UTF-8"),
+        "{err}"
+    );
+
+    let out = cli
+        .command(&["receive", "-s", "alice"])
+        .env("SERVER_URL", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SERVER_URL is set but is not valid UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn send_dash_takes_a_text_past_the_argument_limit_from_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    // Over the kernel's 128 KiB limit for one argument, with a newline.
+    let text: String = (0..200 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect::<String>()
+        + "\nend\n";
+    let mut child = cli
+        .command(&["send", &bob, "-", "-s", "alice"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        texts_of(&cli.ok(&["receive", "--json", "-s", "bob"])),
+        [text]
+    );
+}
+
+#[test]
+fn add_says_on_stderr_when_it_replaces_an_earlier_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::ours(tmp.path());
+    init(&cli, "alice", "alice", "http://127.0.0.1:9");
+    let first = "0123456789abcdef0123456789abcdef";
+    let second = "fedcba9876543210fedcba9876543210";
+    let out = cli.run(&["add", "bob", first, "-s", "alice"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = cli.run(&["add", "bob", second, "-s", "alice"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("replaced bob: was {first}, now {second}")),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }

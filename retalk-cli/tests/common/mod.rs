@@ -25,18 +25,24 @@ impl OurRelay {
 
     /// On a given port (0: a free one).
     pub fn start_on(dir: &Path, port: u16) -> OurRelay {
+        Self::start_with(dir, |c| c.port = port)
+    }
+
+    /// With settings changed by `tune` (as the relay's flags would).
+    pub fn start_with(dir: &Path, tune: impl FnOnce(&mut Config)) -> OurRelay {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let db = dir.join("server.db");
-        let config = Config {
+        let mut config = Config {
             backend: Backend::Sqlite,
             db: db.clone(),
-            port,
+            port: 0,
             ..Config::local()
         };
+        tune(&mut config);
         let server = runtime.block_on(async {
             RelayServer::start(&config, open_store(config.backend, &config.db).unwrap())
                 .await
