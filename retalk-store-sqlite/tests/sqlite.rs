@@ -617,6 +617,35 @@ fn client_refuses_a_newer_schema() {
     assert!(err.to_string().contains("version 99"), "{err}");
 }
 
+/// A version-1 store (before `outbox.reencrypt`) is upgraded in place: an
+/// entry whose last attempt never left (the `(not sent) ` prefix version 1
+/// decided on) is to be re-encrypted, any other is not.
+#[test]
+fn client_upgrades_a_version_1_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let op = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    op.execute_batch(
+        "ALTER TABLE outbox DROP COLUMN reencrypt; PRAGMA user_version = 1;
+         INSERT INTO outbox(key, envelope_id, peer, kind, mtype, body, created, next_attempt,
+             attempts, last_error, envelope)
+         VALUES('lost', 'lost', '00000000000000000000000000000001', 'message', 1, 'b1', 1, 1, 1,
+                '(not sent) relay unreachable: refused', 'sealed'),
+               ('maybe', 'maybe', '00000000000000000000000000000001', 'message', 1, 'b2', 1, 1, 1,
+                'relay unreachable: timed out', 'sealed');",
+    )
+    .unwrap();
+    drop(op);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let flags: Vec<_> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.reencrypt))
+        .collect();
+    assert_eq!(flags, [("lost".into(), true), ("maybe".into(), false)]);
+}
+
 /// A new identity folder and its database are private to their owner.
 #[cfg(unix)]
 #[test]
