@@ -1,6 +1,6 @@
 //! The relay's state on sled.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use retalk_proto::ids::UserId;
@@ -34,8 +34,12 @@ const REFUSED_RANK: usize = 7;
 const REFUSED_BY_TS: usize = 8;
 /// key hash -> (label, created, disabled).
 const API_KEYS: usize = 9;
+/// `u ‖ key id` -> (): ids of a user's one-time keys ever claimed, never
+/// offered again (see `RelayStore::publish_keys`). Created on open in
+/// databases made before it, which then remember claims from then on.
+const CLAIMED_OTKS: usize = 10;
 
-const TREES: [&str; 10] = [
+const TREES: [&str; 11] = [
     "meta",
     "users",
     "otks",
@@ -46,6 +50,7 @@ const TREES: [&str; 10] = [
     "refused_rank",
     "refused_by_ts",
     "api_keys",
+    "claimed_otks",
 ];
 
 /// The format marker of a relay database.
@@ -62,8 +67,9 @@ const NEXT_REFUSAL: &[u8] = b"next_refusal";
 /// transaction and flushed to disk (fsync) before the method returns; reads
 /// take no lock. A claimed one-time key is deleted in the step that hands
 /// it out, so it can never be handed out twice, however many threads claim
-/// at once. Duplicate one-time keys in an upload, and keys the owner
-/// already holds, are skipped, as in the SQLite backend.
+/// at once, and its id is remembered in the same step, so no later upload
+/// can offer it again (the rule of `RelayStore::publish_keys`, as in the
+/// SQLite backend).
 ///
 /// sled locks its directory: one process at a time. A second process (or
 /// a second `open` in this one) fails, after waiting up to a second for
@@ -279,15 +285,26 @@ impl RelayStore for SledRelayStore {
         self.base.write(|o| {
             let held_rows = o.scan_prefix(OTKS, u)?;
             let unclaimed = held_rows.len() as u64;
-            let mut held = HashSet::new();
-            for (_, v) in &held_rows {
-                held.insert(decode_otk(v)?);
+            let mut held: HashMap<String, Vec<u8>> = HashMap::new();
+            for (k, v) in held_rows {
+                held.insert(decode_otk(&v)?.0, k);
             }
-            // A retried upload adds nothing twice, nor a key twice in one.
-            let fresh: Vec<&(String, String)> = one_time_keys
-                .iter()
-                .filter(|k| held.insert((*k).clone()))
-                .collect();
+            // The rule of `RelayStore::publish_keys`: claimed ids are
+            // skipped, held ids take the new material, others are added once.
+            let mut fresh: Vec<&(String, String)> = Vec::new();
+            let mut fresh_at: HashMap<&str, usize> = HashMap::new();
+            let mut renewed: Vec<(Vec<u8>, &(String, String))> = Vec::new();
+            for k in one_time_keys {
+                let id = k.0.as_str();
+                if let Some(row) = held.get(id) {
+                    renewed.push((row.clone(), k));
+                } else if let Some(&at) = fresh_at.get(id) {
+                    fresh[at] = k;
+                } else if o.get(CLAIMED_OTKS, &key(&[u, id.as_bytes()]))?.is_none() {
+                    fresh_at.insert(id, fresh.len());
+                    fresh.push(k);
+                }
+            }
             if unclaimed + fresh.len() as u64 > max_unclaimed {
                 return Ok(PublishOutcome::TooManyKeys { unclaimed });
             }
@@ -303,13 +320,17 @@ impl RelayStore for SledRelayStore {
                 fallback,
             };
             o.insert(USERS, u, encode_user(&record))?;
+            for (row, (key_id, k)) in renewed {
+                o.insert(OTKS, row, encode_pair(key_id, k))?;
+            }
+            let added = fresh.len() as u64;
             if !fresh.is_empty() {
-                let first = o.bump(NEXT_OTK, fresh.len() as u64)?;
+                let first = o.bump(NEXT_OTK, added)?;
                 for (seq, (key_id, k)) in (first..).zip(fresh) {
                     o.insert(OTKS, key(&[u, &seq.to_be_bytes()]), encode_pair(key_id, k))?;
                 }
             }
-            Ok(PublishOutcome::Published)
+            Ok(PublishOutcome::Published { added })
         })
     }
 
@@ -342,6 +363,7 @@ impl RelayStore for SledRelayStore {
             if let Some((k, v)) = o.first_with_prefix(OTKS, u)? {
                 let (key_id, one_time_key) = decode_otk(&v)?;
                 o.remove(OTKS, k)?;
+                o.insert(CLAIMED_OTKS, key(&[u, key_id.as_bytes()]), IVec::default())?;
                 return Ok(ClaimOutcome::Claimed(ClaimedKey {
                     identity_key: keys.identity_key,
                     signing_key: keys.signing_key,

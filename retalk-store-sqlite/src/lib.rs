@@ -16,10 +16,14 @@
 //! `otks`, `messages`, `nonces`, `api_keys`, `refused`, created if missing)
 //! and adds only indexes, so a `server.db` written by Python retalk 0.0.1
 //! or 0.3.0 opens and its users, keys and queued mail are served, and the
-//! Python relay can still open the file afterwards. Differences in what is
-//! written: a claimed one-time key is deleted (Python flagged it
-//! `claimed=1`; such rows are never served nor re-added), and a re-upload of
-//! a key the owner already holds is skipped.
+//! Python relay can still open the file afterwards. A claimed one-time key
+//! stays as a row flagged `claimed=1`, as the Python relay keeps it: it is
+//! the memory that its id was handed out. Differences in what is written:
+//! a re-upload of an id the owner holds unclaimed replaces its material
+//! instead of adding a second row, and one of an id with a `claimed` row
+//! (ours or the Python relay's) is skipped, so no key id is handed out
+//! twice (see `RelayStore::publish_keys`); a claim retires the unclaimed
+//! rows the Python relay stored for an already claimed id.
 //!
 //! # The client database and the upgrade from Python retalk 0.0.1
 //!

@@ -1,6 +1,6 @@
 //! The relay's state on SQLite, in the Python relay's own tables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS refused(
     UNIQUE(recipient, hash)
 );
 CREATE INDEX IF NOT EXISTS otks_owner_claimed ON otks(owner, claimed, id);
+CREATE INDEX IF NOT EXISTS otks_owner_key_id ON otks(owner, key_id);
 CREATE INDEX IF NOT EXISTS messages_recipient ON messages(recipient, id);
 CREATE INDEX IF NOT EXISTS messages_recipient_sender ON messages(recipient, sender, id);
 CREATE INDEX IF NOT EXISTS nonces_ts ON nonces(ts);
@@ -343,27 +344,33 @@ impl RelayStore for SqliteRelayStore {
             let unclaimed: u64 = tx
                 .prepare_cached("SELECT COUNT(*) FROM otks WHERE owner = ?1 AND claimed = 0")?
                 .query_row([owner], |r| r.get(0))?;
-            // Every key this owner holds, claimed (by a Python relay) or not:
-            // a retried upload adds nothing twice, and a key once handed out
-            // is never offered again.
-            let mut held: HashSet<(String, String)> = HashSet::new();
+            // The rule of `RelayStore::publish_keys`: an id with a claimed
+            // row (claimed by us or by a Python relay) is skipped, an id held
+            // unclaimed takes the new material, any other is added once.
+            let mut fresh: Vec<&(String, String)> = Vec::new();
+            let mut fresh_at: HashMap<&str, usize> = HashMap::new();
+            let mut renewed: Vec<&(String, String)> = Vec::new();
             {
-                let mut stmt =
-                    tx.prepare_cached("SELECT key_id, key FROM otks WHERE owner = ?1")?;
-                let rows = stmt.query_map([owner], |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                    ))
-                })?;
-                for row in rows {
-                    held.insert(row?);
+                let mut state = tx.prepare_cached(
+                    "SELECT MAX(claimed <> 0) FROM otks WHERE owner = ?1 AND key_id = ?2",
+                )?;
+                for k in &one_time_keys {
+                    let id = k.0.as_str();
+                    let any_claimed: Option<bool> =
+                        state.query_row(params![owner, id], |r| r.get(0))?;
+                    match any_claimed {
+                        Some(true) => {}
+                        Some(false) => renewed.push(k),
+                        None => match fresh_at.get(id) {
+                            Some(&at) => fresh[at] = k,
+                            None => {
+                                fresh_at.insert(id, fresh.len());
+                                fresh.push(k);
+                            }
+                        },
+                    }
                 }
             }
-            let fresh: Vec<&(String, String)> = one_time_keys
-                .iter()
-                .filter(|k| held.insert((*k).clone()))
-                .collect();
             if unclaimed + fresh.len() as u64 > max_unclaimed {
                 return Ok((PublishOutcome::TooManyKeys { unclaimed }, false));
             }
@@ -379,13 +386,20 @@ impl RelayStore for SqliteRelayStore {
                 )?
                 .execute(params![key_id, key, owner])?;
             }
+            let mut renew = tx.prepare_cached(
+                "UPDATE otks SET key = ?3 WHERE owner = ?1 AND key_id = ?2 AND claimed = 0",
+            )?;
+            for (key_id, key) in renewed {
+                renew.execute(params![owner, key_id, key])?;
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO otks(owner, key_id, key, claimed) VALUES(?1, ?2, ?3, 0)",
             )?;
-            for (key_id, key) in fresh {
+            for (key_id, key) in &fresh {
                 insert.execute(params![owner, key_id, key])?;
             }
-            Ok((PublishOutcome::Published, true))
+            let added = fresh.len() as u64;
+            Ok((PublishOutcome::Published { added }, true))
         })
     }
 
@@ -442,22 +456,40 @@ impl RelayStore for SqliteRelayStore {
             let Some((Some(identity_key), Some(signing_key), fallback_id, fallback)) = row else {
                 return Ok((ClaimOutcome::UnknownPeer, false));
             };
-            // The oldest unclaimed key, taken and deleted in one statement
-            // under the write lock: it cannot be handed out twice, and
-            // claimed keys do not pile up.
-            let otk = tx
-                .prepare_cached(
-                    "DELETE FROM otks WHERE id = (SELECT id FROM otks \
-                     WHERE owner = ?1 AND claimed = 0 ORDER BY id LIMIT 1) \
-                     RETURNING key_id, key",
-                )?
+            // The oldest unclaimed key is marked claimed, with every row of
+            // its id, under the write lock: it cannot be handed out twice,
+            // and its row stays (as the Python relay keeps it) as the memory
+            // that publish_keys must never offer this id again. A row whose
+            // id was claimed before (a retry stored by a Python relay) is
+            // retired on the way, never handed out.
+            let mut oldest = tx.prepare_cached(
+                "SELECT key_id, key FROM otks WHERE owner = ?1 AND claimed = 0 \
+                 ORDER BY id LIMIT 1",
+            )?;
+            let mut was_claimed = tx.prepare_cached(
+                "SELECT 1 FROM otks WHERE owner = ?1 AND key_id IS ?2 AND claimed <> 0",
+            )?;
+            let mut mark = tx.prepare_cached(
+                "UPDATE otks SET claimed = 1 WHERE owner = ?1 AND key_id IS ?2 AND claimed = 0",
+            )?;
+            let (mut otk, mut retired) = (None, false);
+            while let Some((key_id, key)) = oldest
                 .query_row([id], |r| {
                     Ok((
-                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
                     ))
                 })
-                .optional()?;
+                .optional()?
+            {
+                let stale = was_claimed.exists(params![id, key_id])?;
+                mark.execute(params![id, key_id])?;
+                if !stale {
+                    otk = Some((key_id.unwrap_or_default(), key.unwrap_or_default()));
+                    break;
+                }
+                retired = true;
+            }
             if let Some((key_id, one_time_key)) = otk {
                 let claimed = ClaimedKey {
                     identity_key,
@@ -479,7 +511,7 @@ impl RelayStore for SqliteRelayStore {
                     }),
                     None => ClaimOutcome::Exhausted,
                 },
-                false,
+                retired,
             ))
         })
     }

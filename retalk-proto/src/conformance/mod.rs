@@ -53,6 +53,7 @@ macro_rules! relay_store_tests {
             $crate::__relay_store_checks!(($make)());
             $crate::__durable_checks!(relay, $make, $reopen;
                 durable_state_survives_reopen,
+                durable_claimed_ids_survive_reopen,
                 durable_empty_reopen,
             );
         }
@@ -102,6 +103,8 @@ macro_rules! __relay_store_checks {
             claim_exhausted_without_fallback,
             claims_are_per_user,
             duplicate_keys_are_skipped,
+            held_id_takes_new_material,
+            claimed_ids_are_never_offered_again,
             publish_respects_max_unclaimed,
             claims_are_exclusive_under_concurrency,
             send_to_unknown_recipient,

@@ -34,12 +34,29 @@ fn fallback(id: &str) -> (String, String) {
 
 const CAP: u64 = 1000;
 
-fn publish<S: RelayStore>(s: &S, user: &UserId, tag: &str, ids: &[&str], fb: Option<&str>) {
+/// Publishes; returns how many one-time keys were added.
+fn publish<S: RelayStore>(s: &S, user: &UserId, tag: &str, ids: &[&str], fb: Option<&str>) -> u64 {
     let fb = fb.map(fallback);
     let out = s
         .publish_keys(user, &keys(tag), &otks(ids), fb.as_ref(), CAP)
         .unwrap();
-    assert_eq!(out, PublishOutcome::Published);
+    match out {
+        PublishOutcome::Published { added } => added,
+        other => panic!("publish refused: {other:?}"),
+    }
+}
+
+/// The ids of every one-time key a user hands out until only the fallback
+/// (or nothing) is left.
+fn claim_all_otks<S: RelayStore>(s: &S, user: &UserId) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while let ClaimOutcome::Claimed(k) = s.claim_key(user).unwrap() {
+        if k.fallback {
+            break;
+        }
+        got.push((k.key_id, k.one_time_key));
+    }
+    got
 }
 
 fn counts(unclaimed: u64, has_fallback: bool) -> KeyCounts {
@@ -226,37 +243,67 @@ pub fn claims_are_per_user<S: RelayStore>(store: &S) {
     assert_eq!(store.claim_key(&b).unwrap(), claimed_otk("b", "k2"));
 }
 
-/// A retried upload adds nothing twice: keys already held (same id and
-/// key) are skipped; the same id with another key is a different key.
+/// A retried upload adds nothing twice: ids already held are not added
+/// again (they take the uploaded material), a repeat within one upload
+/// counts once, and `added` counts only the new ids.
 pub fn duplicate_keys_are_skipped<S: RelayStore>(store: &S) {
     let a = uid(1);
-    publish(store, &a, "a", &["k1", "k2"], Some("f1"));
-    publish(store, &a, "a", &["k1", "k2"], Some("f1"));
+    assert_eq!(publish(store, &a, "a", &["k1", "k2"], Some("f1")), 2);
+    assert_eq!(publish(store, &a, "a", &["k1", "k2"], Some("f1")), 0);
     assert_eq!(store.count_keys(&a).unwrap(), counts(2, true));
-    publish(store, &a, "a", &["k2", "k3"], None);
+    assert_eq!(publish(store, &a, "a", &["k2", "k3", "k3"], None), 1);
     assert_eq!(store.count_keys(&a).unwrap(), counts(3, true));
-    let other = vec![("k1".to_string(), "another-key".to_string())];
-    store
-        .publish_keys(&a, &keys("a"), &other, None, CAP)
-        .unwrap();
-    assert_eq!(store.count_keys(&a).unwrap(), counts(4, true));
-    let mut got = Vec::new();
-    while let ClaimOutcome::Claimed(k) = store.claim_key(&a).unwrap() {
-        if k.fallback {
-            break;
-        }
-        got.push((k.key_id, k.one_time_key));
-    }
-    let want: Vec<(String, String)> = vec![
-        ("k1".into(), "key-k1".into()),
-        ("k2".into(), "key-k2".into()),
-        ("k3".into(), "key-k3".into()),
-        ("k1".into(), "another-key".into()),
-    ];
-    assert_eq!(got, want);
+    let want: Vec<(String, String)> = otks(&["k1", "k2", "k3"]);
+    assert_eq!(claim_all_otks(store, &a), want);
     // Another user may hold equal keys.
-    publish(store, &uid(2), "b", &["k1"], None);
+    assert_eq!(publish(store, &uid(2), "b", &["k1"], None), 1);
     assert_eq!(store.count_keys(&uid(2)).unwrap(), counts(1, false));
+}
+
+/// An id held unclaimed keeps its place and takes re-uploaded material (an
+/// account restored from a backup reuses its ids with new keys): what is
+/// handed out is the key its owner can open.
+pub fn held_id_takes_new_material<S: RelayStore>(store: &S) {
+    let a = uid(1);
+    publish(store, &a, "a", &["k1", "k2"], None);
+    let renewed = vec![("k1".to_string(), "restored-k1".to_string())];
+    let out = store
+        .publish_keys(&a, &keys("a"), &renewed, None, CAP)
+        .unwrap();
+    assert_eq!(out, PublishOutcome::Published { added: 0 });
+    assert_eq!(store.count_keys(&a).unwrap(), counts(2, false));
+    let mut want = renewed;
+    want.extend(otks(&["k2"]));
+    assert_eq!(claim_all_otks(store, &a), want);
+}
+
+/// The rule of issue #10: a key id is handed out at most once per owner,
+/// whatever is uploaded after its claim (a retry whose first answer was
+/// lost, the same id with other material), and `added` counts only what
+/// is new.
+pub fn claimed_ids_are_never_offered_again<S: RelayStore>(store: &S) {
+    let a = uid(1);
+    assert_eq!(publish(store, &a, "a", &["A", "E"], Some("f1")), 2);
+    assert_eq!(store.claim_key(&a).unwrap(), claimed_otk("a", "A"));
+    // The retry of the same upload, plus one new key.
+    assert_eq!(publish(store, &a, "a", &["A", "E", "F"], Some("f1")), 1);
+    assert_eq!(store.count_keys(&a).unwrap(), counts(2, true));
+    // The same id with other material is no better.
+    let other = vec![("A".to_string(), "other-A".to_string())];
+    assert_eq!(
+        store
+            .publish_keys(&a, &keys("a"), &other, None, CAP)
+            .unwrap(),
+        PublishOutcome::Published { added: 0 }
+    );
+    assert_eq!(claim_all_otks(store, &a), otks(&["E", "F"]));
+    // Claimed ids, all of them, stay claimed; the fallback is served.
+    assert_eq!(publish(store, &a, "a", &["A", "E", "F"], None), 0);
+    assert_eq!(store.count_keys(&a).unwrap(), counts(0, true));
+    assert_eq!(store.claim_key(&a).unwrap(), claimed_fallback("a", "f1"));
+    // Another owner's claims do not block this id for anyone else.
+    assert_eq!(publish(store, &uid(2), "b", &["A"], None), 1);
+    assert_eq!(store.claim_key(&uid(2)).unwrap(), claimed_otk("b", "A"));
 }
 
 /// An upload that would leave more unclaimed keys than the cap stores
@@ -278,7 +325,7 @@ pub fn publish_respects_max_unclaimed<S: RelayStore>(store: &S) {
 
     assert_eq!(
         up(&["k1", "k2"], Some("f1"), 3, "a"),
-        PublishOutcome::Published
+        PublishOutcome::Published { added: 2 }
     );
     assert_eq!(
         up(&["k3", "k4"], Some("f2"), 3, "a2"),
@@ -291,16 +338,19 @@ pub fn publish_respects_max_unclaimed<S: RelayStore>(store: &S) {
     // Exactly at the cap is fine; re-sent duplicates are free.
     assert_eq!(
         up(&["k1", "k2", "k3"], None, 3, "a"),
-        PublishOutcome::Published
+        PublishOutcome::Published { added: 1 }
     );
     assert_eq!(store.count_keys(&a).unwrap(), counts(3, true));
     assert_eq!(
         up(&["k1", "k2", "k3"], None, 3, "a"),
-        PublishOutcome::Published
+        PublishOutcome::Published { added: 0 }
     );
     // Claimed keys make room.
     assert_eq!(store.claim_key(&a).unwrap(), claimed_otk("a", "k1"));
-    assert_eq!(up(&["k4"], None, 3, "a"), PublishOutcome::Published);
+    assert_eq!(
+        up(&["k4"], None, 3, "a"),
+        PublishOutcome::Published { added: 1 }
+    );
     assert_eq!(store.count_keys(&a).unwrap(), counts(3, true));
     assert_eq!(
         store.claim_key(&a).unwrap(),
@@ -936,6 +986,28 @@ pub fn durable_state_survives_reopen<S: RelayStore, H>(
     assert_eq!(store.claim_key(&a).unwrap(), claimed_otk("a", "k3"));
     let m3 = send(&store, &a, &b, "three", 3.0);
     assert!(m3 > m2, "message ids are not reused after a restart");
+    drop(store);
+    drop(handle);
+}
+
+/// The memory of claimed ids survives a restart: a retried upload after
+/// reopening adds only what is new, and no claimed id comes back.
+pub fn durable_claimed_ids_survive_reopen<S: RelayStore, H>(
+    make: impl Fn() -> (S, H),
+    reopen: impl Fn(&H) -> S,
+) {
+    let (store, handle) = make();
+    let a = uid(1);
+    publish(&store, &a, "a", &["A", "E"], Some("f1"));
+    assert_eq!(store.claim_key(&a).unwrap(), claimed_otk("a", "A"));
+    drop(store);
+    let store = reopen(&handle);
+    assert_eq!(publish(&store, &a, "a", &["A", "E", "F"], None), 1);
+    assert_eq!(claim_all_otks(&store, &a), otks(&["E", "F"]));
+    drop(store);
+    let store = reopen(&handle);
+    assert_eq!(publish(&store, &a, "a", &["A", "E", "F", "G"], None), 1);
+    assert_eq!(claim_all_otks(&store, &a), otks(&["G"]));
     drop(store);
     drop(handle);
 }

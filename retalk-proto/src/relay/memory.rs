@@ -1,6 +1,6 @@
 //! The relay's state in memory: for unit tests, examples and the fuzzers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::store::*;
@@ -13,6 +13,8 @@ struct User {
     fallback: Option<(String, String)>,
     /// Unclaimed one-time keys, oldest first (by insertion sequence).
     otks: BTreeMap<u64, (String, String)>,
+    /// Ids of one-time keys ever claimed: never offered again.
+    claimed: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -98,34 +100,50 @@ impl RelayStore for MemoryRelayStore {
         max_unclaimed: u64,
     ) -> Result<PublishOutcome, StoreError> {
         let mut s = self.state()?;
-        let existing = s
-            .users
-            .get(user)
-            .map(|u| u.otks.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
-        let fresh: Vec<_> = one_time_keys
-            .iter()
-            .filter(|k| !existing.contains(k))
-            .cloned()
-            .collect();
-        let unclaimed = (existing.len() + fresh.len()) as u64;
-        if unclaimed > max_unclaimed {
-            return Ok(PublishOutcome::TooManyKeys {
-                unclaimed: existing.len() as u64,
-            });
+        let empty = User::default();
+        let u = s.users.get(user).unwrap_or(&empty);
+        let held: HashSet<&str> = u.otks.values().map(|(id, _)| id.as_str()).collect();
+        // New ids in upload order (a repeat takes the last material), and
+        // the new material of ids already held.
+        let mut fresh: Vec<&(String, String)> = Vec::new();
+        let mut fresh_at: HashMap<&str, usize> = HashMap::new();
+        let mut renewed: HashMap<&str, &str> = HashMap::new();
+        for k in one_time_keys {
+            let id = k.0.as_str();
+            if u.claimed.contains(id) {
+                continue;
+            }
+            if held.contains(id) {
+                renewed.insert(id, &k.1);
+            } else if let Some(&at) = fresh_at.get(id) {
+                fresh[at] = k;
+            } else {
+                fresh_at.insert(id, fresh.len());
+                fresh.push(k);
+            }
         }
+        let unclaimed = held.len() as u64;
+        if unclaimed + fresh.len() as u64 > max_unclaimed {
+            return Ok(PublishOutcome::TooManyKeys { unclaimed });
+        }
+        let added = fresh.len() as u64;
         let mut seq = s.next_otk;
         let u = s.users.entry(user.clone()).or_default();
         u.keys = Some(keys.clone());
         if let Some(fk) = fallback_key {
             u.fallback = Some(fk.clone());
         }
+        for (id, material) in u.otks.values_mut() {
+            if let Some(new) = renewed.get(id.as_str()) {
+                *material = (*new).to_owned();
+            }
+        }
         for k in fresh {
-            u.otks.insert(seq, k);
+            u.otks.insert(seq, k.clone());
             seq += 1;
         }
         s.next_otk = seq;
-        Ok(PublishOutcome::Published)
+        Ok(PublishOutcome::Published { added })
     }
 
     fn count_keys(&self, user: &UserId) -> Result<KeyCounts, StoreError> {
@@ -155,6 +173,7 @@ impl RelayStore for MemoryRelayStore {
             return Ok(ClaimOutcome::UnknownPeer);
         };
         if let Some((_, (key_id, key))) = u.otks.pop_first() {
+            u.claimed.insert(key_id.clone());
             return Ok(ClaimOutcome::Claimed(ClaimedKey {
                 identity_key: keys.identity_key,
                 signing_key: keys.signing_key,

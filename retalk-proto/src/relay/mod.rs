@@ -237,14 +237,14 @@ impl<S: RelayStore> Relay<S> {
                     signing_key,
                 };
                 let cap = self.config.max_unclaimed_otks;
-                match self.store.publish_keys(
+                let added = match self.store.publish_keys(
                     caller,
                     &keys,
                     &one_time_keys,
                     fallback_key.as_ref(),
                     cap,
                 )? {
-                    PublishOutcome::Published => {}
+                    PublishOutcome::Published { added } => added,
                     PublishOutcome::TooManyKeys { unclaimed } => {
                         return Err(RelayError::TooManyKeys {
                             unclaimed,
@@ -252,11 +252,11 @@ impl<S: RelayStore> Relay<S> {
                             cap,
                         })
                     }
-                }
+                };
                 Ok(json!({
                     "ok": true,
                     dialect.id_field(): caller.as_str(),
-                    "one_time_keys_added": one_time_keys.len(),
+                    "one_time_keys_added": added,
                     "fallback_key_set": fallback_key.is_some(),
                 }))
             }

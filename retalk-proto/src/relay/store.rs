@@ -23,12 +23,12 @@ impl StoreError {
 /// Outcome of adding keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
-    Published,
+    /// Stored; `added` counts the one-time keys new to the relay (not the
+    /// skipped ones, nor those whose material was replaced).
+    Published { added: u64 },
     /// The upload would leave more than the cap of unclaimed one-time keys;
     /// nothing was stored.
-    TooManyKeys {
-        unclaimed: u64,
-    },
+    TooManyKeys { unclaimed: u64 },
 }
 
 /// Outcome of claiming a peer's key.
@@ -170,9 +170,31 @@ pub trait RelayStore: Send + Sync {
     fn use_nonce(&self, nonce: &str, now: f64, forget_before: f64) -> Result<bool, StoreError>;
 
     /// Upserts the user's identity (creating the mailbox), adds one-time keys
-    /// (skipping exact duplicates of keys already held, so a retried upload
-    /// adds nothing twice), and replaces the fallback key when one is given;
-    /// unless the unclaimed one-time keys would exceed `max_unclaimed`.
+    /// and replaces the fallback key when one is given; unless the unclaimed
+    /// one-time keys would exceed `max_unclaimed`, when nothing is stored.
+    ///
+    /// **A key id is handed out at most once per owner**, whatever is
+    /// uploaded later. For each uploaded one-time key, by its id (an opaque
+    /// string, compared exactly):
+    ///
+    /// - an id this owner's keys were ever claimed under is skipped, so a
+    ///   client retrying an upload whose answer was lost (vodozemac, and so
+    ///   both Python clients and ours, re-upload every key not yet marked
+    ///   published) cannot get a claimed key offered again: its receiver
+    ///   has used up the private half, and the pair would never recover;
+    /// - an id held unclaimed keeps its place in the claim order and takes
+    ///   the uploaded material (the same for a retry; different only from
+    ///   an account restored from a backup, whose counter restarted, and
+    ///   then only the new material can be opened by its owner);
+    /// - any other id is added; a repeat within one upload counts once.
+    ///
+    /// Why remember claimed ids rather than the highest id seen: vodozemac
+    /// ids are base64 counters, but the relay treats them as opaque like the
+    /// Python relay, so the rule holds for any client's ids, and the fresh
+    /// keys of an account restored from a backup (its counter below the
+    /// highest id seen) are still published. The cost is one remembered id
+    /// per claimed key, for as long as the owner exists (durable backends
+    /// keep it across restarts).
     fn publish_keys(
         &self,
         user: &UserId,
@@ -190,7 +212,8 @@ pub trait RelayStore: Send + Sync {
     fn get_keys(&self, user: &UserId) -> Result<Option<PublicKeys>, StoreError>;
 
     /// Atomically takes the oldest unclaimed one-time key (never the same one
-    /// twice, under any concurrency), else the fallback key.
+    /// twice, under any concurrency, and never an id claimed before), else
+    /// the fallback key (reused until replaced, as vodozemac allows).
     fn claim_key(&self, user: &UserId) -> Result<ClaimOutcome, StoreError>;
 
     /// Accepts a message for a known recipient, applying the refusal gate
