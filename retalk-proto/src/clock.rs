@@ -2,12 +2,18 @@
 //! supplies one. Tests share a [`SimClock`] between agents and the relay and
 //! move it forward by hand, so "resend after 120 s" is a test, not a wait.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Unix time in seconds, as a float (what the wire carries).
+/// Unix time in seconds, as a float (what the wire carries), and waiting
+/// on it: the follow driver's pauses go through the clock, so a simulated
+/// one runs them at once.
 pub trait Clock: Send + Sync {
     fn now(&self) -> f64;
+
+    /// Resolves once `seconds` have passed on this clock.
+    fn sleep(&self, seconds: f64) -> impl Future<Output = ()> + Send;
 }
 
 /// A clock that moves only when told. Clones share the same time.
@@ -32,10 +38,20 @@ impl Clock for SimClock {
     fn now(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::SeqCst))
     }
+
+    /// Moves the time on by `seconds` and returns at once.
+    fn sleep(&self, seconds: f64) -> impl Future<Output = ()> + Send {
+        self.advance(seconds.max(0.0));
+        std::future::ready(())
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> f64 {
         (**self).now()
+    }
+
+    fn sleep(&self, seconds: f64) -> impl Future<Output = ()> + Send {
+        (**self).sleep(seconds)
     }
 }

@@ -64,7 +64,7 @@ impl Tool {
             Tool::CountKeys => (&[], &[]),
             Tool::GetKeys | Tool::ClaimKey => (&["peer"], &[]),
             Tool::SendMessage => (&["to", "mtype", "body"], &[]),
-            Tool::ReadMessages => (&[], &["peer", "peek"]),
+            Tool::ReadMessages => (&[], &["peer", "peek", "wait"]),
             Tool::Nack => (&["hash", "sig"], &[]),
         }
     }
@@ -136,11 +136,46 @@ pub enum Args {
     ReadMessages {
         peer: Option<String>,
         peek: bool,
+        /// Our extension (long-poll): hold the read until mail arrives or
+        /// this runs out. Python relays refuse the argument.
+        wait: Option<Wait>,
     },
     Nack {
         hash: String,
         sig: String,
     },
+}
+
+/// How long a `read_messages` may be held for mail to arrive: a finite
+/// number of seconds greater than 0, so a zero, negative or non-finite
+/// wait cannot be built (the relay refuses those on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Wait(f64);
+
+impl Wait {
+    /// `None` unless `seconds` is finite and above 0.
+    pub fn new(seconds: f64) -> Option<Wait> {
+        (seconds.is_finite() && seconds > 0.0).then_some(Wait(seconds))
+    }
+
+    pub fn seconds(self) -> f64 {
+        self.0
+    }
+
+    /// At most `max` seconds (`None` when `max` is not a valid wait).
+    pub fn at_most(self, max: f64) -> Option<Wait> {
+        Wait::new(self.0.min(max))
+    }
+
+    /// As sent: whole seconds as a JSON integer (no float formatting for
+    /// the signature to depend on), anything else as a float.
+    fn to_value(self) -> Value {
+        if self.0.fract() == 0.0 && self.0 <= 9_007_199_254_740_992.0 {
+            Value::from(self.0 as u64)
+        } else {
+            Value::from(self.0)
+        }
+    }
 }
 
 /// Keeps of a request's business `args` what its signature covers, which
@@ -318,7 +353,22 @@ impl Args {
                     }
                 };
                 let peek = m.remove("peek").is_some();
-                Args::ReadMessages { peer, peek }
+                // Falsy values were dropped with the other options (a
+                // `wait` of 0 is no wait); what is left must be a number.
+                let wait = match m.remove("wait") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_f64()
+                            .filter(|_| v.is_number())
+                            .and_then(Wait::new)
+                            .ok_or(RequestError::BadArg {
+                                tool: tool.name(),
+                                arg: "wait",
+                                problem: "must be a positive number of seconds",
+                            })?,
+                    ),
+                };
+                Args::ReadMessages { peer, peek, wait }
             }
             Tool::Nack => {
                 let hash = string(tool, &mut m, "hash")?;
@@ -364,12 +414,15 @@ impl Args {
                 m.insert("mtype".into(), (*mtype).into());
                 m.insert("body".into(), body.clone().into());
             }
-            Args::ReadMessages { peer, peek } => {
+            Args::ReadMessages { peer, peek, wait } => {
                 if let Some(p) = peer.as_ref().filter(|p| !p.is_empty()) {
                     m.insert("peer".into(), p.clone().into());
                 }
                 if *peek {
                     m.insert("peek".into(), true.into());
+                }
+                if let Some(w) = wait {
+                    m.insert("wait".into(), w.to_value());
                 }
             }
             Args::Nack { hash, sig } => {
@@ -530,9 +583,67 @@ mod tests {
             a.args,
             Args::ReadMessages {
                 peer: Some(String::new()).filter(|_| false),
-                peek: false
+                peek: false,
+                wait: None,
             }
         );
+    }
+
+    #[test]
+    fn wait_is_a_positive_number_or_refused() {
+        let read = |wait: Value| {
+            Request::from_value(
+                serde_json::json!({"tool": "read_messages", "args": {"wait": wait, "auth": auth()}}),
+            )
+        };
+        for ok in [
+            serde_json::json!(25),
+            serde_json::json!(0.5),
+            serde_json::json!(1e300),
+        ] {
+            let Args::ReadMessages { wait, .. } = read(ok.clone()).unwrap().args else {
+                panic!("not a read");
+            };
+            assert_eq!(wait.map(Wait::seconds), ok.as_f64());
+        }
+        // Falsy: no wait, as for `peer` and `peek`.
+        for absent in [
+            serde_json::json!(0),
+            serde_json::json!(false),
+            Value::Null,
+            serde_json::json!([]),
+        ] {
+            let Args::ReadMessages { wait, .. } = read(absent).unwrap().args else {
+                panic!("not a read");
+            };
+            assert_eq!(wait, None);
+        }
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!("10"),
+            serde_json::json!([5]),
+            serde_json::json!({"s": 5}),
+            serde_json::json!(true),
+            serde_json::from_str::<Value>("1e999").unwrap(),
+        ] {
+            assert_eq!(
+                read(bad.clone()).unwrap_err().to_string(),
+                "read_messages(): 'wait' must be a positive number of seconds",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_wait_is_sent_as_an_integer() {
+        let args = Args::ReadMessages {
+            peer: None,
+            peek: false,
+            wait: Wait::new(25.0),
+        };
+        assert_eq!(args.to_value(), serde_json::json!({"wait": 25}));
+        assert_eq!(Wait::new(0.0), None);
+        assert_eq!(Wait::new(f64::NAN), None);
     }
 
     #[test]

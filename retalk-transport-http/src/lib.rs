@@ -73,6 +73,10 @@ impl Clock for SystemClock {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     }
+
+    fn sleep(&self, seconds: f64) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(Duration::try_from_secs_f64(seconds).unwrap_or_default())
+    }
 }
 
 /// Settings for an [`HttpTransport`].
@@ -163,6 +167,7 @@ impl HttpTransportBuilder {
             user_agent,
             v030: AtomicBool::new(self.dialect == Dialect::V030),
             max_response_bytes: self.max_response_bytes,
+            timeout: self.timeout,
         })
     }
 }
@@ -180,6 +185,8 @@ pub struct HttpTransport {
     /// The dialect this relay speaks, as last learned.
     v030: AtomicBool,
     max_response_bytes: usize,
+    /// The total timeout of a call; a long-poll gets its `wait` on top.
+    timeout: Duration,
 }
 
 impl HttpTransport {
@@ -251,6 +258,11 @@ impl HttpTransport {
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, self.user_agent.clone())
             .body(request.to_body(dialect));
+        // A `read_messages` the relay may hold for `wait` seconds.
+        if let Some(wait) = request.args.get("wait").and_then(Value::as_f64) {
+            let wait = Duration::try_from_secs_f64(wait).unwrap_or_default();
+            req = req.timeout(self.timeout.saturating_add(wait));
+        }
         if let Some(b) = &self.bearer {
             req = req.header(AUTHORIZATION, b.clone());
         }

@@ -11,15 +11,18 @@
 //!   ack leaves;
 //! - every message and every outbox entry fails alone.
 
+mod follow;
 mod memory;
 mod store;
 mod transport;
 
+pub use follow::{Follow, Followed};
 pub use memory::MemoryStore;
 pub use store::*;
 pub use transport::{LocalTransport, Transport, TransportError};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -31,7 +34,7 @@ use crate::envelope::{display_name, Envelope};
 use crate::ids::{fingerprint, new_message_id, sha256_hex, UserId};
 use crate::olm::{self, PickleKey};
 use crate::wire::{
-    nack_text, Args, ClaimedKey, KeyCounts, MailItem, PublicKeys, SendResult, SignedRequest,
+    nack_text, Args, ClaimedKey, KeyCounts, MailItem, PublicKeys, SendResult, SignedRequest, Wait,
 };
 
 /// Setting keys the client itself reads.
@@ -309,6 +312,34 @@ pub struct Client<S, T, C> {
     signing_key: String,
     config: ClientConfig,
     published: AtomicBool,
+    wait_support: Mutex<WaitSupport>,
+}
+
+/// Whether the relay holds a `read_messages` with `wait`, as learned from
+/// its answers (Python relays refuse the argument).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WaitSupport {
+    Unknown,
+    Yes,
+    /// Refused at this time; asked again after [`WAIT_RECHECK`] seconds or
+    /// once the relay was unreachable (it may have been replaced).
+    No {
+        since: f64,
+    },
+}
+
+/// Seconds before a relay that refused `wait` is asked again.
+const WAIT_RECHECK: f64 = 600.0;
+
+/// What [`Client::wait_for_mail`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailWait {
+    /// There is mail on the relay for us: [`Client::fetch`] it.
+    Arrived,
+    /// The wait ran out without mail (or the relay answered early).
+    Nothing,
+    /// The relay does not hold reads (a Python relay): poll instead.
+    Unsupported,
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
@@ -342,6 +373,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             signing_key,
             config: ClientConfig::default(),
             published: AtomicBool::new(false),
+            wait_support: Mutex::new(WaitSupport::Unknown),
         })
     }
 
@@ -992,6 +1024,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 .call(Args::ReadMessages {
                     peer: None,
                     peek: false,
+                    wait: None,
                 })
                 .await?;
             if mail.is_empty() {
@@ -1024,6 +1057,65 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .collect();
         self.flush(acks).await?;
         Ok(inbox)
+    }
+
+    /// Waits up to `seconds` for mail to arrive on the relay, taking none:
+    /// a `read_messages` with `peek` and `wait` (our relay's long-poll).
+    /// The wait deletes nothing, so dropping this future at any point
+    /// loses nothing; [`fetch`](Self::fetch) then takes the mail.
+    ///
+    /// A relay that refuses `wait` (Python's: HTTP 400 "unexpected keyword
+    /// argument 'wait'", which spends no nonce and deletes nothing) is
+    /// remembered: `Unsupported` is answered without asking for the next
+    /// ten minutes, or until the relay was unreachable.
+    pub async fn wait_for_mail(&self, seconds: f64) -> Result<MailWait, ClientError> {
+        let Some(wait) = Wait::new(seconds) else {
+            return Ok(MailWait::Nothing);
+        };
+        let now = self.clock.now();
+        let support = *self.wait_support.lock().unwrap_or_else(|e| e.into_inner());
+        if let WaitSupport::No { since } = support {
+            if now >= since && now - since < WAIT_RECHECK {
+                return Ok(MailWait::Unsupported);
+            }
+        }
+        let set = |s: WaitSupport| *self.wait_support.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        let answer: Result<Vec<MailItem>, ClientError> = self
+            .call(Args::ReadMessages {
+                peer: None,
+                peek: true,
+                wait: Some(wait),
+            })
+            .await;
+        match answer {
+            Ok(mail) => {
+                set(WaitSupport::Yes);
+                Ok(if mail.is_empty() {
+                    MailWait::Nothing
+                } else {
+                    MailWait::Arrived
+                })
+            }
+            Err(ClientError::Relay {
+                source: TransportError::Refused { status: 400, error },
+                ..
+            }) if error.contains("unexpected keyword argument 'wait'") => {
+                set(WaitSupport::No { since: now });
+                Ok(MailWait::Unsupported)
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    ClientError::Relay {
+                        source: TransportError::NotSent(_) | TransportError::Unreachable(_),
+                        ..
+                    }
+                ) {
+                    set(WaitSupport::Unknown);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Stores fetched mail before anything else happens to it.

@@ -15,7 +15,7 @@ use vodozemac::{Ed25519PublicKey, Ed25519Signature};
 
 use crate::auth::{AuthError, Dialect, KeyCache, NONCE_RETENTION};
 use crate::ids::{is_sha256_hex, UserId};
-use crate::wire::{nack_text, Args, PublicKeys, Request, RequestError};
+use crate::wire::{nack_text, Args, PublicKeys, Request, RequestError, Wait};
 
 /// Relay policy. Defaults are the Python relay's, plus the bounds that keep
 /// one stranger from growing the relay without limit.
@@ -39,6 +39,9 @@ pub struct RelayConfig {
     pub read_limit: ReadLimit,
     /// Verified requests per user id per minute; 0 = unlimited.
     pub rate_limit: usize,
+    /// Longest a `read_messages` with `wait` is held, in seconds; longer
+    /// waits are shortened to it. 0 answers every read at once.
+    pub max_wait: f64,
 }
 
 impl Default for RelayConfig {
@@ -56,6 +59,7 @@ impl Default for RelayConfig {
                 max_bytes: 8 * 1024 * 1024,
             },
             rate_limit: 0,
+            max_wait: 25.0,
         }
     }
 }
@@ -143,9 +147,55 @@ impl Response {
     }
 }
 
+fn answer(result: Result<Value, RelayError>, mail_for: Option<UserId>) -> Outcome {
+    Outcome::Answer {
+        response: match result {
+            Ok(v) => Response::ok(v),
+            Err(e) => e.into(),
+        },
+        mail_for,
+    }
+}
+
 impl From<RelayError> for Response {
     fn from(e: RelayError) -> Self {
         Response::error(e.status(), &e)
+    }
+}
+
+/// What a request came to, for the edge that serves it: the core decides,
+/// the edge acts (answers, wakes, parks), so it never inspects requests.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer now.
+    Answer {
+        response: Response,
+        /// A message was stored for this user: wake their parked reads
+        /// (on every relay process sharing the store).
+        mail_for: Option<UserId>,
+    },
+    /// A `read_messages` with `wait`, verified and its nonce spent. The
+    /// edge registers for mail for [`ParkedRead::caller`] first, then calls
+    /// [`Relay::read_parked`] (register-then-check: mail stored in between
+    /// still wakes it), again after each wake-up, until that gives mail or
+    /// [`ParkedRead::wait`] runs out; then it answers `[]`.
+    Park(ParkedRead),
+}
+
+/// A long-poll waiting for mail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedRead {
+    pub caller: UserId,
+    peer: Option<String>,
+    peek: bool,
+    /// Already shortened to the relay's `max_wait`.
+    pub wait: Wait,
+}
+
+impl ParkedRead {
+    /// The answer when the wait ran out (or the relay is shutting down).
+    pub fn nothing(&self) -> Response {
+        Response::ok(Value::Array(Vec::new()))
     }
 }
 
@@ -179,19 +229,83 @@ impl<S: RelayStore> Relay<S> {
         &self.config
     }
 
-    /// Answers one request body received at time `now`.
+    /// Answers one request body received at time `now`, at once: a read
+    /// with `wait` is answered with what is there now. An edge that can
+    /// hold requests uses [`serve`](Self::serve).
     pub fn handle(&self, body: &[u8], now: f64) -> Response {
-        match Request::parse(body)
-            .map_err(RelayError::from)
-            .and_then(|req| self.execute(req, now))
-        {
-            Ok(v) => Response::ok(v),
-            Err(e) => e.into(),
+        match self.serve(body, now) {
+            Outcome::Answer { response, .. } => response,
+            Outcome::Park(read) => self.read_parked(&read).unwrap_or_else(|e| e.into()),
         }
     }
 
-    /// Verifies and applies one parsed request.
+    /// Decides one request body received at time `now`.
+    pub fn serve(&self, body: &[u8], now: f64) -> Outcome {
+        let request = match Request::parse(body) {
+            Ok(r) => r,
+            Err(e) => return answer(Err(e.into()), None),
+        };
+        let caller = match self.admit(&request, now) {
+            Ok(c) => c,
+            Err(e) => return answer(Err(e), None),
+        };
+        match request.args {
+            Args::ReadMessages {
+                peer,
+                peek,
+                wait: Some(wait),
+            } => match wait.at_most(self.config.max_wait) {
+                Some(wait) => Outcome::Park(ParkedRead {
+                    caller,
+                    peer,
+                    peek,
+                    wait,
+                }),
+                None => answer(self.read(&caller, peer.as_deref(), peek), None),
+            },
+            Args::SendMessage { to, mtype, body } => {
+                match self.send_message(&caller, to, mtype, body, now) {
+                    Ok((value, mail_for)) => answer(Ok(value), mail_for),
+                    Err(e) => answer(Err(e), None),
+                }
+            }
+            args => answer(
+                self.apply(
+                    &caller,
+                    args,
+                    request.dialect,
+                    &request.auth.signing_key,
+                    now,
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// Reads the mail a parked read waits for: `Some` answer when there is
+    /// any, `None` to go on waiting.
+    pub fn poll_parked(&self, read: &ParkedRead) -> Result<Option<Response>, RelayError> {
+        let mail = self.read(&read.caller, read.peer.as_deref(), read.peek)?;
+        Ok(match &mail {
+            Value::Array(items) if items.is_empty() => None,
+            _ => Some(Response::ok(mail)),
+        })
+    }
+
+    /// What a parked read answers now: its mail, or `[]`.
+    pub fn read_parked(&self, read: &ParkedRead) -> Result<Response, RelayError> {
+        Ok(self.poll_parked(read)?.unwrap_or_else(|| read.nothing()))
+    }
+
+    /// Verifies and applies one parsed request (a `wait` is not honoured).
     pub fn execute(&self, req: Request, now: f64) -> Result<Value, RelayError> {
+        let caller = self.admit(&req, now)?;
+        self.apply(&caller, req.args, req.dialect, &req.auth.signing_key, now)
+    }
+
+    /// Verifies a request's signature, spends its nonce and counts it
+    /// against the caller's rate limit: the caller it comes from.
+    fn admit(&self, req: &Request, now: f64) -> Result<UserId, RelayError> {
         let caller = req.auth.verify_with(
             req.dialect,
             req.tool.name(),
@@ -211,7 +325,72 @@ impl<S: RelayStore> Relay<S> {
         if !self.per_user.allow(caller.clone(), now) {
             return Err(RelayError::RateLimited);
         }
-        self.apply(&caller, req.args, req.dialect, &req.auth.signing_key, now)
+        Ok(caller)
+    }
+
+    /// Stores a message: the answer, and the recipient when it was stored
+    /// (whose parked reads are to be woken).
+    fn send_message(
+        &self,
+        caller: &UserId,
+        to: String,
+        mtype: i64,
+        body: String,
+        now: f64,
+    ) -> Result<(Value, Option<UserId>), RelayError> {
+        let Ok(recipient) = UserId::parse(&to) else {
+            return Err(RelayError::UnknownRecipient(echo(&to)));
+        };
+        if body.len() > self.config.max_message_bytes {
+            return Err(RelayError::MessageTooLarge {
+                len: body.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        let message = NewMessage::new(caller.clone(), recipient.clone(), mtype, body, now);
+        let rules = DeliveryRules {
+            max_mailbox: self.config.max_mailbox,
+            max_per_sender: self.config.max_mailbox_per_sender,
+            refusals_expire_before: if self.config.refused_ttl > 0.0 {
+                now - self.config.refused_ttl
+            } else {
+                f64::NEG_INFINITY
+            },
+        };
+        match self.store.send_message(&message, &rules)? {
+            SendOutcome::Stored { message_id } => Ok((
+                json!({"message_id": message_id, "ts": now}),
+                Some(recipient),
+            )),
+            SendOutcome::Refused { sig } => Ok((
+                json!({"refused": true, "hash": message.body_hash, "sig": sig}),
+                None,
+            )),
+            SendOutcome::UnknownRecipient => Err(RelayError::UnknownRecipient(to)),
+            SendOutcome::MailboxFull { total } => Err(RelayError::MailboxFull {
+                to,
+                total,
+                cap: self.config.max_mailbox,
+            }),
+            SendOutcome::SenderFull { from_sender } => Err(RelayError::SenderFull {
+                sender: caller.to_string(),
+                from_sender,
+                to,
+                cap: self.config.max_mailbox_per_sender,
+            }),
+        }
+    }
+
+    fn read(&self, caller: &UserId, peer: Option<&str>, peek: bool) -> Result<Value, RelayError> {
+        let from = peer.filter(|p| !p.is_empty());
+        let mail = self
+            .store
+            .read_messages(caller, from, peek, self.config.read_limit)?;
+        Ok(Value::Array(
+            mail.into_iter()
+                .map(|m| json!({"message_id": m.message_id, "ts": m.ts, "from": m.sender, "mtype": m.mtype, "body": m.body}))
+                .collect(),
+        ))
     }
 
     fn apply(
@@ -283,58 +462,10 @@ impl<S: RelayStore> Relay<S> {
                     ClaimOutcome::Exhausted => Err(RelayError::NoKeysLeft(echo(&peer))),
                 }
             }
-            Args::SendMessage { to, mtype, body } => {
-                let Ok(recipient) = UserId::parse(&to) else {
-                    return Err(RelayError::UnknownRecipient(echo(&to)));
-                };
-                if body.len() > self.config.max_message_bytes {
-                    return Err(RelayError::MessageTooLarge {
-                        len: body.len(),
-                        max: self.config.max_message_bytes,
-                    });
-                }
-                let message = NewMessage::new(caller.clone(), recipient, mtype, body, now);
-                let rules = DeliveryRules {
-                    max_mailbox: self.config.max_mailbox,
-                    max_per_sender: self.config.max_mailbox_per_sender,
-                    refusals_expire_before: if self.config.refused_ttl > 0.0 {
-                        now - self.config.refused_ttl
-                    } else {
-                        f64::NEG_INFINITY
-                    },
-                };
-                match self.store.send_message(&message, &rules)? {
-                    SendOutcome::Stored { message_id } => {
-                        Ok(json!({"message_id": message_id, "ts": now}))
-                    }
-                    SendOutcome::Refused { sig } => {
-                        Ok(json!({"refused": true, "hash": message.body_hash, "sig": sig}))
-                    }
-                    SendOutcome::UnknownRecipient => Err(RelayError::UnknownRecipient(to)),
-                    SendOutcome::MailboxFull { total } => Err(RelayError::MailboxFull {
-                        to,
-                        total,
-                        cap: self.config.max_mailbox,
-                    }),
-                    SendOutcome::SenderFull { from_sender } => Err(RelayError::SenderFull {
-                        sender: caller.to_string(),
-                        from_sender,
-                        to,
-                        cap: self.config.max_mailbox_per_sender,
-                    }),
-                }
-            }
-            Args::ReadMessages { peer, peek } => {
-                let from = peer.as_deref().filter(|p| !p.is_empty());
-                let mail = self
-                    .store
-                    .read_messages(caller, from, peek, self.config.read_limit)?;
-                Ok(Value::Array(
-                    mail.into_iter()
-                        .map(|m| json!({"message_id": m.message_id, "ts": m.ts, "from": m.sender, "mtype": m.mtype, "body": m.body}))
-                        .collect(),
-                ))
-            }
+            Args::SendMessage { to, mtype, body } => self
+                .send_message(caller, to, mtype, body, now)
+                .map(|(answer, _)| answer),
+            Args::ReadMessages { peer, peek, .. } => self.read(caller, peer.as_deref(), peek),
             Args::Nack { hash, sig } => {
                 if !is_sha256_hex(&hash) {
                     return Err(RelayError::BadNackHash);

@@ -1,0 +1,324 @@
+//! The follow driver and the relay core's long-poll decisions, on the
+//! simulated clock: the driver's pauses advance it, so minutes of
+//! following run in milliseconds and no test sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use common::*;
+use retalk_proto::client::{Follow, Followed, Transport, TransportError};
+use retalk_proto::relay::Outcome;
+use retalk_proto::wire::{Args, SignedRequest, Tool, Wait};
+use retalk_proto::{Clock, SimClock};
+use serde_json::Value;
+
+/// Resolves once the simulated clock reaches `at`.
+fn until(clock: &SimClock, at: f64) -> impl Future<Output = ()> {
+    let clock = clock.clone();
+    std::future::poll_fn(move |_| {
+        if clock.now() >= at {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+/// The requests of one tool in a transport's log, as JSON.
+fn requests(faults: &Faults, tool: &str) -> Vec<Value> {
+    faults
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice::<Value>(b).unwrap())
+        .filter(|v| v["tool"] == tool)
+        .collect()
+}
+
+#[tokio::test]
+async fn follow_hands_over_each_message_once_and_waits_on_the_relay() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, bob_faults) = w.agent(&relay, "bob");
+    bob.ensure_published().await.unwrap();
+    for i in 0..3 {
+        alice.send(bob.user_id(), &format!("m{i}")).await.unwrap();
+    }
+    let mut got = Vec::new();
+    bob.follow(&Follow::default(), until(&w.clock, T0 + 30.0), |e| {
+        if let Followed::Message(m) = e {
+            got.push(m.text.clone());
+        }
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    assert!(bob.pending_messages().unwrap().is_empty());
+    // Each wait peeks (deleting nothing) with the default 25 s.
+    let reads = requests(&bob_faults, "read_messages");
+    let waits: Vec<_> = reads
+        .iter()
+        .filter(|r| r["args"].get("wait").is_some())
+        .collect();
+    assert!(!waits.is_empty());
+    for r in &waits {
+        assert_eq!(r["args"]["wait"], 25);
+        assert_eq!(r["args"]["peek"], true);
+    }
+    // This relay answers a wait at once: the driver still reads at most
+    // once per poll interval (2 s), not in a tight loop.
+    assert!(waits.len() <= 16, "{} waits in 30 s", waits.len());
+}
+
+#[tokio::test]
+async fn a_handler_error_stops_the_driver_and_keeps_the_message() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.ensure_published().await.unwrap();
+    alice.send(bob.user_id(), "kept").await.unwrap();
+    let err = bob
+        .follow(&Follow::default(), std::future::pending(), |e| match e {
+            Followed::Message(_) => Err(AppError::StdoutClosed),
+            _ => Ok(()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, AppError::StdoutClosed);
+    let pending: Vec<_> = bob
+        .pending_messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(pending, ["kept"]);
+}
+
+/// An application's own error, as a handler returns it.
+#[derive(Debug, PartialEq)]
+enum AppError {
+    StdoutClosed,
+    Client(String),
+}
+
+impl From<retalk_proto::ClientError> for AppError {
+    fn from(e: retalk_proto::ClientError) -> Self {
+        AppError::Client(e.to_string())
+    }
+}
+
+/// A transport whose relay refuses `wait` exactly as a Python relay does.
+struct PythonLike<T> {
+    inner: T,
+    /// Reads that asked to wait.
+    waits: Arc<AtomicUsize>,
+}
+
+impl<T: Transport> Transport for PythonLike<T> {
+    fn audience(&self) -> &str {
+        self.inner.audience()
+    }
+
+    fn call(
+        &self,
+        request: SignedRequest,
+    ) -> impl Future<Output = Result<Value, TransportError>> + Send {
+        let refuse = request.tool == Tool::ReadMessages && request.args.get("wait").is_some();
+        if refuse {
+            self.waits.fetch_add(1, Ordering::SeqCst);
+        }
+        let inner = (!refuse).then(|| self.inner.call(request));
+        async move {
+            match inner {
+                Some(call) => call.await,
+                None => Err(TransportError::Refused {
+                    status: 400,
+                    error: "read_messages() got an unexpected keyword argument 'wait'".into(),
+                }),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn against_a_relay_without_wait_it_polls_every_two_seconds_and_asks_again_later() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (t, faults) = w.transport(&relay);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let bob = retalk_proto::Client::create(
+        Arc::new(retalk_proto::client::MemoryStore::new()),
+        PythonLike {
+            inner: t,
+            waits: asked.clone(),
+        },
+        w.clock.clone(),
+        "bob-secret",
+        "bob",
+    )
+    .unwrap();
+    let events = Mutex::new(Vec::new());
+    bob.follow(&Follow::default(), until(&w.clock, T0 + 700.0), |e| {
+        events.lock().unwrap().push(format!("{e:?}"));
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    // Asked at the start, and once more after ten minutes.
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "waits asked");
+    // Polled every 2 s for 700 s, give or take the maintenance rounds.
+    let polls = requests(&faults, "read_messages").len();
+    assert!((330..=360).contains(&polls), "{polls} polls");
+    let polling = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| *e == "Polling")
+        .count();
+    assert_eq!(polling, 1, "said once");
+}
+
+#[tokio::test]
+async fn while_the_relay_is_down_it_backs_off_to_thirty_seconds_and_recovers() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, faults) = w.agent(&relay, "bob");
+    bob.ensure_published().await.unwrap();
+    faults.set_down(true);
+    let retries = Mutex::new(Vec::new());
+    let got = Mutex::new(Vec::new());
+    let clock = w.clock.clone();
+    let f = faults.clone();
+    let stop = std::future::poll_fn(move |_| {
+        // Back up after 200 s; stop after 260 s.
+        if clock.now() >= T0 + 200.0 {
+            f.set_down(false);
+        }
+        if clock.now() >= T0 + 260.0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let sent = async {
+        alice.send(bob.user_id(), "after the outage").await.unwrap();
+    };
+    sent.await;
+    bob.follow(&Follow::default(), stop, |e| {
+        match e {
+            Followed::Unreachable { retry_in, .. } => retries.lock().unwrap().push(retry_in),
+            Followed::Message(m) => got.lock().unwrap().push(m.text.clone()),
+            _ => {}
+        }
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    let retries = retries.into_inner().unwrap();
+    assert_eq!(retries[..5], [4.0, 8.0, 16.0, 30.0, 30.0]);
+    assert!(retries.len() <= 12, "{retries:?}");
+    assert_eq!(got.into_inner().unwrap(), ["after the outage"]);
+}
+
+#[tokio::test]
+async fn it_maintains_once_a_minute() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (bob, faults) = w.agent(&relay, "bob");
+    let maintained = Mutex::new(0);
+    bob.follow(&Follow::default(), until(&w.clock, T0 + 305.0), |e| {
+        if let Followed::Maintained(_) = e {
+            *maintained.lock().unwrap() += 1;
+        }
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(*maintained.lock().unwrap(), 5);
+    assert!(requests(&faults, "count_keys").len() >= 5);
+}
+
+/// The core says what happened; the edge acts on it.
+#[test]
+fn the_relay_core_parks_a_waiting_read_and_names_whom_new_mail_is_for() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let mut alice = RawPeer::new();
+    let mut bob = RawPeer::new();
+    alice.publish(&relay, &w.clock);
+    bob.publish(&relay, &w.clock);
+    let body =
+        |peer: &RawPeer, args: &Args| signed_body(&peer.account, args, "http://r", w.clock.now());
+    let read = Args::ReadMessages {
+        peer: None,
+        peek: false,
+        wait: Wait::new(600.0),
+    };
+    let Outcome::Park(parked) = relay.serve(&body(&bob, &read), w.clock.now()) else {
+        panic!("a read with wait parks");
+    };
+    assert_eq!(parked.caller, bob.id);
+    assert_eq!(parked.wait.seconds(), 25.0, "shortened to max_wait");
+    assert_eq!(relay.poll_parked(&parked).unwrap(), None);
+    let send = Args::SendMessage {
+        to: bob.id.to_string(),
+        mtype: 1,
+        body: "AAAA".into(),
+    };
+    match relay.serve(&body(&alice, &send), w.clock.now()) {
+        Outcome::Answer { response, mail_for } => {
+            assert_eq!(response.status, 200);
+            assert_eq!(mail_for.as_ref(), Some(&bob.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    let answer = relay.poll_parked(&parked).unwrap().unwrap();
+    assert_eq!(answer.body.as_array().unwrap().len(), 1);
+    // A read without wait, and a refused send, wake nobody.
+    let plain = Args::ReadMessages {
+        peer: None,
+        peek: false,
+        wait: None,
+    };
+    assert!(matches!(
+        relay.serve(&body(&bob, &plain), w.clock.now()),
+        Outcome::Answer { mail_for: None, .. }
+    ));
+    let to_nobody = Args::SendMessage {
+        to: "ffffffffffffffffffffffffffffffff".into(),
+        mtype: 1,
+        body: "AAAA".into(),
+    };
+    assert!(matches!(
+        relay.serve(&body(&alice, &to_nobody), w.clock.now()),
+        Outcome::Answer { mail_for: None, .. }
+    ));
+    // A replayed long-poll is refused like any replay.
+    let once = body(&bob, &read);
+    assert!(matches!(
+        relay.serve(&once, w.clock.now()),
+        Outcome::Park(_)
+    ));
+    match relay.serve(&once, w.clock.now()) {
+        Outcome::Answer { response, .. } => {
+            assert_eq!(response.status, 400);
+            assert!(
+                response.body["error"].as_str().unwrap().contains("replay"),
+                "{}",
+                response.body
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
