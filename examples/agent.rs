@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use retalk::proto::client::{Follow, Followed};
 use retalk::relay::{open_store, Backend, Config};
 use retalk::{Client, HttpTransport, RelayServer, SqliteStore, SystemClock};
 
@@ -88,17 +89,68 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    // The auto-responder: answer everything that arrived.
-    for m in responder.receive().await?.messages {
-        println!("responder got from {}: {}", m.name, m.text);
-        let answer = respond(&m.text);
-        responder.send(&m.from, &answer).await?;
-        println!("responder -> {}: {answer}", m.name);
-    }
+    // Both agents follow their mailboxes with the library's driver: a read
+    // held open on the relay (long-poll), so each message arrives as it is
+    // sent. No sleeps: each side reacts to what arrives.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let (to_responder, mut responder_inbox) = tokio::sync::mpsc::unbounded_channel();
+    let (to_researcher, mut researcher_inbox) = tokio::sync::mpsc::unbounded_channel();
+    let follow = Follow::default();
+    let started = std::time::Instant::now();
+    let responder_side = async {
+        // The handler only queues (it must return quickly; a message leaves
+        // the local inbox once it returned Ok); the loop below answers.
+        let listening = responder.follow(&follow, until_stopped(), move |event| {
+            if let Followed::Message(m) = event {
+                let _ = to_responder.send(m.clone());
+            }
+            Ok::<_, retalk::ClientError>(())
+        });
+        let answering = async {
+            while let Some(m) = responder_inbox.recv().await {
+                println!("responder got from {}: {}", m.name, m.text);
+                let answer = respond(&m.text);
+                responder.send(&m.from, &answer).await?;
+                println!("responder -> {}: {answer}", m.name);
+            }
+            Ok::<_, retalk::ClientError>(())
+        };
+        tokio::try_join!(listening, answering)
+    };
+    let researcher_side = async {
+        let listening = researcher.follow(&follow, until_stopped(), move |event| {
+            if let Followed::Message(m) = event {
+                let _ = to_researcher.send(m.clone());
+            }
+            Ok::<_, retalk::ClientError>(())
+        });
+        let reading = async {
+            for _ in questions {
+                let Some(m) = researcher_inbox.recv().await else {
+                    break;
+                };
+                println!(
+                    "researcher got from {} after {:?}: {}",
+                    m.name,
+                    started.elapsed(),
+                    m.text
+                );
+            }
+            // Every answer is in: stop both drivers (and with the
+            // responder's, its answering loop).
+            let _ = stop.send(true);
+            Ok::<_, retalk::ClientError>(())
+        };
+        tokio::try_join!(listening, reading)
+    };
+    tokio::try_join!(responder_side, researcher_side)?;
     println!();
-    for m in researcher.receive().await?.messages {
-        println!("researcher got from {}: {}", m.name, m.text);
-    }
     // The acks flow back; delivered mail is gone from the relay.
     responder.receive().await?;
     use retalk::Store as _;
