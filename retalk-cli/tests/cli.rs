@@ -364,14 +364,10 @@ fn texts_of(json_lines: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn receivers_started_at_once_on_one_identity_print_each_message_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = OurRelay::start(tmp.path());
-    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
-    let mut want = waiting_for_bob(&cli, &bob, 12);
-    // A cron drain beside interactive ones: four processes, one identity.
-    let children: Vec<_> = (0..4)
+/// Starts `n` `retalk receive -s bob` at once; returns every line they
+/// printed, sorted.
+fn receivers_at_once(cli: &Cli, n: usize) -> Vec<String> {
+    let children: Vec<_> = (0..n)
         .map(|_| {
             cli.command(&["receive", "-s", "bob"])
                 .stdout(Stdio::piped())
@@ -392,8 +388,38 @@ fn receivers_started_at_once_on_one_identity_print_each_message_once() {
         );
     }
     got.sort();
+    got
+}
+
+#[test]
+fn receivers_started_at_once_on_one_identity_print_each_message_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+
+    // Messages already fetched and decrypted into bob's local inbox (a
+    // receive whose stdout was closed could print none), then four
+    // receivers at once: each starts by printing what is waiting there.
+    let mut want = waiting_for_bob(&cli, &bob, 12);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cli.command(&["receive", "-s", "bob"])
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let inbox: i64 = rusqlite::Connection::open(tmp.path().join("bob/store.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(inbox, 12, "all waiting in bob's local inbox");
     want.sort();
-    assert_eq!(got, want, "each message printed exactly once in all");
+    assert_eq!(receivers_at_once(&cli, 4), want, "each printed once in all");
+
+    // Mail waiting on the relay: a cron drain beside interactive ones.
+    let mut want = waiting_for_bob(&cli, &bob, 12);
+    want.sort();
+    assert_eq!(receivers_at_once(&cli, 4), want, "each printed once in all");
     assert_eq!(cli.ok(&["receive", "-s", "bob"]), "");
 }
 
