@@ -43,7 +43,8 @@ pub(crate) async fn handle(
         let worker = app.clone();
         return match blocking(move || worker.store().api_key_list()).await {
             Ok(Ok(keys)) => html(page(&keys)),
-            Ok(Err(e)) => storage(e),
+            // Logged once per burst by the watched store.
+            Ok(Err(_)) => refuse(HttpError::Storage),
             Err(e) => refuse(e),
         };
     }
@@ -70,14 +71,10 @@ pub(crate) async fn handle(
     let worker = app.clone();
     match blocking(move || action.run(worker.store())).await {
         Ok(Ok(answer)) => ok_json(&answer),
-        Ok(Err(e)) => storage(e),
+        // Logged once per burst by the watched store.
+        Ok(Err(_)) => refuse(HttpError::Storage),
         Err(e) => refuse(e),
     }
-}
-
-fn storage(e: StoreError) -> Response {
-    tracing::error!("admin store call failed: {e}");
-    refuse(HttpError::Storage)
 }
 
 /// Whether `Authorization: Basic` carries the password (the user name is

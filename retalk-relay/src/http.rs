@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::admin;
 use crate::clock::unix_now;
+use crate::drain::Lingering;
 use crate::errors::HttpError;
 use crate::limit::IpRateLimiter;
 use crate::store::SharedStore;
@@ -83,13 +84,18 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// Answers one HTTP request from `peer`.
+///
+/// The body is wrapped first, so that every refusal given before it is
+/// read reaches a client that writes it whole before reading (see
+/// [`crate::drain`]).
 pub async fn handle(app: Arc<App>, peer: Option<SocketAddr>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = Body::new(Lingering::new(body, app.max_body, app.body_timeout));
     if let Some(peer) = peer {
         if !app.ip_limiter.allow(peer.ip(), unix_now()) {
             return refuse(HttpError::RateLimited);
         }
     }
-    let (parts, body) = req.into_parts();
     let last = last_segment(parts.uri.path());
     match (&parts.method, last) {
         (&Method::POST, "admin") => admin::handle(app, &parts.method, &parts.headers, body).await,
@@ -193,10 +199,8 @@ async fn check_api_key(app: &Arc<App>, headers: &HeaderMap) -> Result<(), HttpEr
     match blocking(move || worker.store().api_key_valid(&hash)).await? {
         Ok(true) => Ok(()),
         Ok(false) => Err(HttpError::ApiKeyRequired),
-        Err(e) => {
-            tracing::error!("api key lookup failed: {e}");
-            Err(HttpError::Storage)
-        }
+        // Logged once per burst by the watched store.
+        Err(_) => Err(HttpError::Storage),
     }
 }
 
@@ -208,10 +212,7 @@ async fn healthz(app: Arc<App>) -> Response {
     let worker = app.clone();
     match blocking(move || worker.store().count_keys(&probe)).await {
         Ok(Ok(_)) => ok_json(&json!({"ok": true})),
-        Ok(Err(e)) => {
-            tracing::error!("health probe failed: {e}");
-            refuse(HttpError::Storage)
-        }
+        Ok(Err(_)) => refuse(HttpError::Storage),
         Err(e) => refuse(e),
     }
 }

@@ -22,11 +22,14 @@
 mod admin;
 pub mod clock;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod http;
 pub mod limit;
+pub mod outage;
 mod server;
 pub mod store;
+mod watched;
 
 pub use config::{Backend, Config};
 pub use errors::{ConfigError, HttpError, StartError};

@@ -36,6 +36,7 @@ use crate::errors::StartError;
 use crate::http::{handle, App, JsonParseErrors};
 use crate::limit::{ConnectionCounter, IpRateLimiter};
 use crate::store::SharedStore;
+use crate::watched::Watched;
 
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -66,6 +67,9 @@ impl RelayServer {
             source,
         })?;
         let audiences = config.audiences_for(local_addr);
+        // Every store call, from tools, the admin page and the health probe,
+        // is watched, so the operator sees storage failures in the log.
+        let store: SharedStore = Arc::new(Watched::new(store));
         let relay = Relay::new(
             store,
             RelayConfig {
