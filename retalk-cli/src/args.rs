@@ -192,9 +192,9 @@ peer's client acknowledges decrypting it (acks arrive during your next
 `receive`). Unacknowledged messages are re-sent automatically by
 `receive --follow`, so nothing is lost if the server dies or is swapped.
 If the server cannot be reached, the message waits in the outbox and
-`send` exits with status 1. If the server answers with a refusal (a full
-mailbox, a message too large), the message waits in the outbox too, is
-re-sent later, and `send` exits with status 2. On first contact with a
+`send` exits with status 1. If the server answers with a refusal (the
+peer's mailbox is full), the message waits in the outbox too, is re-sent
+later, and `send` exits with status 2. On first contact with a
 server your public keys are published automatically.
 
 TEXT `-` reads the text from standard input instead, exactly as it comes
@@ -235,7 +235,7 @@ line after the first of a multi-line text starts with `  | `, which no
 name starts with; control characters (escape sequences, carriage
 returns, tabs, NEL), the line separators U+2028/U+2029 and invisible or
 text-reordering characters (bidi controls such as U+202E, zero-width
-spaces) are shown escaped, as `\n`, `\r`, `\t`, `\x1b`, `\u{202e}`. So a
+spaces) are shown escaped, as `\\n`, `\\r`, `\\t`, `\\x1b`, `\\u{202e}`. So a
 line that starts with `alice: ` is from the peer you saved as alice. With
 --json the text is exact, byte for byte.
 

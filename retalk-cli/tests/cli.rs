@@ -289,8 +289,13 @@ fn help_explains_every_command() {
         ("receive", "--limit"),
         ("receive", "cannot tell"),
         ("receive", "shown escaped"),
+        ("receive", "`\\x1b`"),
     ] {
         let help = cli.ok(&[cmd, "--help"]);
+        assert!(
+            !help.chars().any(|c| c.is_control() && c != '\n'),
+            "{cmd} --help would drive the terminal:\n{help:?}"
+        );
         assert!(
             help.contains(needle) && help.contains("examples:"),
             "{cmd} --help lacks {needle}:\n{help}"
