@@ -15,7 +15,8 @@ use retalk_proto::auth::Dialect;
 use retalk_proto::client::{Changes, InboxRecord, SessionRecord, Store};
 use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
-    ClaimOutcome, DeliveryRules, NewMessage, ReadLimit, Relay, RelayConfig, RelayStore, SendOutcome,
+    ClaimOutcome, DeliveryRules, NewMessage, PublishOutcome, ReadLimit, Relay, RelayConfig,
+    RelayStore, SendOutcome,
 };
 use retalk_proto::wire::{Args, PublicKeys, SignedRequest};
 use retalk_store_sqlite::{SqliteRelayStore, SqliteStore};
@@ -93,12 +94,55 @@ fn sixty_four_concurrent_claims_on_one_store() {
     });
     check_claims(results);
     assert_eq!(store.count_keys(&a).unwrap().unclaimed, 0);
-    // Claimed keys are deleted, not flagged: nothing piles up.
+    // Claimed keys stay, flagged as the Python relay flags them: the
+    // memory that their ids were handed out (RelayStore::publish_keys).
     let conn = rusqlite::Connection::open(dir.path().join("server.db")).unwrap();
-    let rows: i64 = conn
-        .query_row("SELECT COUNT(*) FROM otks", [], |r| r.get(0))
+    let rows: (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(claimed) FROM otks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(rows, (50, 50));
+}
+
+/// A file where the Python relay stored a retried upload (issue #10): a
+/// claimed row and unclaimed copies of the same id. The copies are never
+/// handed out, and a later upload of the id is skipped.
+#[test]
+fn python_stored_copies_of_a_claimed_id_are_never_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let a = uid(1);
+    let store = SqliteRelayStore::open(&path).unwrap();
+    publish_50(&store, &a);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DELETE FROM otks; \
+         INSERT INTO otks(owner, key_id, key, claimed) VALUES \
+           ('00000000000000000000000000000001', 'A', 'key-A', 1), \
+           ('00000000000000000000000000000001', 'A', 'key-A', 0), \
+           ('00000000000000000000000000000001', 'E', 'key-E', 0), \
+           ('00000000000000000000000000000001', 'E', 'key-E', 0), \
+           ('00000000000000000000000000000001', 'A', 'key-A', 0);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteRelayStore::open(&path).unwrap();
+    let ClaimOutcome::Claimed(k) = store.claim_key(&a).unwrap() else {
+        panic!("no key");
+    };
+    assert_eq!((k.key_id.as_str(), k.fallback), ("E", false));
+    let ClaimOutcome::Claimed(k) = store.claim_key(&a).unwrap() else {
+        panic!("no key");
+    };
+    assert_eq!((k.key_id.as_str(), k.fallback), ("fb", true));
+    assert_eq!(store.count_keys(&a).unwrap().unclaimed, 0);
+    let again = vec![("A".to_string(), "key-A".to_string())];
+    assert_eq!(
+        store.publish_keys(&a, &keys(), &again, None, 1000).unwrap(),
+        PublishOutcome::Published { added: 0 }
+    );
 }
 
 /// 64 threads, each with its own store on the same file (as separate relay
