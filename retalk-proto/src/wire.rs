@@ -193,7 +193,8 @@ fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        // A number too large for f64 (Python: a big int or inf) is not 0.
+        Value::Number(n) => n.as_f64().is_none_or(|x| x != 0.0),
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),

@@ -1394,6 +1394,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         message: &OlmMessage,
         sender_key: Option<Curve25519PublicKey>,
     ) -> Result<Result<Opened, Handled>, ClientError> {
+        // Another process sharing the identity may have handled it since
+        // this one read the incoming table (without the lock).
+        if !self.store.incoming()?.iter().any(|r| r.hash == record.hash) {
+            return Ok(Err(Handled::Done));
+        }
         let now = self.clock.now();
         let mut changes = Changes {
             incoming_removed: vec![record.hash.clone()],
