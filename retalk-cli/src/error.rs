@@ -48,6 +48,8 @@ pub enum CliError {
     Store { path: PathBuf, source: StoreError },
     #[error("{0}")]
     Client(#[from] ClientError),
+    #[error("{0} refused the message (a signed refusal: they do not take mail from you); it was dropped")]
+    RefusedByPeer(String),
     #[error("could not write to stdout: {0}")]
     Output(std::io::Error),
     /// The reader of our stdout went away (`| head -1`): its choice, not a

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retalk_proto::canonical::push_json_string;
-use retalk_proto::client::{self, setting, Changes, Contact, Store};
+use retalk_proto::client::{self, setting, Changes, Contact, Delivery, Store};
 use retalk_proto::{Client, ClientError, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
@@ -193,9 +193,13 @@ async fn send(sel: &Selection, peer: &str, text: &str) -> Result<(), CliError> {
     };
     let (agent, _) = open_agent(sel)?;
     let to = peer_to_id(agent.store(), peer)?;
-    agent.send(&to, &text).await?;
-    eprintln!("sent to {peer}");
-    Ok(())
+    match agent.send(&to, &text).await?.delivery {
+        Delivery::Queued { .. } => {
+            eprintln!("sent to {peer}");
+            Ok(())
+        }
+        Delivery::Refused => Err(CliError::RefusedByPeer(peer.into())),
+    }
 }
 
 /// The whole of standard input, exactly (a trailing newline included), for
