@@ -413,8 +413,8 @@ struct Cli {
 
     /// Reject request bodies larger than this with HTTP 413. The rest of a
     /// body refused unread (413, 401, 429) is read and discarded, up to 8
-    /// times this within --timeout, so that clients that send it all
-    /// before reading still get the answer
+    /// times this within --timeout while it keeps coming, so that clients
+    /// that send it all before reading still get the answer
     /// [env: RETALK_SERVER_MAX_BODY] [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     max_body: Option<usize>,

@@ -12,7 +12,10 @@
 //! ends.
 //!
 //! Bounded, so that refusing stays cheap: at most [`DRAIN_FACTOR`] times
-//! the body cap is discarded (nothing is kept in memory), and only until
+//! the body cap is discarded (nothing is kept in memory), only while bytes
+//! keep coming (a pause of [`LINGER_IDLE`] ends it, as Apache's 2 s and
+//! nginx's 5 s `lingering_timeout` do; a client that sends its body does
+//! not pause, one that sent only headers is let go at once), and only until
 //! one body timeout after the request's head arrived, the same deadline a
 //! body being read has. A body longer or slower than that is cut off (a
 //! reset, as before): an early refusal then costs the relay no more than a
@@ -30,6 +33,9 @@ use tokio::time::Instant;
 /// How many times the body cap a refused request may still send, to be
 /// discarded, before its connection is cut.
 pub const DRAIN_FACTOR: usize = 8;
+
+/// The longest pause in a refused body before the rest is given up.
+pub const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// A request body that, when dropped before its end, discards the rest in
 /// a background task within its bounds.
@@ -91,12 +97,13 @@ impl Drop for Lingering {
     }
 }
 
-/// Reads and drops `body` until it ends, `max_bytes` have come, or the
-/// deadline; dropping it then lets hyper close the connection.
+/// Reads and drops `body` until it ends, `max_bytes` have come, it pauses
+/// for [`LINGER_IDLE`], or the deadline; dropping it then lets hyper close
+/// the connection.
 async fn discard(mut body: Body, max_bytes: usize, deadline: Instant) {
     let mut seen = 0usize;
     let _ = tokio::time::timeout_at(deadline, async {
-        while let Some(Ok(frame)) = body.frame().await {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(LINGER_IDLE, body.frame()).await {
             seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
             if seen > max_bytes {
                 break;
