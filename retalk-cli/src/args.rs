@@ -267,7 +267,9 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
 '~name', or ''), \"text\" (the plaintext)."
     )]
     Receive {
-        /// Keep polling every 2s and maintain keys every 60s until ctrl-c
+        /// Keep receiving until Ctrl-C: on a relay that holds reads open
+        /// (retalk-relay) each message shows as it is sent; a Python relay
+        /// is polled every 2s. Keys are maintained every 60s
         #[arg(long)]
         follow: bool,
         /// One JSON object per message on stdout (banners stay on stderr)

@@ -1,41 +1,39 @@
-//! `retalk receive [--follow] [--json]`.
+//! `retalk receive [--follow] [--json] [--limit N]`; `--follow` is the
+//! library's follow driver ([`Client::follow`](retalk_proto::Client::follow)).
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use retalk_proto::client::Inbox;
+use retalk_proto::client::{Follow, Followed, Inbox, Received};
+use retalk_proto::ClientError;
 
 use crate::error::CliError;
 use crate::{display, print_stdout, py_json, Agent};
-
-const POLL: Duration = Duration::from_secs(2);
-const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Prints up to `limit` waiting messages. The library removes each from
 /// the local inbox only once its line is written, and holds the identity's
 /// lock meanwhile, so a closed pipe or a crash loses nothing and processes
 /// sharing the identity never print one twice.
 fn emit(agent: &Agent, json: bool, limit: usize) -> Result<usize, CliError> {
-    agent.take_messages(limit, |m| {
-        let line = if json {
-            py_json(&[
-                ("from", m.from.as_str()),
-                ("name", &m.name),
-                ("text", &m.text),
-            ])
+    agent.take_messages(limit, |m| print(json, m))
+}
+
+/// One message's line on stdout.
+fn print(json: bool, m: &Received) -> Result<(), CliError> {
+    let line = if json {
+        py_json(&[
+            ("from", m.from.as_str()),
+            ("name", &m.name),
+            ("text", &m.text),
+        ])
+    } else {
+        let who = if m.name.is_empty() {
+            m.from.as_str()
         } else {
-            let who = if m.name.is_empty() {
-                m.from.as_str()
-            } else {
-                &m.name
-            };
-            display::human(who, &m.text)
+            &m.name
         };
-        print_stdout(&line)
-    })
+        display::human(who, &m.text)
+    };
+    print_stdout(&line)
 }
 
 fn report(inbox: &Inbox) {
@@ -65,65 +63,103 @@ pub async fn run(
         return Ok(());
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            signal.store(true, Ordering::SeqCst);
-        }
-    });
     let progress = std::io::stderr().is_terminal();
     if progress {
         eprintln!("listening for messages (Ctrl-C to stop)");
     }
-    let mut wait = POLL;
-    let mut last_maintain = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        match agent.fetch().await {
-            Ok(inbox) => {
-                report(&inbox);
-                wait = POLL;
-            }
-            Err(e) => {
-                wait = (wait * 2).min(MAX_BACKOFF);
-                eprintln!("retalk: {e} (retrying in {}s)", wait.as_secs());
-            }
-        }
-        left -= emit(agent, json, left)?;
-        if left == 0 {
-            break;
-        }
-        if last_maintain.elapsed() >= MAINTAIN_EVERY && !stop.load(Ordering::SeqCst) {
-            last_maintain = Instant::now();
-            match agent.maintain().await {
-                Ok(r) => {
-                    for e in &r.flush.expired {
-                        eprintln!(
-                            "retalk: gave up on message {} to {}: no acknowledgement for 30 days",
-                            e.envelope_id, e.peer
-                        );
-                    }
-                    if progress {
-                        eprintln!(
-                            "keys: {} one-time keys on the relay{}{}; resent {}",
-                            r.unclaimed,
-                            if r.replenished { ", replenished" } else { "" },
-                            if r.fallback_rotated {
-                                ", fallback key rotated"
-                            } else {
-                                ""
-                            },
-                            r.flush.sent
-                        );
-                    }
+    let follow = Follow::default();
+    let result = agent
+        .follow(&follow, interrupted(), |event| match event {
+            Followed::Message(m) => {
+                if left == 0 {
+                    return Err(Stop::Limit); // kept for the next call
                 }
-                Err(e) => eprintln!("retalk: key maintenance failed: {e} (will retry)"),
+                print(json, m)?;
+                left -= 1;
+                Ok(())
             }
-        }
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Followed::Problem(p) => {
+                eprintln!("retalk: skipped a message from {}: {}", p.from, p.reason);
+                Ok(())
+            }
+            Followed::Maintained(r) => {
+                for e in &r.flush.expired {
+                    eprintln!(
+                        "retalk: gave up on message {} to {}: no acknowledgement for 30 days",
+                        e.envelope_id, e.peer
+                    );
+                }
+                if progress {
+                    eprintln!(
+                        "keys: {} one-time keys on the relay{}{}; resent {}",
+                        r.unclaimed,
+                        if r.replenished { ", replenished" } else { "" },
+                        if r.fallback_rotated {
+                            ", fallback key rotated"
+                        } else {
+                            ""
+                        },
+                        r.flush.sent
+                    );
+                }
+                Ok(())
+            }
+            Followed::MaintainFailed(e) => {
+                eprintln!("retalk: key maintenance failed: {e} (will retry)");
+                Ok(())
+            }
+            Followed::Unreachable { error, retry_in } => {
+                eprintln!("retalk: {error} (retrying in {retry_in}s)");
+                Ok(())
+            }
+            Followed::Polling => {
+                if progress {
+                    eprintln!(
+                        "the relay does not hold reads open (a Python relay?): polling every {}s",
+                        follow.poll
+                    );
+                }
+                Ok(())
+            }
+        })
+        .await;
+    match result {
+        Ok(()) | Err(Stop::Limit) => Ok(()),
+        Err(Stop::Cli(e)) => Err(e),
+    }
+}
+
+/// Why the follow loop ended early.
+enum Stop {
+    /// `--limit` messages were printed.
+    Limit,
+    Cli(CliError),
+}
+
+impl From<CliError> for Stop {
+    fn from(e: CliError) -> Self {
+        Stop::Cli(e)
+    }
+}
+
+impl From<ClientError> for Stop {
+    fn from(e: ClientError) -> Self {
+        Stop::Cli(e.into())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
     }
-    Ok(())
+    let _ = tokio::signal::ctrl_c().await;
 }
