@@ -74,6 +74,14 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections at once from one source address.
     pub max_connections_per_ip: usize,
+    /// Longest a `read_messages` with `wait` is held, in seconds (longer
+    /// waits are shortened to it); 0 answers every read at once.
+    pub max_wait: f64,
+    /// Reads parked at once per user id, else HTTP 429.
+    pub max_waiting_per_user: usize,
+    /// Reads parked at once per source address (loopback exempt unless
+    /// `limit_loopback`), else HTTP 429.
+    pub max_waiting_per_ip: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -101,6 +109,9 @@ impl std::fmt::Debug for Config {
             .field("limit_loopback", &self.limit_loopback)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_wait", &self.max_wait)
+            .field("max_waiting_per_user", &self.max_waiting_per_user)
+            .field("max_waiting_per_ip", &self.max_waiting_per_ip)
             .finish()
     }
 }
@@ -127,6 +138,9 @@ impl Default for Config {
             limit_loopback: false,
             max_connections: 4096,
             max_connections_per_ip: 256,
+            max_wait: 25.0,
+            max_waiting_per_user: 8,
+            max_waiting_per_ip: 128,
         }
     }
 }
@@ -231,6 +245,28 @@ impl Config {
                 });
             }
         }
+        let max_wait: f64 = pick(
+            cli.max_wait,
+            env.parse(&["RETALK_SERVER_MAX_WAIT"], "number of seconds")?,
+            d.max_wait,
+        );
+        if !(max_wait.is_finite() && (0.0..=3600.0).contains(&max_wait)) {
+            return Err(ConfigError::OutOfRange {
+                setting: "max-wait",
+                rule: "a number of seconds from 0 to 3600",
+                value: max_wait.to_string(),
+            });
+        }
+        let max_waiting_per_user = pick(
+            cli.max_waiting_per_user,
+            env.parse(&["RETALK_SERVER_MAX_WAITING_PER_USER"], "count")?,
+            d.max_waiting_per_user,
+        );
+        let max_waiting_per_ip = pick(
+            cli.max_waiting_per_ip,
+            env.parse(&["RETALK_SERVER_MAX_WAITING_PER_IP"], "count")?,
+            d.max_waiting_per_ip,
+        );
         let admin_password = cli
             .admin_password
             .or(env.text(&["RETALK_SERVER_ADMIN_PASSWORD"]))
@@ -293,6 +329,9 @@ impl Config {
                     .is_some_and(|v| truthy(&v)),
             max_connections,
             max_connections_per_ip,
+            max_wait,
+            max_waiting_per_user,
+            max_waiting_per_ip,
         })
     }
 
@@ -472,6 +511,24 @@ struct Cli {
     /// [default: 6000]
     #[arg(long, value_name = "N")]
     ip_rate_limit: Option<usize>,
+
+    /// Longest a read with `wait` (long-poll) is held open before it is
+    /// answered `[]`; longer waits are shortened to it; 0 answers every
+    /// read at once. Neither --timeout nor the idle rule cuts a held read
+    /// [env: RETALK_SERVER_MAX_WAIT] [default: 25]
+    #[arg(long, value_name = "SECONDS")]
+    max_wait: Option<f64>,
+
+    /// Reads held open at once per user id; more get HTTP 429
+    /// [env: RETALK_SERVER_MAX_WAITING_PER_USER] [default: 8]
+    #[arg(long, value_name = "N")]
+    max_waiting_per_user: Option<usize>,
+
+    /// Reads held open at once per source address (loopback exempt unless
+    /// --limit-loopback); more get HTTP 429
+    /// [env: RETALK_SERVER_MAX_WAITING_PER_IP] [default: 128]
+    #[arg(long, value_name = "N")]
+    max_waiting_per_ip: Option<usize>,
 
     /// Apply the per-address limits to loopback clients too (by default
     /// they are exempt: behind a local TLS proxy every client is loopback)

@@ -92,6 +92,9 @@ pub enum HttpError {
     HeadersTooLarge,
     #[error("relay storage unavailable; retry later")]
     Storage,
+    /// Past a cap on reads held open (`wait`).
+    #[error("{0}")]
+    TooManyWaiting(#[from] crate::waiters::ParkError),
     #[error("internal error")]
     Internal,
 }
@@ -106,7 +109,7 @@ impl HttpError {
             }
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::ApiKeyRequired | HttpError::AdminAuthRequired => StatusCode::UNAUTHORIZED,
-            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::RateLimited | HttpError::TooManyWaiting(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Storage => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::UriTooLong => StatusCode::URI_TOO_LONG,

@@ -33,10 +33,11 @@ use axum::response::Response;
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use retalk_proto::ids::sha256_hex;
-use retalk_proto::relay::{Relay, RelayStore};
+use retalk_proto::relay::{Outcome, ParkedRead, Relay, RelayStore, Response as RelayResponse};
 use retalk_proto::UserId;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 use crate::admin;
 use crate::clock::unix_now;
@@ -44,6 +45,7 @@ use crate::drain::Lingering;
 use crate::errors::HttpError;
 use crate::limit::IpRateLimiter;
 use crate::store::SharedStore;
+use crate::waiters::Waiters;
 
 /// The relay and its HTTP policy, shared by every connection.
 pub struct App {
@@ -54,6 +56,10 @@ pub struct App {
     pub(crate) admin_password: Option<String>,
     pub(crate) max_group_size: u64,
     pub(crate) ip_limiter: IpRateLimiter,
+    /// Reads held open for mail (`wait`).
+    pub(crate) waiters: Arc<Waiters>,
+    /// Becomes true when the relay shuts down: held reads answer `[]`.
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl App {
@@ -63,6 +69,12 @@ impl App {
 
     pub(crate) fn store(&self) -> &SharedStore {
         self.relay.store()
+    }
+
+    /// The parked long-polls: what wakes them from outside this process
+    /// goes through [`Waiters::wake`].
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.waiters
     }
 }
 
@@ -99,8 +111,12 @@ pub async fn handle(app: Arc<App>, peer: Option<SocketAddr>, req: Request) -> Re
     let last = last_segment(parts.uri.path());
     match (&parts.method, last) {
         (&Method::POST, "admin") => admin::handle(app, &parts.method, &parts.headers, body).await,
-        (&Method::POST, _) => tool_call(app, &parts.headers, body).await,
-        (&Method::GET, "info") => ok_json(&json!({"max_group_size": app.max_group_size})),
+        (&Method::POST, _) => tool_call(app, peer, &parts.headers, body).await,
+        (&Method::GET, "info") => ok_json(&json!({
+            "max_group_size": app.max_group_size,
+            "features": features(&app),
+            "max_wait": app.relay.config().max_wait,
+        })),
         (&Method::GET, "healthz") => healthz(app).await,
         (&Method::GET, "admin") => admin::handle(app, &parts.method, &parts.headers, body).await,
         (&Method::GET, _) => refuse(HttpError::NotFound),
@@ -120,7 +136,21 @@ fn last_segment(path: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-async fn tool_call(app: Arc<App>, headers: &HeaderMap, body: Body) -> Response {
+/// What this relay offers beyond the Python relay's protocol, for `/info`.
+fn features(app: &App) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if app.relay.config().max_wait > 0.0 {
+        f.push("wait");
+    }
+    f
+}
+
+async fn tool_call(
+    app: Arc<App>,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(e) = check_declared_length(&app, headers) {
         return refuse(e);
     }
@@ -134,18 +164,53 @@ async fn tool_call(app: Arc<App>, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return refuse(e),
     };
     let worker = app.clone();
-    match blocking(move || worker.relay.handle(&bytes, unix_now())).await {
-        Ok(answer) => {
-            let status =
-                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = json_response(status, &answer.body);
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                r.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+    match blocking(move || worker.relay.serve(&bytes, unix_now())).await {
+        Ok(Outcome::Answer { response, mail_for }) => {
+            if let Some(user) = mail_for {
+                app.waiters.wake(&user);
             }
-            r
+            relay_answer(response)
         }
+        Ok(Outcome::Park(read)) => long_poll(app, peer, read).await,
         Err(e) => refuse(e),
+    }
+}
+
+fn relay_answer(answer: RelayResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(status, &answer.body);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    r
+}
+
+/// Holds a `read_messages` with `wait` until mail arrives for its caller,
+/// the wait runs out or the relay shuts down (then `[]`). Registered
+/// before each check, so mail stored meanwhile is never missed; parked, it
+/// is a future on a channel and costs no CPU.
+async fn long_poll(app: Arc<App>, peer: Option<SocketAddr>, read: ParkedRead) -> Response {
+    let mut ticket = match app.waiters.park(&read.caller, peer.map(|p| p.ip())) {
+        Ok(t) => t,
+        Err(e) => return refuse(e.into()),
+    };
+    let deadline = tokio::time::Instant::now()
+        + Duration::try_from_secs_f64(read.wait.seconds()).unwrap_or_default();
+    let mut stopping = app.stopping.clone();
+    loop {
+        let (worker, parked) = (app.clone(), read.clone());
+        match blocking(move || worker.relay.poll_parked(&parked)).await {
+            Ok(Ok(Some(mail))) => return relay_answer(mail),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return relay_answer(e.into()),
+            Err(e) => return refuse(e),
+        }
+        tokio::select! {
+            () = ticket.woken() => {}
+            () = tokio::time::sleep_until(deadline) => return relay_answer(read.nothing()),
+            _ = stopping.wait_for(|s| *s) => return relay_answer(read.nothing()),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod limit;
 pub mod outage;
 mod server;
 pub mod store;
+pub mod waiters;
 mod watched;
 
 pub use config::{Backend, Config};

@@ -36,6 +36,7 @@ use crate::errors::StartError;
 use crate::http::{handle, App, JsonParseErrors};
 use crate::limit::{ConnectionCounter, IpRateLimiter};
 use crate::store::SharedStore;
+use crate::waiters::{WaitCaps, Waiters};
 use crate::watched::Watched;
 
 /// Largest request head (request line and headers) accepted.
@@ -79,9 +80,11 @@ impl RelayServer {
                 max_refused: config.max_refused,
                 refused_ttl: config.refused_ttl,
                 rate_limit: config.rate_limit,
+                max_wait: config.max_wait,
                 ..RelayConfig::default()
             },
         );
+        let (stop, stopped) = watch::channel(false);
         let app = Arc::new(App {
             relay,
             max_body: config.max_body,
@@ -90,8 +93,13 @@ impl RelayServer {
             admin_password: config.admin_password.clone(),
             max_group_size: config.max_group_size,
             ip_limiter: IpRateLimiter::new(config.ip_rate_limit, config.limit_loopback),
+            waiters: Waiters::new(WaitCaps {
+                per_user: config.max_waiting_per_user,
+                per_address: config.max_waiting_per_ip,
+                limit_loopback: config.limit_loopback,
+            }),
+            stopping: stopped.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
         let limits = Limits {
             timeout: config.timeout,
             max_connections: config.max_connections,
