@@ -47,7 +47,10 @@ async fn serves_a_sqlite_file_on_a_free_port_and_stops_on_sigterm() {
     );
 
     let a = call(addr, "GET", "/info", &[], b"").await;
-    assert_eq!(a.json(), json!({"max_group_size": 9}));
+    assert_eq!(
+        a.json(),
+        json!({"max_group_size": 9, "features": ["wait"], "max_wait": 25.0})
+    );
     let mut peer = Peer::new();
     let t = HttpTransport::new(&url).unwrap();
     let publish = peer.publish_args();

@@ -380,7 +380,10 @@ async fn info_healthz_and_not_found() {
         let a = call(addr, "GET", path, &[], b"").await;
         assert_eq!(
             (a.status, a.json()),
-            (200, json!({"max_group_size": 7})),
+            (
+                200,
+                json!({"max_group_size": 7, "features": ["wait"], "max_wait": 25.0})
+            ),
             "{path}"
         );
         assert_eq!(a.header("content-type"), Some("application/json"));
