@@ -170,3 +170,70 @@ async fn http_transport_switches_to_001_on_a_python_001_relay() {
     assert_eq!(t.dialect(), Dialect::V001);
     count_keys(&t, &peer, &relay.url).await.unwrap();
 }
+
+/// Push delivery against a relay that has none (issue #11): the Python
+/// relays refuse `wait` with their 400 ("unexpected keyword argument"),
+/// deleting nothing; our client says so once, polls every 2 s, and every
+/// message still arrives, in order, exactly once.
+async fn follow_falls_back_to_polling(version: &str) {
+    use retalk_proto::client::{Follow, Followed, MailWait};
+    let python = python_with_retalk(version);
+    let dir = tempfile::tempdir().unwrap();
+    let relay = PythonRelay::start(&python, dir.path());
+    let alice = http_agent(HttpTransport::new(&relay.url).unwrap(), "alice");
+    let bob = http_agent(HttpTransport::new(&relay.url).unwrap(), "bob");
+    bob.ensure_published().await.unwrap();
+
+    // Mail waiting: the refused wait takes nothing, the fetch gets it.
+    alice.send(bob.user_id(), "waiting").await.unwrap();
+    assert_eq!(bob.wait_for_mail(5.0).await.unwrap(), MailWait::Unsupported);
+    assert_eq!(
+        texts(&bob).await,
+        [(alice.user_id().to_string(), "waiting".to_owned())]
+    );
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let mut polling = 0;
+    let settings = Follow::default();
+    let following = bob.follow(
+        &settings,
+        async move {
+            let mut s = stopped;
+            let _ = s.wait_for(|v| *v).await;
+        },
+        |event| {
+            match event {
+                Followed::Message(m) => got_tx.send(m.text.clone()).unwrap(),
+                Followed::Polling => polling += 1,
+                Followed::Problem(p) => panic!("{p:?}"),
+                _ => {}
+            }
+            Ok::<_, retalk_proto::ClientError>(())
+        },
+    );
+    let talking = async {
+        for text in ["one", "two", "three"] {
+            alice.send(bob.user_id(), text).await.unwrap();
+            let arrived = tokio::time::timeout(std::time::Duration::from_secs(20), got.recv())
+                .await
+                .expect("not delivered by polling within 20 s");
+            assert_eq!(arrived.as_deref(), Some(text));
+        }
+        stop.send(true).unwrap();
+    };
+    let (followed, ()) = tokio::join!(following, talking);
+    followed.unwrap();
+    assert_eq!(polling, 1, "said once");
+    assert!(got.try_recv().is_err(), "nothing twice");
+}
+
+#[tokio::test]
+async fn follow_falls_back_to_polling_on_a_python_001_relay() {
+    follow_falls_back_to_polling("0.0.1").await;
+}
+
+#[tokio::test]
+async fn follow_falls_back_to_polling_on_a_python_030_relay() {
+    follow_falls_back_to_polling("0.3.0").await;
+}

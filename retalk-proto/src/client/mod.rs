@@ -1065,7 +1065,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// loses nothing; [`fetch`](Self::fetch) then takes the mail.
     ///
     /// A relay that refuses `wait` (Python's: HTTP 400 "unexpected keyword
-    /// argument 'wait'", which spends no nonce and deletes nothing) is
+    /// argument 'wait'", or 'peek' from a 0.0.1 relay, which spends no
+    /// nonce and deletes nothing) is
     /// remembered: `Unsupported` is answered without asking for the next
     /// ten minutes, or until the relay was unreachable.
     pub async fn wait_for_mail(&self, seconds: f64) -> Result<MailWait, ClientError> {
@@ -1099,7 +1100,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             Err(ClientError::Relay {
                 source: TransportError::Refused { status: 400, error },
                 ..
-            }) if error.contains("unexpected keyword argument 'wait'") => {
+            }) if ["'wait'", "'peek'"]
+                .iter()
+                .any(|arg| error.contains(&format!("unexpected keyword argument {arg}"))) =>
+            {
                 set(WaitSupport::No { since: now });
                 Ok(MailWait::Unsupported)
             }
