@@ -239,6 +239,42 @@ fn receive_follow_prints_as_mail_arrives_and_stops_cleanly_on_ctrl_c() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Push delivery (issue #11): on our relay `--follow` holds a read open,
+/// so a message shows as it is sent. Each of five messages must show
+/// within a second of its `send` starting; with the original's 2 s
+/// polling all five would do so by chance about once in 32 runs.
+#[test]
+fn receive_follow_shows_each_message_as_it_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    let mut follow = cli
+        .command(&["receive", "--follow", "--json", "-s", "bob"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    // The first message also sets up the session; the rest are timed.
+    cli.ok(&["send", &bob, "warm-up", "-s", "alice"]);
+    lines.next().unwrap().unwrap();
+    let mut took = Vec::new();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(300)); // let it park again
+        let started = std::time::Instant::now();
+        cli.ok(&["send", &bob, &format!("m{i}"), "-s", "alice"]);
+        let line = lines.next().unwrap().unwrap();
+        took.push(started.elapsed());
+        assert!(line.contains(&format!("\"m{i}\"")), "{line}");
+    }
+    signal(&follow, "-INT");
+    wait_exit(&mut follow, Duration::from_secs(15));
+    assert!(
+        took.iter().all(|t| *t < Duration::from_secs(1)),
+        "send-to-line times: {took:?}"
+    );
+}
+
 #[test]
 fn receive_follow_survives_the_relay_restarting() {
     let tmp = tempfile::tempdir().unwrap();
