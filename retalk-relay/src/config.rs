@@ -257,6 +257,23 @@ impl Config {
                 value: max_wait.to_string(),
             });
         }
+        let max_mailbox = pick(
+            cli.max_mailbox,
+            env.parse(&["RETALK_SERVER_MAX_MAILBOX"], "count")?,
+            d.max_mailbox,
+        );
+        let max_mailbox_per_sender = pick(
+            cli.max_mailbox_per_sender,
+            env.parse(&["RETALK_SERVER_MAX_MAILBOX_PER_SENDER"], "count")?,
+            d.max_mailbox_per_sender,
+        );
+        if max_mailbox_per_sender > 0 && max_mailbox == 0 {
+            return Err(ConfigError::OutOfRange {
+                setting: "max-mailbox-per-sender",
+                rule: "0 unless --max-mailbox is set too (it applies within a mailbox cap)",
+                value: max_mailbox_per_sender.to_string(),
+            });
+        }
         let max_waiting_per_user = pick(
             cli.max_waiting_per_user,
             env.parse(&["RETALK_SERVER_MAX_WAITING_PER_USER"], "count")?,
@@ -292,16 +309,8 @@ impl Config {
                 d.rate_limit,
             ),
             timeout: Duration::from_secs_f64(timeout),
-            max_mailbox: pick(
-                cli.max_mailbox,
-                env.parse(&["RETALK_SERVER_MAX_MAILBOX"], "count")?,
-                d.max_mailbox,
-            ),
-            max_mailbox_per_sender: pick(
-                cli.max_mailbox_per_sender,
-                env.parse(&["RETALK_SERVER_MAX_MAILBOX_PER_SENDER"], "count")?,
-                d.max_mailbox_per_sender,
-            ),
+            max_mailbox,
+            max_mailbox_per_sender,
             admin_password,
             require_api_key: cli.require_api_key
                 || env
@@ -806,6 +815,20 @@ mod tests {
             parse(&["--audience", " , "], &[]),
             Err(ConfigError::NoAudience)
         ));
+        // A per-sender cap only means something within a mailbox cap.
+        let e = parse(&["--max-mailbox-per-sender", "3"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--max-mailbox"), "{e}");
+        assert!(parse(
+            &["--max-mailbox-per-sender", "3", "--max-mailbox", "9"],
+            &[]
+        )
+        .is_ok());
+        for bad in ["--max-wait=-1", "--max-wait=nan", "--max-wait=3601"] {
+            assert!(
+                matches!(parse(&[bad], &[]), Err(ConfigError::OutOfRange { .. })),
+                "{bad}"
+            );
+        }
         assert!(matches!(parse(&["--nope"], &[]), Err(ConfigError::Cli(_))));
     }
 

@@ -30,7 +30,9 @@ pub fn group(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn exempt(ip: IpAddr, limit_loopback: bool) -> bool {
+/// Whether an address is exempt from the per-address limits (loopback,
+/// IPv4-mapped included, unless `limit_loopback`).
+pub fn exempt(ip: IpAddr, limit_loopback: bool) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

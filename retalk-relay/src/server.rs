@@ -39,6 +39,9 @@ use crate::store::SharedStore;
 use crate::waiters::{WaitCaps, Waiters};
 use crate::watched::Watched;
 
+/// Longest a shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -94,6 +97,7 @@ impl RelayServer {
             max_group_size: config.max_group_size,
             ip_limiter: IpRateLimiter::new(config.ip_rate_limit, config.limit_loopback),
             waiters: Waiters::new(WaitCaps {
+                total: config.max_connections / 2,
                 per_user: config.max_waiting_per_user,
                 per_address: config.max_waiting_per_ip,
                 limit_loopback: config.limit_loopback,
@@ -214,10 +218,12 @@ async fn serve(
         });
     }
     drop(listener);
-    // Idle connections close now; busy ones after their current answer.
+    // Idle connections close now, held reads answer `[]`, busy ones close
+    // after their current answer; a request still arriving (a slow or
+    // hostile client) does not hold the shutdown past the grace.
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(limits.timeout) => {
+        _ = tokio::time::sleep(limits.timeout.min(SHUTDOWN_GRACE)) => {
             tracing::warn!("connections still open after the grace period; closing them");
         }
     }

@@ -19,12 +19,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use retalk_proto::UserId;
 use tokio::sync::watch;
 
+use crate::limit;
+
 /// How many requests may be parked at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitCaps {
+    /// In all: parked reads hold connections, so some must stay for the
+    /// requests that would wake them.
+    pub total: usize,
     /// Per user id (several processes of one agent may each hold one).
     pub per_user: usize,
-    /// Per source address; loopback is exempt unless `limit_loopback`.
+    /// Per address group (an IPv4 address, an IPv6 /64, as the other
+    /// per-address limits); loopback is exempt unless `limit_loopback`.
     pub per_address: usize,
     pub limit_loopback: bool,
 }
@@ -32,6 +38,8 @@ pub struct WaitCaps {
 /// Why a request could not be parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParkError {
+    #[error("too many waiting reads on this relay (cap {0}); read without wait or retry later")]
+    Total(usize),
     #[error(
         "too many waiting reads for this user (cap {0}); stop the others or read without wait"
     )]
@@ -75,7 +83,12 @@ impl Waiters {
         address: Option<IpAddr>,
     ) -> Result<Ticket, ParkError> {
         let mut parked = self.lock();
-        let counted = address.filter(|a| self.caps.limit_loopback || !a.is_loopback());
+        if parked.total >= self.caps.total {
+            return Err(ParkError::Total(self.caps.total));
+        }
+        let counted = address
+            .filter(|a| !limit::exempt(*a, self.caps.limit_loopback))
+            .map(limit::group);
         if let Some(a) = counted {
             if parked.addresses.get(&a).copied().unwrap_or(0) >= self.caps.per_address {
                 return Err(ParkError::PerAddress(self.caps.per_address));
@@ -179,6 +192,7 @@ mod tests {
 
     fn caps() -> WaitCaps {
         WaitCaps {
+            total: 5,
             per_user: 2,
             per_address: 3,
             limit_loopback: false,
@@ -223,9 +237,38 @@ mod tests {
         );
         // Loopback is not counted per address by default.
         let _d = w.park(&uid(3), Some("127.0.0.1".parse().unwrap())).unwrap();
-        assert_eq!(w.parked(), 4);
+        // IPv4-mapped loopback too (a dual-stack listener), and an IPv6 /64
+        // counts as one address.
+        let _e = w
+            .park(&uid(4), Some("::ffff:127.0.0.1".parse().unwrap()))
+            .unwrap();
+        assert_eq!(w.parked(), 5);
+        assert_eq!(w.park(&uid(5), None).err(), Some(ParkError::Total(5)));
         drop(a);
-        assert_eq!(w.parked(), 3);
+        assert_eq!(w.parked(), 4);
         w.park(&uid(1), Some(ip)).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let w = Waiters::new(WaitCaps {
+            total: 10,
+            per_user: 10,
+            per_address: 2,
+            limit_loopback: false,
+        });
+        let _a = w
+            .park(&uid(1), Some("2001:db8::1".parse().unwrap()))
+            .unwrap();
+        let _b = w
+            .park(&uid(2), Some("2001:db8::2".parse().unwrap()))
+            .unwrap();
+        assert_eq!(
+            w.park(&uid(3), Some("2001:db8::ffff:3".parse().unwrap()))
+                .err(),
+            Some(ParkError::PerAddress(2))
+        );
+        w.park(&uid(4), Some("2001:db8:0:1::1".parse().unwrap()))
+            .unwrap();
     }
 }

@@ -283,9 +283,19 @@ impl<S: RelayStore> Relay<S> {
     }
 
     /// Reads the mail a parked read waits for: `Some` answer when there is
-    /// any, `None` to go on waiting.
+    /// any, `None` to go on waiting. A parked `peek` is a signal that mail
+    /// is there (the client reads it next), so it carries one message,
+    /// not a batch that would cross the wire twice.
     pub fn poll_parked(&self, read: &ParkedRead) -> Result<Option<Response>, RelayError> {
-        let mail = self.read(&read.caller, read.peer.as_deref(), read.peek)?;
+        let limit = if read.peek {
+            ReadLimit {
+                max_messages: 1,
+                ..self.config.read_limit
+            }
+        } else {
+            self.config.read_limit
+        };
+        let mail = self.read_within(&read.caller, read.peer.as_deref(), read.peek, limit)?;
         Ok(match &mail {
             Value::Array(items) if items.is_empty() => None,
             _ => Some(Response::ok(mail)),
@@ -382,10 +392,18 @@ impl<S: RelayStore> Relay<S> {
     }
 
     fn read(&self, caller: &UserId, peer: Option<&str>, peek: bool) -> Result<Value, RelayError> {
+        self.read_within(caller, peer, peek, self.config.read_limit)
+    }
+
+    fn read_within(
+        &self,
+        caller: &UserId,
+        peer: Option<&str>,
+        peek: bool,
+        limit: ReadLimit,
+    ) -> Result<Value, RelayError> {
         let from = peer.filter(|p| !p.is_empty());
-        let mail = self
-            .store
-            .read_messages(caller, from, peek, self.config.read_limit)?;
+        let mail = self.store.read_messages(caller, from, peek, limit)?;
         Ok(Value::Array(
             mail.into_iter()
                 .map(|m| json!({"message_id": m.message_id, "ts": m.ts, "from": m.sender, "mtype": m.mtype, "body": m.body}))
