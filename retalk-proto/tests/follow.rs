@@ -117,14 +117,23 @@ impl From<retalk_proto::ClientError> for AppError {
     }
 }
 
-/// A transport whose relay refuses `wait` exactly as a Python relay does.
-struct PythonLike<T> {
+/// A transport whose relay refuses every `wait` with `refusal` (a Python
+/// relay's 400, a cap's 429, a proxy's garbage).
+struct WaitRefused<T> {
     inner: T,
     /// Reads that asked to wait.
     waits: Arc<AtomicUsize>,
+    refusal: TransportError,
 }
 
-impl<T: Transport> Transport for PythonLike<T> {
+fn python_refusal() -> TransportError {
+    TransportError::Refused {
+        status: 400,
+        error: "read_messages() got an unexpected keyword argument 'wait'".into(),
+    }
+}
+
+impl<T: Transport> Transport for WaitRefused<T> {
     fn audience(&self) -> &str {
         self.inner.audience()
     }
@@ -138,35 +147,111 @@ impl<T: Transport> Transport for PythonLike<T> {
             self.waits.fetch_add(1, Ordering::SeqCst);
         }
         let inner = (!refuse).then(|| self.inner.call(request));
+        let refusal = self.refusal.clone();
         async move {
             match inner {
                 Some(call) => call.await,
-                None => Err(TransportError::Refused {
-                    status: 400,
-                    error: "read_messages() got an unexpected keyword argument 'wait'".into(),
-                }),
+                None => Err(refusal),
             }
         }
     }
 }
 
-#[tokio::test]
-async fn against_a_relay_without_wait_it_polls_every_two_seconds_and_asks_again_later() {
-    let w = World::new();
+/// Bob, on a relay whose every wait is refused with `refusal`: the agent,
+/// its transport's log, and how many waits it asked for.
+fn refusing_waits(
+    w: &World,
+    refusal: TransportError,
+) -> (
+    retalk_proto::Client<
+        Arc<retalk_proto::client::MemoryStore>,
+        WaitRefused<
+            Faulty<
+                retalk_proto::client::LocalTransport<
+                    retalk_proto::relay::MemoryRelayStore,
+                    SimClock,
+                >,
+            >,
+        >,
+        SimClock,
+    >,
+    Arc<Faults>,
+    Arc<AtomicUsize>,
+) {
     let relay = w.relay("http://r");
     let (t, faults) = w.transport(&relay);
     let asked = Arc::new(AtomicUsize::new(0));
     let bob = retalk_proto::Client::create(
         Arc::new(retalk_proto::client::MemoryStore::new()),
-        PythonLike {
+        WaitRefused {
             inner: t,
             waits: asked.clone(),
+            refusal,
         },
         w.clock.clone(),
         "bob-secret",
         "bob",
     )
     .unwrap();
+    (bob, faults, asked)
+}
+
+/// A relay or proxy that fails every wait but serves plain reads (a
+/// garbage answer, a 502) is not asked in a loop: failed waits back off to
+/// 30 s and say so.
+#[tokio::test]
+async fn failing_waits_back_off_instead_of_spinning() {
+    let w = World::new();
+    let garbage = TransportError::BadResponse("the answer is not JSON: <html>".into());
+    let (bob, faults, asked) = refusing_waits(&w, garbage);
+    let failures = Mutex::new(Vec::new());
+    bob.follow(&Follow::default(), until(&w.clock, T0 + 300.0), |e| {
+        if let Followed::Unreachable { retry_in, .. } = e {
+            failures.lock().unwrap().push(retry_in);
+        }
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    let failures = failures.into_inner().unwrap();
+    assert_eq!(failures[..5], [4.0, 8.0, 16.0, 30.0, 30.0]);
+    let waits = asked.load(Ordering::SeqCst);
+    assert!((10..=14).contains(&waits), "{waits} waits in 300 s");
+    assert!(requests(&faults, "read_messages").len() <= 20);
+}
+
+/// A relay at its cap of held reads (429) is polled for ten minutes, said
+/// once, and not asked to hold a read meanwhile.
+#[tokio::test]
+async fn a_relay_at_its_cap_of_held_reads_is_polled() {
+    let w = World::new();
+    let capped = TransportError::Refused {
+        status: 429,
+        error: "too many waiting reads for this user (cap 8)".into(),
+    };
+    let (bob, faults, asked) = refusing_waits(&w, capped);
+    let events = Mutex::new(Vec::new());
+    bob.follow(&Follow::default(), until(&w.clock, T0 + 300.0), |e| {
+        events.lock().unwrap().push(format!("{e:?}"));
+        Ok::<_, retalk_proto::ClientError>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let polls = requests(&faults, "read_messages").len();
+    assert!((140..=160).contains(&polls), "{polls} polls in 300 s");
+    let events = events.into_inner().unwrap();
+    assert_eq!(events.iter().filter(|e| *e == "Polling").count(), 1);
+    assert!(
+        !events.iter().any(|e| e.starts_with("Unreachable")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn against_a_relay_without_wait_it_polls_every_two_seconds_and_asks_again_later() {
+    let w = World::new();
+    let (bob, faults, asked) = refusing_waits(&w, python_refusal());
     let events = Mutex::new(Vec::new());
     bob.follow(&Follow::default(), until(&w.clock, T0 + 700.0), |e| {
         events.lock().unwrap().push(format!("{e:?}"));
@@ -237,6 +322,7 @@ async fn it_maintains_once_a_minute() {
     let relay = w.relay("http://r");
     let (bob, faults) = w.agent(&relay, "bob");
     let maintained = Mutex::new(0);
+    // Exactly on time: the last round is due at T0 + 300.
     bob.follow(&Follow::default(), until(&w.clock, T0 + 305.0), |e| {
         if let Followed::Maintained(_) = e {
             *maintained.lock().unwrap() += 1;
@@ -245,7 +331,8 @@ async fn it_maintains_once_a_minute() {
     })
     .await
     .unwrap();
-    assert_eq!(*maintained.lock().unwrap(), 5);
+    // At the start, then every 60 s: 0, 60, …, 300.
+    assert_eq!(*maintained.lock().unwrap(), 6);
     assert!(requests(&faults, "count_keys").len() >= 5);
 }
 

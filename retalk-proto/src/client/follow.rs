@@ -25,6 +25,11 @@ use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 
 use super::{Client, ClientError, MailWait, MaintainReport, Problem, Received};
+use crate::client::TransportError;
+
+/// Seconds a follower polls after the relay refused to hold its read (429:
+/// its cap of held reads), before it asks to wait again.
+const POLL_AFTER_REFUSED_WAIT: f64 = 600.0;
 use crate::client::{Store, Transport};
 use crate::clock::Clock;
 
@@ -98,8 +103,15 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         mut handler: impl FnMut(Followed<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut stop = pin!(stop);
+        let max_backoff = settings.max_backoff.max(settings.poll);
         let mut backoff = settings.poll;
-        let mut last_maintain = self.clock.now();
+        // Failed waits back off on their own: reads may work meanwhile.
+        let mut wait_backoff = settings.poll;
+        // After the relay refused to hold one more read (its cap), poll.
+        let mut poll_only_until = f64::NEG_INFINITY;
+        // Maintenance first thing (keys, and resends that came due while
+        // nothing ran), then every `maintain_every`.
+        let mut last_maintain = f64::NEG_INFINITY;
         let mut said_polling = false;
         // Messages an earlier run saved but did not hand over come first.
         self.take_messages(usize::MAX, |m| handler(Followed::Message(m)))?;
@@ -116,7 +128,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 }
                 Err(ClientError::Store(e)) => return Err(ClientError::Store(e).into()),
                 Err(error) => {
-                    backoff = (backoff * 2.0).min(settings.max_backoff.max(settings.poll));
+                    backoff = (backoff * 2.0).min(max_backoff);
                     handler(Followed::Unreachable {
                         error,
                         retry_in: backoff,
@@ -139,11 +151,22 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
 
             let started = self.clock.now();
-            let waited = match select(stop.as_mut(), pin!(self.wait_for_mail(settings.wait))).await
-            {
-                Either::Left(((), _)) => return Ok(()),
-                Either::Right((waited, _)) => waited,
+            // Wake up in time for the next maintenance round.
+            let wait = settings
+                .wait
+                .min(settings.maintain_every - (started - last_maintain))
+                .max(settings.poll.min(settings.wait));
+            let waited = if started < poll_only_until {
+                Ok(MailWait::Unsupported)
+            } else {
+                match select(stop.as_mut(), pin!(self.wait_for_mail(wait))).await {
+                    Either::Left(((), _)) => return Ok(()),
+                    Either::Right((waited, _)) => waited,
+                }
             };
+            if waited.is_ok() {
+                wait_backoff = settings.poll;
+            }
             let rest = match waited {
                 Ok(MailWait::Arrived) => 0.0,
                 // A relay that answered before the poll interval (it holds
@@ -157,8 +180,29 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     settings.poll
                 }
                 Err(ClientError::Store(e)) => return Err(ClientError::Store(e).into()),
-                // The fetch that follows meets the same trouble and backs off.
-                Err(_) => 0.0,
+                // Too many reads held already (another process of ours, or
+                // a proxy's address shared by many): poll for a while.
+                Err(ClientError::Relay {
+                    source: TransportError::Refused { status: 429, .. },
+                    ..
+                }) => {
+                    poll_only_until = self.clock.now() + POLL_AFTER_REFUSED_WAIT;
+                    if !said_polling {
+                        said_polling = true;
+                        handler(Followed::Polling)?;
+                    }
+                    settings.poll
+                }
+                // Never straight back: a relay (or proxy) that fails every
+                // wait but serves reads would otherwise be asked in a loop.
+                Err(error) => {
+                    wait_backoff = (wait_backoff * 2.0).min(max_backoff);
+                    handler(Followed::Unreachable {
+                        error,
+                        retry_in: wait_backoff,
+                    })?;
+                    wait_backoff
+                }
             };
             if rest > 0.0 && self.pause(stop.as_mut(), rest).await {
                 return Ok(());
