@@ -248,9 +248,11 @@ cannot tell which those were. To take an exact number, ask for it:
 `retalk receive --json --limit 1 | head -1` loses nothing.
 
 Without --follow: drain the mailbox once and exit (good for cron and
-scripts). With --follow: poll every 2 seconds until interrupted (Ctrl-C
-stops cleanly), riding out relay restarts, and once a minute run key
-maintenance — replenish one-time keys on the server, rotate the fallback
+scripts). With --follow: keep receiving until interrupted (Ctrl-C or
+SIGTERM stops cleanly); on a relay that holds reads open (retalk-relay)
+each message shows as it is sent, a Python relay is polled every 2
+seconds; ride out relay restarts, and at the start and once a minute run
+key maintenance — replenish one-time keys on the server, rotate the fallback
 key daily, and re-send any of your own messages that have gone
 unacknowledged for 2 minutes.
 

@@ -41,6 +41,24 @@ pub fn is_hidden(c: char) -> bool {
             | '\u{206a}'..='\u{206f}'
             | '\u{feff}'
             | '\u{fff9}'..='\u{fffb}'
+            | '\u{034f}'
+            | '\u{1d173}'..='\u{1d17a}'
+            // blank-looking letters and fillers (an "empty" name or text)
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{ffa0}'
+            // tag characters and the supplementary variation selectors:
+            // invisible to a person, read by a model ("ASCII smuggling")
+            | '\u{e0000}'..='\u{e007f}'
+            | '\u{e0100}'..='\u{e01ef}'
+            // private use and noncharacters: no agreed look at all
+            | '\u{e000}'..='\u{f8ff}'
+            | '\u{f0000}'..='\u{10ffff}'
+            | '\u{fdd0}'..='\u{fdef}'
+            | '\u{fffe}'
+            | '\u{ffff}'
         )
 }
 
@@ -100,6 +118,11 @@ mod tests {
             "~m: a\\x1b[2K\\x1b[1Gb\\rc\\x85d\\u{2028}e\\u{202e}f\\tg"
         );
         assert_eq!(human("~a\nb", "x"), "~a\\nb: x");
+        // Tag characters, fillers and private use are shown, not hidden.
+        assert_eq!(
+            escape("hi\u{e0069}\u{e0067}\u{2800}\u{115f}\u{034f}\u{e000}!"),
+            "hi\\u{e0069}\\u{e0067}\\u{2800}\\u{115f}\\u{034f}\\u{e000}!"
+        );
         // Emoji sequences keep their joiner.
         assert_eq!(
             escape("\u{1f469}\u{200d}\u{1f4bb}"),

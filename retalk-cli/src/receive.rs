@@ -1,9 +1,13 @@
 //! `retalk receive [--follow] [--json] [--limit N]`; `--follow` is the
 //! library's follow driver ([`Client::follow`](retalk_proto::Client::follow)).
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io::IsTerminal;
+use std::pin::pin;
+use std::task::Poll;
 
-use retalk_proto::client::{Follow, Followed, Inbox, Received};
+use retalk_proto::client::{Follow, Followed, Inbox, Problem, Received};
 use retalk_proto::ClientError;
 
 use crate::error::CliError;
@@ -38,8 +42,18 @@ fn print(json: bool, m: &Received) -> Result<(), CliError> {
 
 fn report(inbox: &Inbox) {
     for p in &inbox.problems {
-        eprintln!("retalk: skipped a message from {}: {}", p.from, p.reason);
+        skipped(p);
     }
+}
+
+/// A skipped message on stderr: its `from` comes from the relay and its
+/// reason may quote the sender, so both are escaped like message text.
+fn skipped(p: &Problem) {
+    eprintln!(
+        "retalk: skipped a message from {}: {}",
+        display::escape(&p.from),
+        display::escape(&p.reason)
+    );
 }
 
 /// `limit`: print at most this many in all, then stop (the rest stay in
@@ -68,18 +82,28 @@ pub async fn run(
         eprintln!("listening for messages (Ctrl-C to stop)");
     }
     let follow = Follow::default();
+    // Stops on Ctrl-C/SIGTERM, or as soon as `--limit` lines are out.
+    let left = Cell::new(left);
+    let mut signalled = pin!(interrupted());
+    let stop = std::future::poll_fn(|cx| {
+        if left.get() == 0 {
+            Poll::Ready(())
+        } else {
+            signalled.as_mut().poll(cx)
+        }
+    });
     let result = agent
-        .follow(&follow, interrupted(), |event| match event {
+        .follow(&follow, stop, |event| match event {
             Followed::Message(m) => {
-                if left == 0 {
+                if left.get() == 0 {
                     return Err(Stop::Limit); // kept for the next call
                 }
                 print(json, m)?;
-                left -= 1;
+                left.set(left.get() - 1);
                 Ok(())
             }
             Followed::Problem(p) => {
-                eprintln!("retalk: skipped a message from {}: {}", p.from, p.reason);
+                skipped(&p);
                 Ok(())
             }
             Followed::Maintained(r) => {

@@ -275,6 +275,27 @@ fn receive_follow_shows_each_message_as_it_is_sent() {
     );
 }
 
+/// `--follow --limit N` exits once N lines are out, without waiting for a
+/// further message.
+#[test]
+fn receive_follow_with_a_limit_exits_after_that_many() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let (cli, _alice, bob) = alice_and_bob(tmp.path(), &relay);
+    cli.ok(&["send", &bob, "one", "-s", "alice"]);
+    let mut follow = cli
+        .command(&["receive", "--follow", "--limit", "1", "-s", "bob"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut follow, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(out, "~alice: one\n");
+}
+
 #[test]
 fn receive_follow_survives_the_relay_restarting() {
     let tmp = tempfile::tempdir().unwrap();
