@@ -25,6 +25,11 @@
 //! );
 //! ```
 //!
+//! A third macro, [`relay_store_shared_tests!`](crate::relay_store_shared_tests),
+//! is for backends that several relay processes share (PostgreSQL): its
+//! `make` is an `impl Fn() -> (S, S, H)` giving two handles on one fresh
+//! storage and a handle on it, and each check makes the two act at once.
+//!
 //! Each invocation defines a module (`relay_store_conformance`,
 //! `store_conformance`), so invoke each macro at most once per module.
 //!
@@ -32,6 +37,7 @@
 
 pub mod client;
 pub mod relay;
+pub mod shared;
 
 /// Expands to one `#[test]` per relay-store check; see the [module
 /// docs](crate::conformance) for the two forms.
@@ -57,6 +63,45 @@ macro_rules! relay_store_tests {
                 durable_empty_reopen,
             );
         }
+    };
+}
+
+/// Expands to one `#[test]` per two-handle check (see
+/// [`conformance::shared`](crate::conformance::shared)): `make` gives two
+/// handles on one fresh storage and a handle keeping it alive.
+#[macro_export]
+macro_rules! relay_store_shared_tests {
+    ($make:expr) => {
+        mod relay_store_shared_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__shared_checks!($make;
+                shared_nonce_is_single_use,
+                shared_claims_are_exclusive,
+                shared_claimed_ids_stay_claimed,
+                shared_reads_hand_each_message_once,
+                shared_mailbox_caps_hold,
+                shared_refusal_gate_holds,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __shared_checks {
+    ($make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            #[allow(clippy::redundant_closure_call)]
+            fn $check() {
+                let (a, b, _handle) = ($make)();
+                $crate::conformance::shared::$check(&a, &b);
+                drop(a);
+                drop(b);
+            }
+        )*
     };
 }
 

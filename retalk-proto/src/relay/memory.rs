@@ -339,4 +339,16 @@ impl RelayStore for MemoryRelayStore {
 mod tests {
     use super::MemoryRelayStore;
     crate::relay_store_tests!(MemoryRelayStore::new);
+
+    mod shared {
+        use super::MemoryRelayStore;
+        use std::sync::Arc;
+
+        // Two clones of one Arc: the checks themselves are checked on the
+        // simplest shared store.
+        crate::relay_store_shared_tests!(|| {
+            let store = Arc::new(MemoryRelayStore::new());
+            (store.clone(), store, ())
+        });
+    }
 }
