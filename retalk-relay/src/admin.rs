@@ -3,6 +3,7 @@
 //! the relay (admission), never identity; only their sha256 is stored and
 //! the raw key is shown once, at creation.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -29,6 +30,7 @@ const BASIC: GeneralPurpose = GeneralPurpose::new(
 
 pub(crate) async fn handle(
     app: Arc<App>,
+    client: Option<IpAddr>,
     method: &Method,
     headers: &HeaderMap,
     body: Body,
@@ -36,7 +38,16 @@ pub(crate) async fn handle(
     let Some(password) = app.admin_password.as_deref() else {
         return refuse(HttpError::NotFound);
     };
+    // An address that guessed wrong too often is refused before its next
+    // guess is even checked, so a right guess cannot be told apart.
+    let now = unix_now();
+    if client.is_some_and(|ip| app.admin_failures.blocked(ip, now)) {
+        return refuse(HttpError::RateLimited);
+    }
     if !basic_password_matches(headers, password) {
+        if let Some(ip) = client {
+            app.admin_failures.failed(ip, now);
+        }
         return refuse(HttpError::AdminAuthRequired);
     }
     if method == Method::GET {

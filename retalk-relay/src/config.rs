@@ -25,6 +25,8 @@ pub enum Backend {
     Sled,
     /// In memory: nothing is kept after exit (tests and demos).
     Memory,
+    /// PostgreSQL at --database-url: several relay processes may share it.
+    Postgres,
 }
 
 impl Backend {
@@ -33,6 +35,7 @@ impl Backend {
             Backend::Sqlite => "sqlite",
             Backend::Sled => "sled",
             Backend::Memory => "memory",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -42,6 +45,15 @@ impl Backend {
 pub struct Config {
     pub backend: Backend,
     pub db: PathBuf,
+    /// The PostgreSQL URL (`--backend postgres` only; may hold a password,
+    /// so `Debug` hides it).
+    pub database_url: Option<String>,
+    /// Addresses (or CIDR ranges) of proxies whose `X-Forwarded-For` /
+    /// `Forwarded` header names the real client; empty: nobody's.
+    pub trusted_proxies: Vec<String>,
+    /// Failed `/admin` logins per client address per minute, then 429
+    /// until the minute is over (loopback included); 0 = off.
+    pub admin_login_limit: usize,
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
@@ -89,6 +101,12 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("backend", &self.backend)
             .field("db", &self.db)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("admin_login_limit", &self.admin_login_limit)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("audiences", &self.audiences)
@@ -121,6 +139,9 @@ impl Default for Config {
         Self {
             backend: Backend::Sqlite,
             db: PathBuf::from("server.db"),
+            database_url: None,
+            trusted_proxies: Vec::new(),
+            admin_login_limit: 10,
             host: "0.0.0.0".into(),
             port: 8766,
             audiences: None,
@@ -284,12 +305,39 @@ impl Config {
             env.parse(&["RETALK_SERVER_MAX_WAITING_PER_IP"], "count")?,
             d.max_waiting_per_ip,
         );
+        let backend = cli.backend.unwrap_or(d.backend);
+        let database_url = cli
+            .database_url
+            .or(env.text(&["RETALK_SERVER_DATABASE_URL"]));
+        if backend == Backend::Postgres && database_url.is_none() {
+            return Err(ConfigError::NoDatabaseUrl);
+        }
+        let trusted_proxies = cli
+            .trusted_proxies
+            .or(env.text(&["RETALK_SERVER_TRUSTED_PROXIES"]))
+            .map(|raw| split_audiences(&raw))
+            .unwrap_or_default();
+        if let Err(bad) = crate::proxy::TrustedProxies::parse(&trusted_proxies) {
+            return Err(ConfigError::OutOfRange {
+                setting: "trusted-proxies",
+                rule: "a comma-separated list of IP addresses or CIDR ranges",
+                value: bad,
+            });
+        }
+        let admin_login_limit = pick(
+            cli.admin_login_limit,
+            env.parse(&["RETALK_SERVER_ADMIN_LOGIN_LIMIT"], "count")?,
+            d.admin_login_limit,
+        );
         let admin_password = cli
             .admin_password
             .or(env.text(&["RETALK_SERVER_ADMIN_PASSWORD"]))
             .filter(|p| !p.is_empty());
         Ok(Config {
-            backend: cli.backend.unwrap_or(d.backend),
+            backend,
+            database_url,
+            trusted_proxies,
+            admin_login_limit,
             db: cli
                 .db
                 .or(env
@@ -437,6 +485,27 @@ struct Cli {
     /// Storage backend [default: sqlite]
     #[arg(long, value_enum, value_name = "BACKEND")]
     backend: Option<Backend>,
+
+    /// PostgreSQL URL for --backend postgres, e.g.
+    /// postgres://retalk:PASSWORD@db.internal/retalk; every relay process
+    /// given the same URL shares users, keys and mail
+    /// [env: RETALK_SERVER_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+
+    /// Proxies whose X-Forwarded-For (else Forwarded) header is believed,
+    /// comma-separated IP addresses or CIDR ranges (e.g. 127.0.0.1 for a
+    /// local Caddy): per-address limits then apply to the client address
+    /// they report. Nobody's by default
+    /// [env: RETALK_SERVER_TRUSTED_PROXIES]
+    #[arg(long, value_name = "IP[/BITS][,...]")]
+    trusted_proxies: Option<String>,
+
+    /// Failed /admin logins per client address per minute before it gets
+    /// HTTP 429 until the minute is over (loopback included); 0 = off
+    /// [env: RETALK_SERVER_ADMIN_LOGIN_LIMIT] [default: 10]
+    #[arg(long, value_name = "N")]
+    admin_login_limit: Option<usize>,
 
     /// Database path (a SQLite file, or a sled directory)
     /// [env: RETALK_SERVER_DB, SERVER_DB] [default: server.db]
@@ -793,7 +862,15 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["--backend", "postgres"], &[]),
+            Err(ConfigError::NoDatabaseUrl)
+        ));
+        assert!(matches!(
+            parse(&["--backend", "mysql"], &[]),
             Err(ConfigError::Cli(_))
+        ));
+        assert!(matches!(
+            parse(&["--trusted-proxies", "127.0.0.1,not-an-ip"], &[]),
+            Err(ConfigError::OutOfRange { .. })
         ));
         assert!(matches!(
             parse(&["--timeout", "0"], &[]),
@@ -856,10 +933,37 @@ mod tests {
             "--max-group-size",
             "--ip-rate-limit",
             "--max-connections",
+            "--database-url",
+            "--trusted-proxies",
+            "--admin-login-limit",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
         assert!(help.contains("RETALK_SERVER_AUDIENCE, SERVER_AUDIENCE"));
+    }
+
+    #[test]
+    fn postgres_proxies_and_admin_limits() {
+        let url = "postgres://retalk:s3cret@db/retalk";
+        let c = parse(&["--backend", "postgres", "--database-url", url], &[]).unwrap();
+        assert_eq!(c.backend, Backend::Postgres);
+        assert_eq!(c.database_url.as_deref(), Some(url));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = parse(
+            &["--backend", "postgres"],
+            &[
+                ("RETALK_SERVER_DATABASE_URL", url),
+                ("RETALK_SERVER_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1"),
+                ("RETALK_SERVER_ADMIN_LOGIN_LIMIT", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database_url.as_deref(), Some(url));
+        assert_eq!(c.trusted_proxies, ["127.0.0.1", "10.0.0.0/8", "::1"]);
+        assert_eq!(c.admin_login_limit, 3);
+        let d = parse(&[], &[]).unwrap();
+        assert!(d.trusted_proxies.is_empty());
+        assert_eq!(d.admin_login_limit, 10);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub enum ConfigError {
     },
     #[error("no audience given: --audience needs at least one URL")]
     NoAudience,
+    #[error(
+        "--backend postgres needs --database-url (or RETALK_SERVER_DATABASE_URL), \
+         e.g. postgres://USER:PASSWORD@HOST/DBNAME"
+    )]
+    NoDatabaseUrl,
 }
 
 /// Why the relay could not start.
@@ -38,6 +43,17 @@ pub enum StartError {
         path: String,
         detail: String,
     },
+    #[error("could not open the postgres store at {url}: {source}")]
+    Postgres {
+        /// The URL without its password.
+        url: String,
+        #[source]
+        source: retalk_store_postgres::PgError,
+    },
+    #[error("not a trusted proxy address or range: {0}")]
+    BadTrustedProxy(String),
+    #[error("could not set up metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: String,

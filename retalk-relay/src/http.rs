@@ -16,11 +16,11 @@
 //! them on the way out.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -43,7 +43,9 @@ use crate::admin;
 use crate::clock::unix_now;
 use crate::drain::Lingering;
 use crate::errors::HttpError;
-use crate::limit::IpRateLimiter;
+use crate::limit::{FailureLimiter, IpRateLimiter};
+use crate::metrics::{tool_label, Metrics};
+use crate::proxy::TrustedProxies;
 use crate::store::SharedStore;
 use crate::waiters::Waiters;
 
@@ -60,6 +62,12 @@ pub struct App {
     pub(crate) waiters: Arc<Waiters>,
     /// Becomes true when the relay shuts down: held reads answer `[]`.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Whose forwarding headers name the real client.
+    pub(crate) proxies: TrustedProxies,
+    /// Wrong `/admin` passwords per client address.
+    pub(crate) admin_failures: FailureLimiter,
 }
 
 impl App {
@@ -103,22 +111,35 @@ pub fn router(app: Arc<App>) -> Router {
 pub async fn handle(app: Arc<App>, peer: Option<SocketAddr>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = Body::new(Lingering::new(body, app.max_body, app.body_timeout));
-    if let Some(peer) = peer {
-        if !app.ip_limiter.allow(peer.ip(), unix_now()) {
+    // Behind a trusted proxy, the client it names; else the peer itself.
+    let client = peer.map(|p| app.proxies.client(p.ip(), &parts.headers));
+    if let Some(ip) = client {
+        if !app.ip_limiter.allow(ip, unix_now()) {
             return refuse(HttpError::RateLimited);
         }
     }
     let last = last_segment(parts.uri.path());
     match (&parts.method, last) {
-        (&Method::POST, "admin") => admin::handle(app, &parts.method, &parts.headers, body).await,
-        (&Method::POST, _) => tool_call(app, peer, &parts.headers, body).await,
+        (&Method::POST, "admin") => {
+            admin::handle(app, client, &parts.method, &parts.headers, body).await
+        }
+        (&Method::POST, _) => {
+            let started = Instant::now();
+            let (tool, answer) = tool_call(app.clone(), client, &parts.headers, body).await;
+            app.metrics
+                .request(tool, answer.status().as_u16(), started.elapsed());
+            answer
+        }
         (&Method::GET, "info") => ok_json(&json!({
             "max_group_size": app.max_group_size,
             "features": features(&app),
             "max_wait": app.relay.config().max_wait,
         })),
         (&Method::GET, "healthz") => healthz(app).await,
-        (&Method::GET, "admin") => admin::handle(app, &parts.method, &parts.headers, body).await,
+        (&Method::GET, "metrics") => metrics(&app),
+        (&Method::GET, "admin") => {
+            admin::handle(app, client, &parts.method, &parts.headers, body).await
+        }
         (&Method::GET, _) => refuse(HttpError::NotFound),
         _ => {
             let mut r = refuse(HttpError::MethodNotAllowed);
@@ -145,35 +166,50 @@ fn features(app: &App) -> Vec<&'static str> {
     f
 }
 
+/// Answers a tool call; returns the tool it named (a bounded label, for
+/// `/metrics`) with the answer.
 async fn tool_call(
     app: Arc<App>,
-    peer: Option<SocketAddr>,
+    client: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
-) -> Response {
+) -> (&'static str, Response) {
+    const UNREAD: &str = "unknown";
     if let Err(e) = check_declared_length(&app, headers) {
-        return refuse(e);
+        return (UNREAD, refuse(e));
     }
     if app.require_api_key {
         if let Err(e) = check_api_key(&app, headers).await {
-            return refuse(e);
+            return (UNREAD, refuse(e));
         }
     }
     let bytes = match read_body(&app, body).await {
         Ok(b) => b,
-        Err(e) => return refuse(e),
+        Err(e) => return (UNREAD, refuse(e)),
     };
+    let tool = tool_label(&bytes);
     let worker = app.clone();
-    match blocking(move || worker.relay.serve(&bytes, unix_now())).await {
+    let answer = match blocking(move || worker.relay.serve(&bytes, unix_now())).await {
         Ok(Outcome::Answer { response, mail_for }) => {
             if let Some(user) = mail_for {
                 app.waiters.wake(&user);
             }
             relay_answer(response)
         }
-        Ok(Outcome::Park(read)) => long_poll(app, peer, read).await,
+        Ok(Outcome::Park(read)) => long_poll(app, client, read).await,
         Err(e) => refuse(e),
-    }
+    };
+    (tool, answer)
+}
+
+/// The node's metrics in Prometheus text format.
+fn metrics(app: &App) -> Response {
+    let mut r = Response::new(Body::from(app.metrics.render(&app.waiters)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 fn relay_answer(answer: RelayResponse) -> Response {
@@ -190,8 +226,8 @@ fn relay_answer(answer: RelayResponse) -> Response {
 /// the wait runs out or the relay shuts down (then `[]`). Registered
 /// before each check, so mail stored meanwhile is never missed; parked, it
 /// is a future on a channel and costs no CPU.
-async fn long_poll(app: Arc<App>, peer: Option<SocketAddr>, read: ParkedRead) -> Response {
-    let mut ticket = match app.waiters.park(&read.caller, peer.map(|p| p.ip())) {
+async fn long_poll(app: Arc<App>, client: Option<IpAddr>, read: ParkedRead) -> Response {
+    let mut ticket = match app.waiters.park(&read.caller, client) {
         Ok(t) => t,
         Err(e) => return refuse(e.into()),
     };

@@ -4,8 +4,10 @@
 //! The protocol (parsing, verification, nonces, per-id rate limit, every
 //! tool) is `retalk_proto::relay::Relay`; this crate is its edge: the wall
 //! clock, HTTP framing, body caps and deadlines, per-address limits,
-//! connection caps, API-key admission, the `/admin` page, and the choice of
-//! storage backend.
+//! connection caps, API-key admission, the `/admin` page, `/metrics`, the
+//! client address behind trusted proxies, and the choice of storage backend
+//! (with PostgreSQL, several relay processes share one database: see
+//! `retalk_store_postgres`).
 //!
 //! Embedding:
 //!
@@ -26,7 +28,9 @@ pub mod drain;
 pub mod errors;
 pub mod http;
 pub mod limit;
+pub mod metrics;
 pub mod outage;
+pub mod proxy;
 mod server;
 pub mod store;
 pub mod waiters;
@@ -36,4 +40,4 @@ pub use config::{Backend, Config};
 pub use errors::{ConfigError, HttpError, StartError};
 pub use http::{router, App};
 pub use server::RelayServer;
-pub use store::{open_store, SharedStore};
+pub use store::{open_storage, open_store, SharedStore, Storage, WakeSource};

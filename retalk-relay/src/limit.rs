@@ -125,6 +125,56 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Failed attempts (wrong `/admin` passwords) per address: past `limit`
+/// in a minute, the address is refused before its next attempt is even
+/// checked, until that minute is over. Loopback is not exempt: a password
+/// guessed through a local proxy is guessed all the same.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limit: usize,
+    failures: Mutex<HashMap<IpAddr, (f64, usize)>>,
+}
+
+/// Addresses remembered at most; past it, the stale ones are dropped.
+const MAX_TRACKED: usize = 100_000;
+
+impl FailureLimiter {
+    /// `limit` 0 disables it.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Whether `ip` has used up its attempts for now.
+    pub fn blocked(&self, ip: IpAddr, now: f64) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures
+            .get(&group(ip))
+            .is_some_and(|(since, n)| now - since < WINDOW && *n >= self.limit)
+    }
+
+    /// Counts one failed attempt from `ip`.
+    pub fn failed(&self, ip: IpAddr, now: f64) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (since, _)| now - *since < WINDOW);
+        }
+        let entry = failures.entry(group(ip)).or_insert((now, 0));
+        if now - entry.0 >= WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +217,22 @@ mod tests {
         assert!(l.allow(ip("127.0.0.1"), 0.0));
         assert!(!l.allow(ip("127.0.0.1"), 0.0));
         assert!((0..10).all(|_| IpRateLimiter::new(0, true).allow(ip("127.0.0.1"), 0.0)));
+    }
+
+    #[test]
+    fn failures_block_until_the_minute_is_over() {
+        let f = FailureLimiter::new(3);
+        let me = ip("127.0.0.1");
+        for _ in 0..3 {
+            assert!(!f.blocked(me, 100.0));
+            f.failed(me, 100.0);
+        }
+        assert!(f.blocked(me, 101.0), "loopback is not exempt");
+        assert!(!f.blocked(ip("127.0.0.2"), 101.0));
+        assert!(!f.blocked(me, 160.5));
+        f.failed(me, 161.0);
+        assert!(!f.blocked(me, 161.0));
+        assert!(!FailureLimiter::new(0).blocked(me, 0.0));
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use retalk_relay::errors::{self, StartError};
-use retalk_relay::{open_store, Backend, Config, ConfigError, RelayServer};
+use retalk_relay::store::redact_url;
+use retalk_relay::{open_storage, Backend, Config, ConfigError, RelayServer};
 
 fn main() -> ExitCode {
     let env: HashMap<String, String> = std::env::vars_os()
@@ -56,8 +57,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), StartError> {
-    let store = open_store(config.backend, &config.db)?;
-    let server = RelayServer::start(&config, store).await?;
+    let storage = open_storage(&config).await?;
+    let server = RelayServer::start(&config, storage).await?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", errors::listening_line(&server.local_addr()));
@@ -65,11 +66,18 @@ async fn run(config: Config) -> Result<(), StartError> {
         let _ = writeln!(
             out,
             "{}",
-            errors::backend_line(
-                config.backend.name(),
-                &config.db,
-                config.backend != Backend::Memory
-            )
+            match (config.backend, &config.database_url) {
+                (Backend::Postgres, Some(url)) => errors::backend_line(
+                    config.backend.name(),
+                    std::path::Path::new(&redact_url(url)),
+                    true
+                ),
+                _ => errors::backend_line(
+                    config.backend.name(),
+                    &config.db,
+                    config.backend != Backend::Memory
+                ),
+            }
         );
         let _ = out.flush();
     }

@@ -34,8 +34,10 @@ use tokio::time::Sleep;
 use crate::config::Config;
 use crate::errors::StartError;
 use crate::http::{handle, App, JsonParseErrors};
-use crate::limit::{ConnectionCounter, IpRateLimiter};
-use crate::store::SharedStore;
+use crate::limit::{ConnectionCounter, FailureLimiter, IpRateLimiter};
+use crate::metrics::Metrics;
+use crate::proxy::TrustedProxies;
+use crate::store::{SharedStore, Storage};
 use crate::waiters::{WaitCaps, Waiters};
 use crate::watched::Watched;
 
@@ -53,11 +55,24 @@ pub struct RelayServer {
     app: Arc<App>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Wake-ups from other processes on the same storage, if it has any.
+    wakeups: Option<JoinHandle<()>>,
 }
 
 impl RelayServer {
-    /// Binds the configured address and starts serving `store`.
-    pub async fn start(config: &Config, store: SharedStore) -> Result<RelayServer, StartError> {
+    /// Binds the configured address and starts serving `storage` (a
+    /// [`SharedStore`], or a [`Storage`] with wake-ups from other
+    /// processes, as [`open_storage`](crate::store::open_storage) gives).
+    pub async fn start(
+        config: &Config,
+        storage: impl Into<Storage>,
+    ) -> Result<RelayServer, StartError> {
+        let Storage { store, wakeups } = storage.into();
+        let metrics = Metrics::new()?;
+        // Checked when the config was parsed; a Config built in code gets
+        // the same check here.
+        let proxies =
+            TrustedProxies::parse(&config.trusted_proxies).map_err(StartError::BadTrustedProxy)?;
         let host = config.host.trim_start_matches('[').trim_end_matches(']');
         let bind_text = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind((host, config.port))
@@ -73,7 +88,7 @@ impl RelayServer {
         let audiences = config.audiences_for(local_addr);
         // Every store call, from tools, the admin page and the health probe,
         // is watched, so the operator sees storage failures in the log.
-        let store: SharedStore = Arc::new(Watched::new(store));
+        let store: SharedStore = Arc::new(Watched::new(store, metrics.clone()));
         let relay = Relay::new(
             store,
             RelayConfig {
@@ -103,12 +118,28 @@ impl RelayServer {
                 limit_loopback: config.limit_loopback,
             }),
             stopping: stopped.clone(),
+            metrics,
+            proxies: proxies.clone(),
+            admin_failures: FailureLimiter::new(config.admin_login_limit),
         });
         let limits = Limits {
             timeout: config.timeout,
             max_connections: config.max_connections,
             per_ip: ConnectionCounter::new(config.max_connections_per_ip, config.limit_loopback),
+            proxies,
         };
+        // The wake-up feed ends with the server (its stop signal, or the
+        // server dropped).
+        let wakeups = wakeups.map(|source| {
+            let feed = source.feed(app.waiters.clone());
+            let mut stop = stopped.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = feed => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            })
+        });
         let task = tokio::spawn(serve(listener, app.clone(), limits, stopped));
         Ok(RelayServer {
             local_addr,
@@ -116,6 +147,7 @@ impl RelayServer {
             app,
             stop,
             task,
+            wakeups,
         })
     }
 
@@ -145,6 +177,9 @@ impl RelayServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(feed) = self.wakeups {
+            let _ = feed.await;
+        }
     }
 }
 
@@ -152,6 +187,9 @@ struct Limits {
     timeout: Duration,
     max_connections: usize,
     per_ip: ConnectionCounter,
+    /// Connections from a trusted proxy carry many clients: not counted
+    /// per address (their requests are, by the client they name).
+    proxies: TrustedProxies,
 }
 
 async fn serve(
@@ -194,9 +232,16 @@ async fn serve(
                 }
             },
         };
-        let Some(slot) = limits.per_ip.admit(peer.ip()) else {
-            drop(stream);
-            continue;
+        let slot = if limits.proxies.trusts(peer.ip()) {
+            None
+        } else {
+            match limits.per_ip.admit(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(JsonParseErrors::new(StallTimeout::new(

@@ -5,7 +5,7 @@
 //! no user, key or message.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use retalk_proto::ids::UserId;
 use retalk_proto::relay::{
@@ -15,6 +15,7 @@ use retalk_proto::relay::{
 use retalk_proto::wire::{KeyCounts, PublicKeys};
 
 use crate::clock::unix_now;
+use crate::metrics::Metrics;
 use crate::outage::{Outage, Report};
 use crate::store::SharedStore;
 
@@ -25,12 +26,15 @@ pub struct Watched {
     /// Mirrors `outage.is_failing()`, so that successes while all is well
     /// (nearly every call) take no lock.
     failing: AtomicBool,
+    /// Counts every failure for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Watched {
-    pub fn new(inner: SharedStore) -> Self {
+    pub fn new(inner: SharedStore, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,
+            metrics,
             outage: Mutex::new(Outage::default()),
             failing: AtomicBool::new(false),
         }
@@ -42,6 +46,7 @@ impl Watched {
             Ok(_) if !self.failing.load(Ordering::Relaxed) => {}
             Ok(_) => self.update(|o, now| o.succeeded(now)),
             Err(e) => {
+                self.metrics.store_error();
                 let cause = e.to_string();
                 self.update(|o, now| o.failed(now, &cause));
             }
