@@ -8,6 +8,11 @@ use retalk_relay::errors::{self, StartError};
 use retalk_relay::store::redact_url;
 use retalk_relay::{open_storage, Backend, Config, ConfigError, RelayServer};
 
+/// The default log filter: warnings, except the connection pool's own
+/// per-attempt lines during a database outage (the relay logs each outage
+/// once per burst itself, see `watched.rs`).
+const DEFAULT_LOG: &str = "warn,deadpool=error";
+
 fn main() -> ExitCode {
     let env: HashMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -23,7 +28,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal, not in a log file.
