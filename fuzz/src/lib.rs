@@ -154,13 +154,18 @@ impl Fixture {
     /// A fresh store holding Bob's state.
     pub fn store(&self) -> MemoryStore {
         let store = MemoryStore::new();
+        let lock = store.lock().expect("memory store");
         store
-            .commit(Changes {
-                identity: Some(self.identity.clone()),
-                sessions: self.sessions.clone(),
-                ..Changes::default()
-            })
+            .commit(
+                &lock,
+                Changes {
+                    identity: Some(self.identity.clone()),
+                    sessions: self.sessions.clone(),
+                    ..Changes::default()
+                },
+            )
             .expect("memory store");
+        drop(lock);
         store
     }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use retalk_proto::canonical::push_json_string;
-use retalk_proto::client::{self, setting, Changes, Contact, Delivery, Store};
+use retalk_proto::client::{self, setting, Contact, Delivery, Store, StoreTransaction};
 use retalk_proto::{Client, ClientError, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
@@ -115,13 +115,11 @@ fn init(
     let server = server_url(&sel, None)?;
     let info = client::create_identity(&store, &secret, name.as_deref().unwrap_or(""))?;
     if let Some(server) = server {
-        let _lock = store.lock().map_err(ClientError::from)?;
-        store
-            .commit(Changes {
-                settings: vec![(setting::RELAY_URL.into(), server)],
-                ..Changes::default()
-            })
-            .map_err(ClientError::from)?;
+        let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
+        tx.changes
+            .settings
+            .push((setting::RELAY_URL.into(), server));
+        tx.commit().map_err(ClientError::from)?;
     }
     eprintln!("created identity at {}", dir.display());
     eprintln!("user id (share out-of-band; it is address + pin in one):");
@@ -157,22 +155,18 @@ fn add(sel: &Selection, name: &str, user_id: &str, pin: Option<String>) -> Resul
         return Err(CliError::BadPeerName(name.into()));
     }
     let store = open_store(&dir)?;
-    let _lock = store.lock().map_err(ClientError::from)?;
+    let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
     let earlier = store
         .contacts()
         .map_err(ClientError::from)?
         .into_iter()
         .find(|c| c.name == name);
-    store
-        .commit(Changes {
-            contacts: vec![Contact {
-                name: name.into(),
-                id: id.clone(),
-                pin,
-            }],
-            ..Changes::default()
-        })
-        .map_err(ClientError::from)?;
+    tx.changes.contacts.push(Contact {
+        name: name.into(),
+        id: id.clone(),
+        pin,
+    });
+    tx.commit().map_err(ClientError::from)?;
     match earlier {
         // A replaced id is a different person under a familiar name: say so.
         Some(old) if old.id != id => {

@@ -337,14 +337,18 @@ async fn fault8_tables_are_bounded() {
     // Bob restarts his session with alice four times.
     for i in 0..4 {
         let sessions = bob.store().sessions(alice.user_id()).unwrap();
-        bob.store()
-            .commit(retalk_proto::client::Changes {
-                sessions_removed: sessions
-                    .into_iter()
-                    .map(|s| (s.peer, s.session_id))
-                    .collect(),
-                ..Default::default()
-            })
+        let store = bob.store();
+        store
+            .commit(
+                &store.lock().unwrap(),
+                retalk_proto::client::Changes {
+                    sessions_removed: sessions
+                        .into_iter()
+                        .map(|s| (s.peer, s.session_id))
+                        .collect(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         bob.send(alice.user_id(), &format!("s{i}")).await.unwrap();
         assert_eq!(texts(&alice).await, [format!("s{i}")]);

@@ -159,6 +159,7 @@ impl<T: Transport> Transport for WaitRefused<T> {
 
 /// Bob, on a relay whose every wait is refused with `refusal`: the agent,
 /// its transport's log, and how many waits it asked for.
+#[allow(clippy::type_complexity)]
 fn refusing_waits(
     w: &World,
     refusal: TransportError,

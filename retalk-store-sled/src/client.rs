@@ -385,32 +385,50 @@ impl Ordered {
 /// Stages a batch, in the order the memory store applies it: for each
 /// table upserts first, then removals.
 fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
-    if let Some(i) = &c.identity {
+    // Every field named: a field added to `Changes` fails to compile here
+    // until this store writes it.
+    let Changes {
+        identity,
+        sessions,
+        sessions_removed,
+        outbox,
+        outbox_removed,
+        processed,
+        processed_forget_before,
+        incoming,
+        incoming_removed,
+        inbox,
+        inbox_removed,
+        contacts,
+        contacts_removed,
+        settings,
+    } = c;
+    if let Some(i) = identity {
         o.insert(IDENTITY, ACCOUNT, encode_identity(i))?;
     }
-    for s in &c.sessions {
+    for s in sessions {
         o.insert(
             SESSIONS,
             session_key(&s.peer, &s.session_id),
             encode_session(s),
         )?;
     }
-    for (peer, id) in &c.sessions_removed {
+    for (peer, id) in sessions_removed {
         o.remove(SESSIONS, session_key(peer, id))?;
     }
-    for e in &c.outbox {
+    for e in outbox {
         OUTBOX_T.put(o, &e.key, encode_outbox(e), true)?;
     }
-    for k in &c.outbox_removed {
+    for k in outbox_removed {
         OUTBOX_T.remove(o, k)?;
     }
-    if let Some(before) = c.processed_forget_before {
+    if let Some(before) = *processed_forget_before {
         for (k, _) in o.range_below(PROCESSED_BY_AT, &ord_f64(before))? {
             o.remove(PROCESSED, k.get(8..).unwrap_or_default())?;
             o.remove(PROCESSED_BY_AT, k)?;
         }
     }
-    for p in &c.processed {
+    for p in processed {
         let h = p.hash.as_bytes();
         if let Some(old) = o.get(PROCESSED, h)? {
             let old = decode_processed(&p.hash, &old)?;
@@ -420,44 +438,47 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
         o.insert(PROCESSED_BY_AT, key(&[&ord_f64(p.at), h]), IVec::default())?;
     }
     // The first copy of a body wins and keeps its place.
-    for i in &c.incoming {
+    for i in incoming {
         INCOMING_T.put(o, &i.hash, encode_incoming(i), false)?;
     }
-    for k in &c.incoming_removed {
+    for k in incoming_removed {
         INCOMING_T.remove(o, k)?;
     }
-    for m in &c.inbox {
+    for m in inbox {
         INBOX_T.put(o, &m.hash, encode_inbox(m), false)?;
     }
-    for k in &c.inbox_removed {
+    for k in inbox_removed {
         INBOX_T.remove(o, k)?;
     }
-    for ct in &c.contacts {
+    for ct in contacts {
         let value = Enc::new()
             .str(ct.id.as_str())
             .opt_str(ct.pin.as_deref())
             .done();
         o.insert(CONTACTS, ct.name.as_bytes(), value)?;
     }
-    for k in &c.contacts_removed {
+    for k in contacts_removed {
         o.remove(CONTACTS, k.as_bytes())?;
     }
-    for (k, v) in &c.settings {
+    for (k, v) in settings {
         o.insert(SETTINGS, k.as_bytes(), v.as_bytes())?;
     }
     Ok(())
 }
 
+/// The store's lock: private, so only [`SledStore::lock`] makes one.
+pub struct SledLock<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+
 impl Store for SledStore {
-    type Lock<'a> = MutexGuard<'a, ()>;
+    type Lock<'a> = SledLock<'a>;
 
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
         // A holder that panicked left nothing half-done in memory: the
         // state is in sled and a failed commit wrote nothing.
-        Ok(self.op.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(SledLock(self.op.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+    fn commit(&self, _lock: &SledLock<'_>, changes: Changes) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }

@@ -59,5 +59,5 @@ mod codec;
 mod db;
 mod relay;
 
-pub use client::{SledStore, STORE_DIR};
+pub use client::{SledLock, SledStore, STORE_DIR};
 pub use relay::SledRelayStore;

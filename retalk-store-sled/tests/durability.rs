@@ -211,7 +211,9 @@ fn child() {
                 .unwrap()
                 .map_or(0, |n| n.parse().unwrap());
             for i in start..start + 100_000 {
-                store.commit(client_batch(i)).unwrap();
+                store
+                    .commit(&store.lock().unwrap(), client_batch(i))
+                    .unwrap();
                 writeln!(out, "committed {i}").unwrap();
                 out.flush().unwrap();
             }
@@ -424,7 +426,7 @@ fn large_values_survive_reopen() {
     let store = SledStore::open(&alice).unwrap();
     let mut batch = client_batch(0);
     batch.inbox[0].text = big[..300 << 10].to_string();
-    store.commit(batch.clone()).unwrap();
+    store.commit(&store.lock().unwrap(), batch.clone()).unwrap();
     drop(store);
     let store = SledStore::open(&alice).unwrap();
     assert_eq!(store.inbox().unwrap(), batch.inbox);

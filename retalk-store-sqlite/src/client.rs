@@ -580,7 +580,25 @@ fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> 
 /// Applies a batch inside a transaction, in the order the memory store
 /// does: for each table upserts first, then removals.
 fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
-    if let Some(i) = &c.identity {
+    // Every field named: a field added to `Changes` fails to compile here
+    // until this store writes it.
+    let Changes {
+        identity,
+        sessions,
+        sessions_removed,
+        outbox,
+        outbox_removed,
+        processed,
+        processed_forget_before,
+        incoming,
+        incoming_removed,
+        inbox,
+        inbox_removed,
+        contacts,
+        contacts_removed,
+        settings,
+    } = c;
+    if let Some(i) = identity {
         tx.prepare_cached(
             "INSERT INTO identity(id, account_pickle, fallback_published_at) VALUES(1, ?1, ?2) \
              ON CONFLICT(id) DO UPDATE SET account_pickle = excluded.account_pickle, \
@@ -591,7 +609,7 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             i.fallback_published_at.map(finite)
         ])?;
     }
-    for s in &c.sessions {
+    for s in sessions {
         tx.prepare_cached(
             "INSERT INTO sessions(peer, session_id, pickle, last_received, created) \
              VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(peer, session_id) DO UPDATE SET \
@@ -606,22 +624,22 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             finite(s.created)
         ])?;
     }
-    for (peer, id) in &c.sessions_removed {
+    for (peer, id) in sessions_removed {
         tx.prepare_cached("DELETE FROM sessions WHERE peer = ?1 AND session_id = ?2")?
             .execute(params![peer.as_str(), id])?;
     }
-    for e in &c.outbox {
+    for e in outbox {
         insert_outbox(tx, e)?;
     }
-    for k in &c.outbox_removed {
+    for k in outbox_removed {
         tx.prepare_cached("DELETE FROM outbox WHERE key = ?1")?
             .execute([k])?;
     }
-    if let Some(before) = c.processed_forget_before {
+    if let Some(before) = *processed_forget_before {
         tx.prepare_cached("DELETE FROM processed WHERE at < ?1")?
             .execute([finite(before)])?;
     }
-    for p in &c.processed {
+    for p in processed {
         tx.prepare_cached(
             "INSERT INTO processed(hash, envelope_id, peer, at) VALUES(?1, ?2, ?3, ?4) \
              ON CONFLICT(hash) DO UPDATE SET envelope_id = excluded.envelope_id, \
@@ -634,7 +652,7 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             finite(p.at)
         ])?;
     }
-    for i in &c.incoming {
+    for i in incoming {
         // The first copy of a body wins and keeps its place.
         tx.prepare_cached(
             "INSERT INTO incoming(hash, sender, mtype, body, fetched_at) \
@@ -648,11 +666,11 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             finite(i.fetched_at)
         ])?;
     }
-    for k in &c.incoming_removed {
+    for k in incoming_removed {
         tx.prepare_cached("DELETE FROM incoming WHERE hash = ?1")?
             .execute([k])?;
     }
-    for m in &c.inbox {
+    for m in inbox {
         tx.prepare_cached(
             "INSERT INTO inbox(hash, envelope_id, sender, claimed_name, text, received_at) \
              VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hash) DO NOTHING",
@@ -666,22 +684,22 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             finite(m.received_at)
         ])?;
     }
-    for k in &c.inbox_removed {
+    for k in inbox_removed {
         tx.prepare_cached("DELETE FROM inbox WHERE hash = ?1")?
             .execute([k])?;
     }
-    for ct in &c.contacts {
+    for ct in contacts {
         tx.prepare_cached(
             "INSERT INTO contacts(name, id, pin) VALUES(?1, ?2, ?3) \
              ON CONFLICT(name) DO UPDATE SET id = excluded.id, pin = excluded.pin",
         )?
         .execute(params![ct.name, ct.id.as_str(), ct.pin])?;
     }
-    for k in &c.contacts_removed {
+    for k in contacts_removed {
         tx.prepare_cached("DELETE FROM contacts WHERE name = ?1")?
             .execute([k])?;
     }
-    for (k, v) in &c.settings {
+    for (k, v) in settings {
         tx.prepare_cached(
             "INSERT INTO settings(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
         )?
@@ -700,7 +718,7 @@ impl Store for SqliteStore {
         Ok(StoreLock { file })
     }
 
-    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+    fn commit(&self, _lock: &StoreLock<'_>, changes: Changes) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }

@@ -641,11 +641,11 @@ fn client_commit_is_atomic() {
         }],
         ..Changes::default()
     };
-    assert!(store.commit(batch.clone()).is_err());
+    assert!(store.commit(&store.lock().unwrap(), batch.clone()).is_err());
     assert!(store.sessions(&p).unwrap().is_empty());
     assert_eq!(store.setting("name").unwrap(), None);
     op.execute_batch("DROP TRIGGER no_inbox").unwrap();
-    store.commit(batch).unwrap();
+    store.commit(&store.lock().unwrap(), batch).unwrap();
     assert_eq!(store.sessions(&p).unwrap().len(), 1);
     assert_eq!(store.inbox().unwrap().len(), 1);
 }
@@ -699,10 +699,13 @@ fn new_identity_files_are_private() {
     let folder = dir.path().join("a").join("alice");
     let store = SqliteStore::open(&folder).unwrap();
     store
-        .commit(Changes {
-            settings: vec![("name".into(), "alice".into())],
-            ..Changes::default()
-        })
+        .commit(
+            &store.lock().unwrap(),
+            Changes {
+                settings: vec![("name".into(), "alice".into())],
+                ..Changes::default()
+            },
+        )
         .unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&folder), 0o700);
@@ -720,12 +723,15 @@ fn client_store_shared_between_threads() {
             let store = store.clone();
             s.spawn(move || {
                 for i in 0..20 {
-                    let _g = store.lock().unwrap();
+                    let g = store.lock().unwrap();
                     store
-                        .commit(Changes {
-                            sessions: vec![session(&uid(t), &format!("s{i}"))],
-                            ..Changes::default()
-                        })
+                        .commit(
+                            &g,
+                            Changes {
+                                sessions: vec![session(&uid(t), &format!("s{i}"))],
+                                ..Changes::default()
+                            },
+                        )
                         .unwrap();
                 }
             });

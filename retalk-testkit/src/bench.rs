@@ -323,8 +323,7 @@ fn relay_numbers<B: Backend>(backend: &B, path: &Path, set: &Settings) -> Res<Ve
 fn client_commits<S: Store>(store: &S, set: &Settings) -> Res<f64> {
     let peer = uid(9)?;
     measure(set.budget, MAX_OPS, |i| {
-        let _lock = store.lock()?;
-        store.commit(session_and_outbox(&peer, i))?;
+        store.commit(&store.lock()?, session_and_outbox(&peer, i))?;
         Ok(())
     })
 }

@@ -49,63 +49,85 @@ fn ordered<T: Clone>(map: &BTreeMap<String, (u64, T)>) -> Vec<T> {
     v.into_iter().map(|(_, t)| t).collect()
 }
 
+/// The store's lock: private, so only [`MemoryStore::lock`] makes one.
+pub struct MemoryLock<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+
 impl Store for MemoryStore {
-    type Lock<'a> = MutexGuard<'a, ()>;
+    type Lock<'a> = MemoryLock<'a>;
 
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
         self.op
             .lock()
+            .map(MemoryLock)
             .map_err(|_| StoreError::msg("memory store poisoned"))
     }
 
-    fn commit(&self, c: Changes) -> Result<(), StoreError> {
+    fn commit(&self, _lock: &MemoryLock<'_>, c: Changes) -> Result<(), StoreError> {
+        // Every field named: a field added to `Changes` fails to compile
+        // here until this store writes it.
+        let Changes {
+            identity,
+            sessions,
+            sessions_removed,
+            outbox,
+            outbox_removed,
+            processed,
+            processed_forget_before,
+            incoming,
+            incoming_removed,
+            inbox,
+            inbox_removed,
+            contacts,
+            contacts_removed,
+            settings,
+        } = c;
         let mut s = self.state()?;
-        if let Some(i) = c.identity {
+        if let Some(i) = identity {
             s.identity = Some(i);
         }
-        for r in c.sessions {
+        for r in sessions {
             s.sessions.insert((r.peer.clone(), r.session_id.clone()), r);
         }
-        for k in c.sessions_removed {
+        for k in sessions_removed {
             s.sessions.remove(&k);
         }
-        for e in c.outbox {
+        for e in outbox {
             s.seq += 1;
             let seq = s.outbox.get(&e.key).map_or(s.seq, |(q, _)| *q);
             s.outbox.insert(e.key.clone(), (seq, e));
         }
-        for k in c.outbox_removed {
+        for k in outbox_removed {
             s.outbox.remove(&k);
         }
-        if let Some(before) = c.processed_forget_before {
+        if let Some(before) = processed_forget_before {
             s.processed.retain(|_, p| p.at >= before);
         }
-        for p in c.processed {
+        for p in processed {
             s.processed.insert(p.hash.clone(), p);
         }
-        for i in c.incoming {
+        for i in incoming {
             s.seq += 1;
             let seq = s.seq;
             s.incoming.entry(i.hash.clone()).or_insert((seq, i));
         }
-        for k in c.incoming_removed {
+        for k in incoming_removed {
             s.incoming.remove(&k);
         }
-        for m in c.inbox {
+        for m in inbox {
             s.seq += 1;
             let seq = s.seq;
             s.inbox.entry(m.hash.clone()).or_insert((seq, m));
         }
-        for k in c.inbox_removed {
+        for k in inbox_removed {
             s.inbox.remove(&k);
         }
-        for ct in c.contacts {
+        for ct in contacts {
             s.contacts.insert(ct.name.clone(), ct);
         }
-        for k in c.contacts_removed {
+        for k in contacts_removed {
             s.contacts.remove(&k);
         }
-        for (k, v) in c.settings {
+        for (k, v) in settings {
             s.settings.insert(k, v);
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! What a client keeps, as a domain-level, transactional trait.
 //!
 //! Reads are plain queries; every write is one [`Changes`] batch that the
-//! backend commits atomically. A batch is one logical step of the protocol
+//! backend commits atomically, under the store's lock, through a
+//! [`StoreTransaction`]. A batch is one logical step of the protocol
 //! (a ratchet advance together with the outbox entry it produced; a
 //! decrypted message together with its processed marker and its ack), so
 //! a crash can never leave half of one behind.
@@ -146,6 +147,12 @@ impl Changes {
 }
 
 /// A client's state.
+///
+/// Every write goes through a [`StoreTransaction`]: it holds the store's
+/// lock for as long as it lives and carries the batch it will write, so a
+/// read-modify-write is serialised against other tasks and OS processes
+/// sharing the identity by construction. [`commit`](Store::commit) takes
+/// the held lock as a parameter, so a batch cannot be written without it.
 pub trait Store: Send + Sync {
     /// Held for every read-modify-write of the client, so operations from
     /// several tasks or OS processes sharing one identity are serialised.
@@ -155,8 +162,10 @@ pub trait Store: Send + Sync {
 
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError>;
 
-    /// Commits a batch atomically and durably.
-    fn commit(&self, changes: Changes) -> Result<(), StoreError>;
+    /// Writes a batch atomically and durably, under `lock` (the proof that
+    /// the caller holds it; use [`StoreTransaction`] rather than calling
+    /// this directly).
+    fn commit(&self, lock: &Self::Lock<'_>, changes: Changes) -> Result<(), StoreError>;
 
     fn identity(&self) -> Result<Option<IdentityRecord>, StoreError>;
     /// The peer's sessions, most recently receiving first, then newest.
@@ -173,6 +182,50 @@ pub trait Store: Send + Sync {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
+/// The store's lock together with the batch to write under it (the shape
+/// of matrix-sdk-crypto's `StoreTransaction`): reads through
+/// [`store`](Self::store) see what no other holder can change meanwhile,
+/// [`commit`](Self::commit) writes the batch and releases the lock, and a
+/// transaction dropped without a commit writes nothing.
+pub struct StoreTransaction<'a, S: Store + ?Sized + 'a> {
+    store: &'a S,
+    lock: S::Lock<'a>,
+    /// What [`commit`](Self::commit) (or [`save`](Self::save)) writes.
+    pub changes: Changes,
+}
+
+impl<'a, S: Store + ?Sized> StoreTransaction<'a, S> {
+    /// Takes the store's lock (waiting for another holder, in this process
+    /// or another) with an empty batch.
+    pub fn new(store: &'a S) -> Result<Self, StoreError> {
+        Ok(Self {
+            lock: store.lock()?,
+            store,
+            changes: Changes::default(),
+        })
+    }
+
+    /// The store, for reads under the lock (they do not see the batch).
+    pub fn store(&self) -> &'a S {
+        self.store
+    }
+
+    /// Writes the batch so far and keeps the lock, for a run that makes
+    /// several durable steps in one turn (taking messages one by one).
+    pub fn save(&mut self) -> Result<(), StoreError> {
+        let changes = std::mem::take(&mut self.changes);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(&self.lock, changes)
+    }
+
+    /// Writes the batch atomically and releases the lock.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.save()
+    }
+}
+
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     type Lock<'a>
         = S::Lock<'a>
@@ -182,8 +235,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
         (**self).lock()
     }
-    fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        (**self).commit(changes)
+    fn commit(&self, lock: &Self::Lock<'_>, changes: Changes) -> Result<(), StoreError> {
+        (**self).commit(lock, changes)
     }
     fn identity(&self) -> Result<Option<IdentityRecord>, StoreError> {
         (**self).identity()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::relay::uid;
 use crate::client::{
     Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
-    ProcessedRecord, SessionRecord, Store,
+    ProcessedRecord, SessionRecord, Store, StoreTransaction,
 };
 use crate::ids::UserId;
 
@@ -111,7 +111,7 @@ fn names(contacts: &[Contact]) -> Vec<&str> {
 }
 
 fn commit<S: Store>(store: &S, changes: Changes) {
-    store.commit(changes).unwrap();
+    store.commit(&store.lock().unwrap(), changes).unwrap();
 }
 
 /// Everything a store holds, for before/after comparisons.
@@ -683,19 +683,13 @@ pub fn concurrent_commits_all_land<S: Store>(store: &S) {
         for t in 0..4u32 {
             scope.spawn(move || {
                 for i in 0..10 {
-                    let _guard = store.lock().unwrap();
-                    commit(
-                        store,
-                        Changes {
-                            outbox: vec![entry(
-                                &format!("t{t}-{i:02}"),
-                                &uid(t),
-                                OutboxKind::Message,
-                            )],
-                            settings: vec![(format!("t{t}"), i.to_string())],
-                            ..Changes::default()
-                        },
-                    );
+                    let mut tx = StoreTransaction::new(store).unwrap();
+                    tx.changes = Changes {
+                        outbox: vec![entry(&format!("t{t}-{i:02}"), &uid(t), OutboxKind::Message)],
+                        settings: vec![(format!("t{t}"), i.to_string())],
+                        ..Changes::default()
+                    };
+                    tx.commit().unwrap();
                 }
             });
         }

@@ -1,0 +1,55 @@
+//! What a client operation can fail with.
+
+use super::{StoreError, TransportError};
+use crate::ids::UserId;
+
+/// Everything a client operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Neither a saved name nor a user id.
+    #[error("unknown peer '{0}'")]
+    UnknownPeer(String),
+    #[error("no identity in this store")]
+    NoIdentity,
+    #[error("an identity already exists in this store")]
+    IdentityExists,
+    #[error("could not unlock the identity (wrong secret?)")]
+    WrongSecret,
+    #[error("relay error from {tool}: {source}")]
+    Relay {
+        tool: &'static str,
+        source: TransportError,
+    },
+    #[error("bad answer from the relay to {tool}: {detail}")]
+    BadResponse { tool: &'static str, detail: String },
+    #[error("PIN MISMATCH for peer '{peer}': {detail}. Possible MITM by the server — refusing to establish a session.")]
+    PinMismatch { peer: UserId, detail: String },
+    #[error("could not start a session with {peer}: {detail}")]
+    Session { peer: UserId, detail: String },
+    #[error("message {id} is saved in the outbox but did not reach the relay ({source}); it will be resent")]
+    NotDelivered {
+        id: String,
+        source: Box<ClientError>,
+    },
+    /// The relay answered and refused the upload (a full mailbox, a message
+    /// too large): unlike [`NotDelivered`](Self::NotDelivered) it is not a
+    /// matter of reaching the relay, though the message is kept and resent.
+    #[error("message {id} is saved in the outbox but the relay refused it ({source}); it will be resent")]
+    RefusedByRelay {
+        id: String,
+        source: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Whether the operation may succeed later unchanged.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Relay { source, .. } => source.is_transient(),
+            ClientError::BadResponse { .. } | ClientError::NotDelivered { .. } => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Repairing a wedged pair (MSC1719) and re-encrypting what a peer may
+//! no longer open.
+
+use super::{
+    Changes, Client, ClientError, OutboxEntry, OutboxKind, SessionRecord, Store, StoreTransaction,
+    Transport,
+};
+use crate::clock::Clock;
+use crate::envelope::Envelope;
+use crate::ids::{new_message_id, UserId};
+use crate::olm;
+
+/// The setting under which the last repair of a pair is remembered.
+fn unwedged_setting(peer: &UserId) -> String {
+    format!("unwedged_at/{peer}")
+}
+
+impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
+    /// The unacknowledged messages to `peer`, marked to be re-encrypted on
+    /// the current session and due at once (the peer may be unable to open
+    /// their old ciphertexts), read under `tx`'s lock; the caller files
+    /// them in its batch.
+    pub(super) fn unacknowledged(
+        &self,
+        tx: &StoreTransaction<'_, S>,
+        peer: &UserId,
+        now: f64,
+    ) -> Result<Vec<OutboxEntry>, ClientError> {
+        Ok(tx
+            .store()
+            .outbox()?
+            .into_iter()
+            .filter(|e| &e.peer == peer && e.kind == OutboxKind::Message)
+            .filter(|e| e.envelope.is_some())
+            .map(|e| OutboxEntry {
+                reencrypt: true,
+                next_attempt: e.next_attempt.min(now),
+                ..e
+            })
+            .collect())
+    }
+
+    /// Repairs a wedged pair (MSC1719's "Olm unwedging"): a peer we hold
+    /// sessions with sent mail that none of them opens, so one side lost
+    /// its ratchet state (a restored backup, a lost session). Starts a
+    /// fresh outbound session to the peer, makes it the send session, sends
+    /// a dummy (an ack of nothing, which every client drops silently) so
+    /// the peer learns the session even when we have nothing to say, and
+    /// re-encrypts on it every message the peer has not acknowledged. The
+    /// peer, seeing a new session from us, does the same for ours. At most
+    /// once per peer per `unwedge_every`; returns whether it ran.
+    pub(super) async fn unwedge(&self, peer: &UserId) -> Result<bool, ClientError> {
+        let setting = unwedged_setting(peer);
+        let recently = |now: f64| -> Result<bool, ClientError> {
+            Ok(self
+                .store
+                .setting(&setting)?
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|at| at <= now && now - at < self.config.unwedge_every))
+        };
+        if self.store.sessions(peer)?.is_empty() || recently(self.clock.now())? {
+            return Ok(false);
+        }
+        let (identity_key, one_time_key) = self.claim_peer_key(peer).await?;
+        let outgoing = {
+            let mut tx = self.transaction()?;
+            let now = self.clock.now();
+            if recently(now)? {
+                return Ok(false); // another task or process repaired it
+            }
+            let (account, _) = self.load_account()?;
+            let mut session = account
+                .create_outbound_session(olm::session_config(), identity_key, one_time_key)
+                .map_err(|e| ClientError::Session {
+                    peer: peer.clone(),
+                    detail: e.to_string(),
+                })?;
+            let dummy = self.encrypt_entry(
+                &mut session,
+                peer,
+                &Envelope::Ack {
+                    id: new_message_id(),
+                },
+                OutboxKind::Ack,
+            )?;
+            let resend = self.unacknowledged(&tx, peer, now)?;
+            tx.changes = Changes {
+                // `last_received` now: the send session is the one that most
+                // recently received, and this one must win over the wedged.
+                sessions: vec![SessionRecord {
+                    peer: peer.clone(),
+                    session_id: session.session_id(),
+                    pickle: olm::pickle_session(&session, &self.key),
+                    last_received: now,
+                    created: now,
+                }],
+                outbox: vec![dummy.clone()],
+                settings: vec![(setting.clone(), now.to_string())],
+                ..Changes::default()
+            };
+            tx.changes.outbox.extend(resend.iter().cloned());
+            tx.commit()?;
+            std::iter::once(dummy).chain(resend).collect::<Vec<_>>()
+        };
+        self.flush(outgoing).await?;
+        Ok(true)
+    }
+}
