@@ -378,3 +378,86 @@ async fn fault8_tables_are_bounded() {
         .iter()
         .all(|e| e.peer != *carol.user_id()));
 }
+
+/// Fault 9: a message sent while the relay is away is kept, even before a
+/// session exists (no key could be claimed), and goes out, encrypted then,
+/// on the next call that reaches the relay: exactly once.
+#[tokio::test]
+async fn fault9_a_message_sent_while_the_relay_is_away_is_kept_and_sent_later() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, alice_faults) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.publish(100, false).await.unwrap();
+    alice_faults.set_down(true);
+    let first = alice
+        .send(bob.user_id(), "no session yet")
+        .await
+        .unwrap_err();
+    assert!(matches!(first, ClientError::NotDelivered { .. }), "{first}");
+    let kept = alice.store().outbox().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].reencrypt && kept[0].body.is_empty());
+    alice_faults.set_down(false);
+    alice.receive().await.unwrap(); // due at once: a plain receive sends it
+    assert_eq!(texts(&bob).await, ["no session yet"]);
+    // With a session: down again, kept again, sent again.
+    alice_faults.set_down(true);
+    assert!(alice.send(bob.user_id(), "session now").await.is_err());
+    alice_faults.set_down(false);
+    w.clock.advance(31.0); // a failed attempt is retried after 30 s
+    alice.receive().await.unwrap(); // bob's ack of the first, and the resend
+    assert_eq!(texts(&bob).await, ["session now"]);
+    alice.receive().await.unwrap();
+    assert!(alice.store().outbox().unwrap().is_empty());
+}
+
+/// Fault 10: what could never be delivered is refused before anything is
+/// kept: a message to oneself (no Olm session can open it) and one larger
+/// than a relay takes.
+#[tokio::test]
+async fn fault10_undeliverable_messages_are_refused_up_front() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.publish(100, false).await.unwrap();
+    let me = alice.user_id().clone();
+    assert!(matches!(
+        alice.send(&me, "note to self").await,
+        Err(ClientError::ToSelf)
+    ));
+    let huge = "x".repeat(retalk_proto::client::MAX_ENVELOPE_BYTES);
+    assert!(matches!(
+        alice.send(bob.user_id(), &huge).await,
+        Err(ClientError::TooLarge { .. })
+    ));
+    assert!(alice.store().outbox().unwrap().is_empty());
+    // Just under the limit still goes.
+    let big = "x".repeat(retalk_proto::client::MAX_ENVELOPE_BYTES - 200);
+    alice.send(bob.user_id(), &big).await.unwrap();
+    assert_eq!(texts(&bob).await, [big]);
+}
+
+/// Fault 11: a message the relay refused (a full mailbox) is resent by a
+/// plain `receive` once due, not only by maintenance.
+#[tokio::test]
+async fn fault11_a_refused_message_is_resent_by_the_next_receive_once_due() {
+    let w = World::new();
+    let relay = w.relay_with(RelayConfig {
+        audiences: vec![R1.into()],
+        max_mailbox: 1,
+        ..RelayConfig::default()
+    });
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.publish(100, false).await.unwrap();
+    alice.send(bob.user_id(), "b1").await.unwrap();
+    assert!(alice.send(bob.user_id(), "b2").await.is_err());
+    assert_eq!(texts(&bob).await, ["b1"]);
+    alice.receive().await.unwrap(); // b1's ack; b2 not due yet
+    assert!(texts(&bob).await.is_empty());
+    w.clock.advance(31.0); // the first retry of a refusal is due after 30 s
+    alice.receive().await.unwrap();
+    assert_eq!(texts(&bob).await, ["b2"]);
+}

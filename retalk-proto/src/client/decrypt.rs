@@ -5,6 +5,7 @@ use vodozemac::olm::{OlmMessage, Session};
 use vodozemac::Curve25519PublicKey;
 
 use super::receive::Handled;
+use super::unwedge::{repair_setting, REPAIR_RESEAL};
 use super::{
     Client, ClientError, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
     ProcessedRecord, SessionRecord, Store, StoreTransaction, Transport,
@@ -188,10 +189,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         // mail in order, so an older unacknowledged one
                         // most likely never reached it, and its ratchet
                         // position may be one the peer can no longer open.
+                        // (The outbox lists oldest first.)
                         let older = self
                             .unacknowledged(&tx, sender, now)?
                             .into_iter()
-                            .filter(|e| e.key != acked.key && e.created <= acked.created);
+                            .take_while(|e| e.key != acked.key);
                         tx.changes.outbox.extend(older);
                         tx.changes.outbox_removed.push(acked.key);
                     }
@@ -253,9 +255,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             peer: sender.clone(),
             at: now,
         });
-        let resend = if peer_started_over {
+        // At most once per `unwedge_every`: a peer that opens session after
+        // session must not make us resend everything for each.
+        let resend = if peer_started_over
+            && !self.repaired_recently(tx.store(), sender, now, REPAIR_RESEAL)?
+        {
             let resend = self.unacknowledged(&tx, sender, now)?;
             tx.changes.outbox.extend(resend.iter().cloned());
+            tx.changes
+                .settings
+                .push((repair_setting(REPAIR_RESEAL, sender), now.to_string()));
             resend
         } else {
             Vec::new()

@@ -28,6 +28,15 @@ pub enum ClientError {
     PinMismatch { peer: UserId, detail: String },
     #[error("could not start a session with {peer}: {detail}")]
     Session { peer: UserId, detail: String },
+    /// Olm sessions are between two accounts; mail to oneself could never
+    /// be opened (and would be resent for good).
+    #[error("that is your own user id: a message to yourself cannot be encrypted")]
+    ToSelf,
+    /// Refused before anything is saved: relays take requests of at most
+    /// 1 MiB (the Python relay's and ours by default), so a larger message
+    /// would sit in the outbox, refused at every resend.
+    #[error("message too large: {bytes} bytes once encoded (at most {max})")]
+    TooLarge { bytes: usize, max: usize },
     #[error("message {id} is saved in the outbox but did not reach the relay ({source}); it will be resent")]
     NotDelivered {
         id: String,

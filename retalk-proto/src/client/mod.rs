@@ -42,7 +42,7 @@ pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Sele
 pub use memory::{MemoryLock, MemoryStore};
 pub use outbox::{Delivery, FlushReport};
 pub use receive::{Inbox, Problem, Received};
-pub use send::SendReceipt;
+pub use send::{SendReceipt, MAX_ENVELOPE_BYTES};
 pub use store::*;
 pub use transport::{LocalTransport, Transport, TransportError};
 pub use wait::MailWait;

@@ -38,6 +38,17 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         // resent byte-identical (so every receiver recognises the copy),
         // except every `reseal_every`-th unacknowledged resend, in case the
         // relay lost it and the peer can no longer decrypt it.
+        // A message kept while no session could be started gets one now.
+        if entry.reencrypt
+            && entry.envelope.is_some()
+            && self.store.sessions(&entry.peer)?.is_empty()
+        {
+            if let Err(e) = self.ensure_session(&entry.peer).await {
+                let outcome = Err(e);
+                self.record_attempt(entry, &outcome)?;
+                return outcome;
+            }
+        }
         let periodic = entry.attempts > 0
             && entry
                 .attempts

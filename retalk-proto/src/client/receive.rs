@@ -93,13 +93,17 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 }
             }
         }
-        let acks: Vec<_> = self
+        // Our acks, and our messages due for a resend: a `receive` from
+        // cron is all some users run, and a message the relay refused (a
+        // full mailbox) or never got must not wait for a `--follow`.
+        let now = self.clock.now();
+        let outgoing: Vec<_> = self
             .store
             .outbox()?
             .into_iter()
-            .filter(|e| e.kind == OutboxKind::Ack)
+            .filter(|e| e.kind == OutboxKind::Ack || e.next_attempt <= now)
             .collect();
-        self.flush(acks).await?;
+        self.flush(outgoing).await?;
         Ok(inbox)
     }
 

@@ -13,6 +13,13 @@ use crate::ids::{new_message_id, sha256_hex, UserId};
 use crate::olm;
 use crate::wire::{Args, ClaimedKey, PublicKeys};
 
+/// Largest envelope (the JSON inside the ciphertext, bytes) a message may
+/// have: after Olm framing (a pre-key message adds about 200 bytes),
+/// base64 (4/3) and the signed request around it (under 1 KiB), it still
+/// fits the relays' 1 MiB limits on a request and on a message body
+/// (Python relay `MAX_BODY`; our `--max-body` and `max_message_bytes`).
+pub const MAX_ENVELOPE_BYTES: usize = 760 * 1024;
+
 /// A sent message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendReceipt {
@@ -23,17 +30,47 @@ pub struct SendReceipt {
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// Encrypts and sends a message. It stays in the outbox until the peer
     /// acks it. If the relay cannot take it now, the error says so and the
-    /// message is resent later.
+    /// message is resent later: even when the relay is away before a
+    /// session exists, the message is kept (sealed under the identity's
+    /// key) and encrypted by the first attempt that reaches the relay.
+    ///
+    /// Errors before anything is kept: [`ClientError::ToSelf`],
+    /// [`ClientError::TooLarge`], a relay refusing us (not transient), a
+    /// `PIN MISMATCH`.
     pub async fn send(&self, to: &UserId, text: &str) -> Result<SendReceipt, ClientError> {
-        self.ensure_published().await?;
-        self.ensure_session(to).await?;
+        if to == self.user_id() {
+            return Err(ClientError::ToSelf);
+        }
         let envelope = Envelope::msg(new_message_id(), text, &self.name()?);
-        let entry = {
-            let mut tx = self.transaction()?;
-            let entry = self.seal(&mut tx, to, &envelope, OutboxKind::Message)?;
-            tx.changes.outbox.push(entry.clone());
-            tx.commit()?;
-            entry
+        let bytes = envelope.encode().len();
+        if bytes > MAX_ENVELOPE_BYTES {
+            return Err(ClientError::TooLarge {
+                bytes,
+                max: MAX_ENVELOPE_BYTES,
+            });
+        }
+        // The relay being away must not cost the message: only a refusal
+        // (or a forged key) stops it before it is kept.
+        let reached = match self.ensure_published().await {
+            Ok(()) => self.ensure_session(to).await,
+            Err(e) => Err(e),
+        };
+        let entry = match reached {
+            Ok(()) => {
+                let mut tx = self.transaction()?;
+                let entry = self.seal(&mut tx, to, &envelope, OutboxKind::Message)?;
+                tx.changes.outbox.push(entry.clone());
+                tx.commit()?;
+                entry
+            }
+            Err(e) if e.is_transient() => {
+                let id = self.keep_unsealed(to, &envelope)?;
+                return Err(ClientError::NotDelivered {
+                    id,
+                    source: Box::new(e),
+                });
+            }
+            Err(e) => return Err(e),
         };
         let id = entry.envelope_id.clone();
         match self.deliver(&entry).await {
@@ -51,8 +88,33 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         }
     }
 
+    /// Keeps a message whose session cannot be started now (the relay is
+    /// away): an outbox entry with the envelope sealed at rest and no
+    /// ciphertext yet, marked to be encrypted by its first attempt.
+    fn keep_unsealed(&self, to: &UserId, envelope: &Envelope) -> Result<String, ClientError> {
+        let id = envelope.id().unwrap_or_default().to_owned();
+        let now = self.clock.now();
+        let mut tx = self.transaction()?;
+        tx.changes.outbox.push(OutboxEntry {
+            key: id.clone(),
+            envelope_id: id.clone(),
+            peer: to.clone(),
+            kind: OutboxKind::Message,
+            mtype: 0,
+            body: String::new(),
+            created: now,
+            next_attempt: now,
+            attempts: 0,
+            last_error: None,
+            envelope: Some(self.key.seal(&envelope.encode())),
+            reencrypt: true,
+        });
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// Claims a key and starts an outbound session when there is none.
-    async fn ensure_session(&self, peer: &UserId) -> Result<(), ClientError> {
+    pub(super) async fn ensure_session(&self, peer: &UserId) -> Result<(), ClientError> {
         if !self.store.sessions(peer)?.is_empty() {
             return Ok(());
         }

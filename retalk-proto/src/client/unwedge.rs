@@ -10,12 +10,34 @@ use crate::envelope::Envelope;
 use crate::ids::{new_message_id, UserId};
 use crate::olm;
 
-/// The setting under which the last repair of a pair is remembered.
-fn unwedged_setting(peer: &UserId) -> String {
-    format!("unwedged_at/{peer}")
+/// A repair started by us (a fresh session for a wedged pair).
+pub(super) const REPAIR_UNWEDGE: &str = "unwedged_at";
+/// A repair the peer started (our unacknowledged mail re-encrypted on the
+/// new session it opened).
+pub(super) const REPAIR_RESEAL: &str = "resealed_at";
+
+/// The setting under which the last repair of one kind with a peer is
+/// remembered (unix seconds).
+pub(super) fn repair_setting(kind: &str, peer: &UserId) -> String {
+    format!("{kind}/{peer}")
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
+    /// Whether a repair of this kind with `peer` ran less than
+    /// `unwedge_every` ago (a clock that went back counts as not recent).
+    pub(super) fn repaired_recently(
+        &self,
+        store: &S,
+        peer: &UserId,
+        now: f64,
+        kind: &str,
+    ) -> Result<bool, ClientError> {
+        Ok(store
+            .setting(&repair_setting(kind, peer))?
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|at| at <= now && now - at < self.config.unwedge_every))
+    }
+
     /// The unacknowledged messages to `peer`, marked to be re-encrypted on
     /// the current session and due at once (the peer may be unable to open
     /// their old ciphertexts), read under `tx`'s lock; the caller files
@@ -50,22 +72,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// peer, seeing a new session from us, does the same for ours. At most
     /// once per peer per `unwedge_every`; returns whether it ran.
     pub(super) async fn unwedge(&self, peer: &UserId) -> Result<bool, ClientError> {
-        let setting = unwedged_setting(peer);
-        let recently = |now: f64| -> Result<bool, ClientError> {
-            Ok(self
-                .store
-                .setting(&setting)?
-                .and_then(|v| v.parse::<f64>().ok())
-                .is_some_and(|at| at <= now && now - at < self.config.unwedge_every))
-        };
-        if self.store.sessions(peer)?.is_empty() || recently(self.clock.now())? {
+        if self.store.sessions(peer)?.is_empty()
+            || self.repaired_recently(&self.store, peer, self.clock.now(), REPAIR_UNWEDGE)?
+        {
             return Ok(false);
         }
         let (identity_key, one_time_key) = self.claim_peer_key(peer).await?;
         let outgoing = {
             let mut tx = self.transaction()?;
             let now = self.clock.now();
-            if recently(now)? {
+            if self.repaired_recently(tx.store(), peer, now, REPAIR_UNWEDGE)? {
                 return Ok(false); // another task or process repaired it
             }
             let (account, _) = self.load_account()?;
@@ -95,7 +111,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     created: now,
                 }],
                 outbox: vec![dummy.clone()],
-                settings: vec![(setting.clone(), now.to_string())],
+                settings: vec![(repair_setting(REPAIR_UNWEDGE, peer), now.to_string())],
                 ..Changes::default()
             };
             tx.changes.outbox.extend(resend.iter().cloned());
