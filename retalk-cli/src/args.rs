@@ -17,19 +17,45 @@ server does not control (chat, email, in person).";
 
 const AFTER: &str = "\
 how every command finds your identity (first match wins):
-  1. -s DIR              an explicit identity directory
-  2. -u [NAME]           a named user-level identity (~/.local/share/retalk/)
-  3. STORE env var       same as -s
-  4. the user-level identity called 'default', if you created one
-  5. otherwise: error.   Only `retalk init` ever creates an identity, so a
+  1. -s DIR              an explicit 0.0.1 identity directory
+  2. --dir DIR           an explicit 0.3.0 identity directory
+  3. --user-level [NAME] a 0.0.1 user-level identity (~/.local/share/retalk/)
+  4. -u NAME             ~/.retalk/NAME ($RETALK_HOME) if it holds an identity,
+                         else ~/.local/share/retalk/NAME; -u alone = 3.
+  5. RETALK_USER env     the 0.3.0 identity $RETALK_HOME/NAME
+  6. STORE env var       same as -s
+  7. the user-level identity called 'default', if you created one
+  8. otherwise: error.   Only `retalk init` ever creates an identity, so a
                          mistyped path fails loudly instead of silently
                          creating a fresh one.
+
+generations (one binary speaks the 0.0.1 and the 0.3.0 command line):
+  HOW YOU SELECT AN IDENTITY DECIDES WHICH ONE IT SPEAKS. Selected by -s,
+  --user-level, STORE or the default, it is a 0.0.1 identity: secret from
+  PICKLE_SECRET (or -p / --passphrase-file) else a prompt, relay from
+  --server / SERVER_URL, `receive` prints `name: text`, `send PEER TEXT`
+  prints nothing on stdout. Selected by --dir, RETALK_USER or -u NAME under
+  $RETALK_HOME, it is a 0.3.0 identity: passphrase from -p, --passphrase-file,
+  RETALK_PASSPHRASE_FILE, RETALK_PASSPHRASE (never prompted), relay from -r,
+  RETALK_RELAY, the saved one, then $RETALK_HOME/config.json; `receive
+  --peer P | --all` prints JSON lines, `send TEXT --peer P` prints
+  {\"id\", \"to\"}, `id --json` prints the contact card. `init -u NAME`
+  makes a 0.3.0 identity when given a 0.3.0 passphrase source,
+  --display-name or --no-register, else a 0.0.1 one. A Python 0.3.0 folder
+  (~/.retalk/NAME/store.db) opens with its passphrase and is upgraded one
+  way (Python retalk can no longer open it).
 
 environment variables:
   PICKLE_SECRET   the secret that unlocks your keys; prompted interactively
                   when unset (use the env var for scripts and daemons)
   SERVER_URL      server to talk to (init can save one per identity instead)
   STORE           identity directory, like -s
+  RETALK_HOME     where 0.3.0 identities live (default ~/.retalk)
+  RETALK_USER     the 0.3.0 identity to act as, like -u NAME
+  RETALK_PASSPHRASE, RETALK_PASSPHRASE_FILE   a 0.3.0 identity's passphrase
+  RETALK_RELAY    relay for 0.3.0 identities (like SERVER_URL)
+  RETALK_API_KEY  relay access key (Authorization: Bearer)
+  RETALK_USER_AGENT  the User-Agent sent to the relay
   XDG_DATA_HOME   where user-level identities live (default ~/.local/share)
 
 output conventions:
@@ -60,21 +86,57 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Identity selection, shared by every command.
+/// Identity selection, shared by every command: the 0.0.1 flags and the
+/// 0.3.0 ones (see the `generations` section of `retalk --help`).
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Identity selection (shared by every command)")]
 pub struct Selection {
-    /// Use the identity in directory DIR (created earlier by `retalk init DIR`)
+    /// Use the 0.0.1 identity in directory DIR (created earlier by
+    /// `retalk init DIR`)
     #[arg(short = 's', long = "store", value_name = "DIR", global = true)]
     pub dir: Option<PathBuf>,
-    /// Use the user-level identity NAME, stored under
+    /// Use the 0.3.0 identity in directory DIR
+    #[arg(long = "dir", value_name = "DIR", global = true)]
+    pub dir_030: Option<PathBuf>,
+    /// -u NAME: the identity NAME, under $RETALK_HOME (~/.retalk/NAME, 0.3.0)
+    /// when one is there, else under ~/.local/share/retalk/NAME (0.0.1);
+    /// -u alone: the 0.0.1 user-level identity 'default'
+    #[arg(short = 'u', long = "user", value_name = "NAME", num_args = 0..=1, default_missing_value = "", global = true)]
+    pub user: Option<String>,
+    /// Use the 0.0.1 user-level identity NAME, stored under
     /// ~/.local/share/retalk/NAME/ (NAME defaults to 'default')
-    #[arg(short = 'u', long = "user-level", value_name = "NAME", num_args = 0..=1, default_missing_value = "default", global = true)]
+    #[arg(long = "user-level", value_name = "NAME", num_args = 0..=1, default_missing_value = "default", global = true)]
     pub user_level: Option<String>,
-    /// Server URL for this invocation; overrides the SERVER_URL env var and
-    /// the URL saved at init
-    #[arg(long, value_name = "URL", global = true)]
+    /// Relay URL for this invocation; overrides SERVER_URL / RETALK_RELAY
+    /// and the URL saved at init
+    #[arg(
+        short = 'r',
+        long = "relay",
+        visible_alias = "server",
+        value_name = "URL",
+        global = true
+    )]
     pub server: Option<String>,
+    /// Relay access key, sent as `Authorization: Bearer KEY`; overrides
+    /// RETALK_API_KEY and the key saved at init
+    #[arg(long = "api-key", value_name = "KEY", global = true)]
+    pub api_key: Option<String>,
+    /// Passphrase that unlocks the identity (visible in the process list:
+    /// prefer --passphrase-file or RETALK_PASSPHRASE)
+    #[arg(short = 'p', long = "passphrase", value_name = "SECRET", global = true)]
+    pub passphrase: Option<String>,
+    /// Read the passphrase from the file at PATH (trailing newlines ignored)
+    #[arg(
+        long = "passphrase-file",
+        visible_alias = "passphrase-path",
+        value_name = "PATH",
+        global = true
+    )]
+    pub passphrase_file: Option<PathBuf>,
+    /// (-np) No passphrase: on 0.3.0 `init`, keys are stored under a public
+    /// constant (protected by file permissions only)
+    #[arg(long = "no-passphrase", global = true)]
+    pub no_passphrase: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +177,14 @@ examples:
         /// peer name for you is
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// (0.3.0) Display name attached to your messages; defaults to the
+        /// -u / RETALK_USER name
+        #[arg(long = "display-name", value_name = "NAME")]
+        display_name: Option<String>,
+        /// (0.3.0) Do not publish keys to the relay after creating the
+        /// identity (`retalk register` does it later)
+        #[arg(long = "no-register")]
+        no_register: bool,
     },
     /// Print my user id
     #[command(
@@ -140,6 +210,13 @@ examples:
         #[arg(long)]
         json: bool,
     },
+    /// (0.3.0) Publish this identity's keys to the relay; prints the sync
+    /// summary as JSON
+    Register,
+    /// (0.3.0) Publish keys that are missing and resend what is due; prints
+    /// {"unclaimed", "republished", "replenished", "fallback_rotated",
+    /// "resent"}
+    Sync,
     /// Save a peer's user id under a local name
     #[command(
         long_about = "\
@@ -164,10 +241,12 @@ The fingerprint ID already pins the peer's keys; --pin adds an explicit
 second check of the full identity key for belt-and-braces."
     )]
     Add {
-        /// Local name for this peer (e.g. 'bob')
-        name: String,
-        /// The peer's 32-hex user id
-        user_id: String,
+        /// NAME USER_ID (0.0.1), or FINGERPRINT with --peer NAME (0.3.0)
+        #[arg(num_args = 1..=2, required = true, value_name = "NAME USER_ID | FINGERPRINT")]
+        args: Vec<String>,
+        /// (0.3.0) Local name for the peer
+        #[arg(long, value_name = "NAME")]
+        peer: Option<String>,
         /// Peer's full base64 identity key, verified against everything the
         /// server serves for this peer
         #[arg(long, value_name = "KEY")]
@@ -211,10 +290,13 @@ examples:
   retalk send bob - < report.txt       the text from a file (or a pipe)"
     )]
     Send {
-        /// Saved peer name, or a raw 32-hex user id
-        peer: String,
-        /// The message plaintext (quote it), or `-` to read it from stdin
-        text: String,
+        /// PEER TEXT (0.0.1), or TEXT with --peer PEER (0.3.0). PEER is a
+        /// saved name or a 32-hex user id; TEXT `-` reads standard input
+        #[arg(num_args = 1..=2, required = true, value_name = "PEER TEXT | TEXT")]
+        args: Vec<String>,
+        /// (0.3.0) The recipient: a saved name or a 32-hex user id
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
     },
     /// Decrypt pending messages
     #[command(
@@ -281,5 +363,17 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// been printed); the rest stay in the local inbox for the next call
         #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         limit: Option<usize>,
+        /// (0.3.0) Read only this sender's mail (repeatable)
+        #[arg(long, value_name = "PEER")]
+        peer: Vec<String>,
+        /// (0.3.0) Read every sender's mail
+        #[arg(long)]
+        all: bool,
+        /// (0.3.0) Seconds between polls with --follow
+        #[arg(long, value_name = "S")]
+        interval: Option<f64>,
+        /// (0.3.0) No banner on stderr
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
 }

@@ -47,7 +47,24 @@ pub enum CliError {
     #[error("could not read the identity folder {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
     #[error("{0}")]
-    Client(#[from] ClientError),
+    Client(ClientError),
+    #[error("{0}")]
+    PassphraseFile(String),
+    #[error("this identity is passphrase-protected: pass --passphrase, --passphrase-file, or set RETALK_PASSPHRASE (it was not created with --no-passphrase)")]
+    HasPassphrase,
+    /// 0.3.0 never prompts (`cli.py`, `_resolve_passphrase`).
+    #[error("no passphrase provided{}: pass -p, --passphrase-file PATH, or set RETALK_PASSPHRASE{}", if *.creating { "" } else { " (this identity's keys are encrypted with one)" }, if *.creating { " (or --no-passphrase: keys stored unencrypted)" } else { "" })]
+    NoPassphrase { creating: bool },
+    #[error("send needs a recipient: --peer PEER, or PEER TEXT")]
+    NoRecipient,
+    #[error("receive needs a target: --peer PEER for one sender (repeat --peer for several), or --all for every sender")]
+    NoReceiveTarget,
+    #[error("give --peer or --all, not both")]
+    PeerAndAll,
+    #[error("{0}")]
+    Usage(String),
+    #[error("no relay URL: pass --relay, set RETALK_RELAY, or save one at init time")]
+    NoRelay,
     #[error("{0} refused the message (a signed refusal: they do not take mail from you); it was dropped")]
     RefusedByPeer(String),
     #[error("could not write to stdout: {0}")]
@@ -56,6 +73,17 @@ pub enum CliError {
     /// failure. Whatever was not written stays in the local inbox.
     #[error("stdout was closed by its reader")]
     StdoutClosed,
+}
+
+/// The one place a library error becomes what a person reads: an unknown
+/// peer gets the command line's advice.
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::UnknownPeer(p) => CliError::UnknownPeer(p),
+            other => CliError::Client(other),
+        }
+    }
 }
 
 impl CliError {

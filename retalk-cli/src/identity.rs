@@ -1,8 +1,11 @@
-//! Which identity a command acts as, and unlocking it.
+//! Which identity a command acts as (the library's
+//! [`locate`](retalk_proto::client::locate) over this machine's folders
+//! and environment), its secret, relay and API key.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use retalk_proto::client::{locate, Generation, LocateError, Located, Places, Purpose, Selectors};
 use retalk_store_sqlite::SqliteStore;
 
 use crate::args::Selection;
@@ -11,42 +14,69 @@ use crate::error::CliError;
 /// The file inside an identity folder.
 pub const STORE_FILE: &str = "store.db";
 
+/// The passphrase a `--no-passphrase` identity is pickled under: Python
+/// retalk 0.3.0's public constant (`cli.py`, `NO_PASSPHRASE`), so such a
+/// folder opens in both.
+pub const NO_PASSPHRASE: &str = "\0retalk:disabled-passphrase";
+
+fn home_dir() -> PathBuf {
+    directories::BaseDirs::new()
+        .map(|b| b.home_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// `$XDG_DATA_HOME/retalk`, else `~/.local/share/retalk` (on every
 /// platform, as the original does).
 pub fn data_home() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            directories::BaseDirs::new()
-                .map(|b| b.home_dir().to_path_buf())
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join(".local")
-                .join("share")
-        });
+        .unwrap_or_else(|| home_dir().join(".local").join("share"));
     base.join("retalk")
 }
 
-/// Resolves the identity folder: `-s DIR` > `-u [NAME]` > `STORE` >
-/// the user-level `default` if it exists > error. Only `init` creates.
-pub fn resolve(sel: &Selection, creating: bool) -> Result<PathBuf, CliError> {
-    let dir = if let Some(d) = &sel.dir {
-        d.clone()
-    } else if let Some(name) = &sel.user_level {
-        data_home().join(name)
-    } else if let Some(store) = std::env::var_os("STORE").filter(|v| !v.is_empty() && !creating) {
-        PathBuf::from(store)
-    } else if !creating && data_home().join("default").join(STORE_FILE).exists() {
-        data_home().join("default")
-    } else if creating {
-        return Err(CliError::InitNeedsLocation);
-    } else {
-        return Err(CliError::NoIdentitySelected);
+/// `$RETALK_HOME`, else `~/.retalk` (0.3.0's `_data_home`).
+pub fn retalk_home() -> PathBuf {
+    std::env::var_os("RETALK_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join(".retalk"))
+}
+
+fn has_identity(dir: &Path) -> bool {
+    dir.join(STORE_FILE).exists()
+}
+
+/// The library's selectors from the command line (`-u` alone is 0.0.1's
+/// `-u [NAME]` with its default).
+fn selectors(sel: &Selection) -> Selectors {
+    let (user, user_level) = match sel.user.as_deref() {
+        Some("") => (None, Some("default".to_owned())),
+        other => (other.map(str::to_owned), sel.user_level.clone()),
     };
-    if !creating && !dir.join(STORE_FILE).exists() {
-        return Err(CliError::NoIdentityAt(dir.display().to_string()));
+    Selectors {
+        store: sel.dir.clone(),
+        dir: sel.dir_030.clone(),
+        user,
+        user_level,
     }
-    Ok(dir)
+}
+
+/// Finds the identity folder (see `retalk --help`, "how every command
+/// finds your identity"); `creating` is `init`'s generation.
+pub fn resolve(sel: &Selection, creating: Option<Generation>) -> Result<Located, CliError> {
+    let places = Places {
+        user_level_home: data_home(),
+        retalk_home: retalk_home(),
+        store_env: env_text("STORE")?.map(PathBuf::from),
+        retalk_user: env_text("RETALK_USER")?,
+    };
+    let purpose = creating.map_or(Purpose::Open, Purpose::Create);
+    locate(&selectors(sel), &places, purpose, has_identity).map_err(|e| match e {
+        LocateError::NoneSelected => CliError::NoIdentitySelected,
+        LocateError::InitNeedsLocation => CliError::InitNeedsLocation,
+        LocateError::NoIdentityAt(d) => CliError::NoIdentityAt(d.display().to_string()),
+    })
 }
 
 pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {
@@ -67,22 +97,160 @@ pub fn env_text(name: &'static str) -> Result<Option<String>, CliError> {
     }
 }
 
-/// The relay URL: `--server`, else `SERVER_URL`, else `saved` (from init).
-pub fn server_url(sel: &Selection, saved: Option<String>) -> Result<Option<String>, CliError> {
+/// The owner-wide default relay: `relay` in `$RETALK_HOME/config.json`
+/// (0.3.0's `_default_relay`; a missing or malformed file is no relay).
+fn config_relay() -> Option<String> {
+    let text = std::fs::read_to_string(retalk_home().join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("relay")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The relay URL. 0.0.1: `--server`, `SERVER_URL`, the saved one. 0.3.0:
+/// `-r`, `RETALK_RELAY`, the saved one, `config.json` (`cli.py`,
+/// `_open_user`).
+pub fn server_url(
+    sel: &Selection,
+    generation: Generation,
+    saved: Option<String>,
+) -> Result<Option<String>, CliError> {
     if let Some(url) = sel.server.clone().filter(|s| !s.is_empty()) {
         return Ok(Some(url));
     }
-    if let Some(url) = env_text("SERVER_URL")? {
+    let env = match generation {
+        Generation::V001 => env_text("SERVER_URL")?,
+        Generation::V030 => env_text("RETALK_RELAY")?,
+    };
+    if let Some(url) = env {
         return Ok(Some(url));
     }
-    Ok(saved.filter(|s| !s.is_empty()))
+    if let Some(url) = saved.filter(|s| !s.is_empty()) {
+        return Ok(Some(url));
+    }
+    Ok(match generation {
+        Generation::V001 => None,
+        Generation::V030 => config_relay(),
+    })
 }
 
-/// The secret: `PICKLE_SECRET`, else a hidden prompt (twice on `init`).
-pub fn secret(confirm: bool) -> Result<String, CliError> {
-    if let Some(s) = env_text("PICKLE_SECRET")? {
-        return Ok(s);
+/// The API key: `--api-key`, `RETALK_API_KEY`, the saved one.
+pub fn api_key(sel: &Selection, saved: Option<String>) -> Result<Option<String>, CliError> {
+    if let Some(k) = sel.api_key.clone().filter(|s| !s.is_empty()) {
+        return Ok(Some(k));
     }
+    Ok(env_text("RETALK_API_KEY")?.or(saved.filter(|s| !s.is_empty())))
+}
+
+/// Reads a passphrase file as 0.3.0 does (`cli.py`, `_read_passphrase_file`):
+/// trailing CR/LF stripped; missing, a directory, unreadable or empty is
+/// an error; readable by others is a warning.
+fn read_passphrase_file(path: &Path) -> Result<String, CliError> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Err(CliError::PassphraseFile(format!(
+            "{shown} is a directory, not a passphrase file"
+        )));
+    }
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        CliError::PassphraseFile(match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "no passphrase file at {shown}: check the path, or pass the passphrase with -p / RETALK_PASSPHRASE instead"
+            ),
+            _ => format!("cannot read the passphrase file {shown}: {e}"),
+        })
+    })?;
+    let secret = raw.trim_end_matches(['\r', '\n']).to_owned();
+    if secret.is_empty() {
+        return Err(CliError::PassphraseFile(format!(
+            "the passphrase file {shown} is empty: it must contain the passphrase on the first line"
+        )));
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "[retalk] warning: {shown} is readable by other users (mode {mode:o}); run: chmod 600 {shown}"
+            );
+        }
+    }
+    Ok(secret)
+}
+
+/// An explicit passphrase flag: `-p`, else `--passphrase-file`.
+fn passphrase_flag(sel: &Selection) -> Result<Option<String>, CliError> {
+    if let Some(p) = sel.passphrase.clone().filter(|p| !p.is_empty()) {
+        return Ok(Some(p));
+    }
+    sel.passphrase_file
+        .as_deref()
+        .map(read_passphrase_file)
+        .transpose()
+}
+
+/// Whether the command line or environment names a 0.3.0 passphrase source
+/// (what makes `init -u NAME` create a 0.3.0 identity).
+pub fn has_030_passphrase(sel: &Selection) -> Result<bool, CliError> {
+    Ok(sel.passphrase.is_some()
+        || sel.passphrase_file.is_some()
+        || sel.no_passphrase
+        || env_text("RETALK_PASSPHRASE")?.is_some()
+        || env_text("RETALK_PASSPHRASE_FILE")?.is_some())
+}
+
+/// The secret that unlocks (or, `creating`, protects) an identity.
+///
+/// 0.3.0 (`cli.py`, `_resolve_passphrase`): an identity made with
+/// `--no-passphrase` (`stored_no_passphrase`) needs none; otherwise `-p`,
+/// `--passphrase-file`, `RETALK_PASSPHRASE_FILE`, `RETALK_PASSPHRASE`, in
+/// that order, never a prompt. 0.0.1: `PICKLE_SECRET`, `-p`,
+/// `--passphrase-file`, else a hidden prompt (twice when creating).
+/// Returns the secret and whether it is the no-passphrase constant.
+pub fn secret(
+    sel: &Selection,
+    generation: Generation,
+    creating: bool,
+    stored_no_passphrase: bool,
+) -> Result<(String, bool), CliError> {
+    match generation {
+        Generation::V030 => {
+            if stored_no_passphrase && !creating {
+                return Ok((NO_PASSPHRASE.to_owned(), true));
+            }
+            if sel.no_passphrase {
+                if creating {
+                    return Ok((NO_PASSPHRASE.to_owned(), true));
+                }
+                return Err(CliError::HasPassphrase);
+            }
+            if let Some(s) = passphrase_flag(sel)? {
+                return Ok((s, false));
+            }
+            if let Some(f) = env_text("RETALK_PASSPHRASE_FILE")? {
+                return Ok((read_passphrase_file(Path::new(&f))?, false));
+            }
+            match env_text("RETALK_PASSPHRASE")? {
+                Some(s) => Ok((s, false)),
+                None => Err(CliError::NoPassphrase { creating }),
+            }
+        }
+        Generation::V001 => {
+            if let Some(s) = env_text("PICKLE_SECRET")? {
+                return Ok((s, false));
+            }
+            if let Some(s) = passphrase_flag(sel)? {
+                return Ok((s, false));
+            }
+            prompt(creating).map(|s| (s, false))
+        }
+    }
+}
+
+/// 0.0.1's hidden prompt (twice on `init`).
+fn prompt(confirm: bool) -> Result<String, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::NoSecret);
     }

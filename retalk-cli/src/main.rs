@@ -7,25 +7,35 @@ mod error;
 mod identity;
 mod receive;
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use retalk_proto::canonical::push_json_string;
-use retalk_proto::client::{self, setting, Contact, Delivery, Store, StoreTransaction};
+use retalk_proto::client::{
+    self, setting, Contact, Delivery, Generation, Located, Store, StoreTransaction,
+};
 use retalk_proto::{Client, ClientError, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
 
 use args::{Cli, Command, Selection};
 use error::CliError;
-use identity::{open_store, resolve, secret, server_url, STORE_FILE};
+use identity::{api_key, open_store, resolve, secret, server_url, STORE_FILE};
 
 pub type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // 0.3.0 spells --no-passphrase `-np`, a two-letter short flag that
+    // clap cannot declare.
+    let cli = Cli::parse_from(std::env::args_os().map(|a| {
+        if a == "-np" {
+            "--no-passphrase".into()
+        } else {
+            a
+        }
+    }));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,17 +60,43 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let sel = cli.select;
     match cli.command {
-        Command::Init { directory, name } => init(&sel, directory, name),
+        Command::Init {
+            directory,
+            name,
+            display_name,
+            no_register,
+        } => init(&sel, directory, name, display_name, no_register).await,
         Command::Id { json } => id(&sel, json),
-        Command::Add { name, user_id, pin } => add(&sel, &name, &user_id, pin),
-        Command::Send { peer, text } => send(&sel, &peer, &text).await,
+        Command::Register => sync(&sel, false).await,
+        Command::Sync => sync(&sel, true).await,
+        Command::Add { args, peer, pin } => add(&sel, &args, peer, pin),
+        Command::Send { args, peer } => send(&sel, &args, peer).await,
         Command::Receive {
             follow,
             json,
             limit,
+            peer,
+            all,
+            interval: _,
+            quiet,
         } => {
-            let (agent, _) = open_agent(&sel)?;
-            receive::run(&agent, follow, json, limit).await
+            let (agent, located) = open_agent(&sel, !quiet)?;
+            match located.generation {
+                Generation::V001 => receive::run(&agent, follow, json, limit).await,
+                Generation::V030 => {
+                    if !peer.is_empty() && all {
+                        return Err(CliError::PeerAndAll);
+                    }
+                    if peer.is_empty() && !all {
+                        return Err(CliError::NoReceiveTarget);
+                    }
+                    let from = peer
+                        .iter()
+                        .map(|p| agent.find_peer(p))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    receive::run_030(&agent, &from, follow, limit).await
+                }
+            }
         }
     }
 }
@@ -97,102 +133,275 @@ fn print_stdout(line: &str) -> Result<(), CliError> {
         })
 }
 
-fn init(
+async fn init(
     sel: &Selection,
     directory: Option<std::path::PathBuf>,
     name: Option<String>,
+    display_name: Option<String>,
+    no_register: bool,
 ) -> Result<(), CliError> {
     let sel = Selection {
         dir: directory.or_else(|| sel.dir.clone()),
         ..sel.clone()
     };
-    let dir = resolve(&sel, true)?;
+    let wants_030 = display_name.is_some() || no_register || identity::has_030_passphrase(&sel)?;
+    let asked = if wants_030 {
+        Generation::V030
+    } else {
+        Generation::V001
+    };
+    let located = resolve(&sel, Some(asked))?;
+    let dir = located.dir.clone();
     if dir.join(STORE_FILE).exists() {
         return Err(CliError::IdentityExists(dir.display().to_string()));
     }
-    let secret = secret(true)?;
+    let (secret, disabled) = secret(&sel, located.generation, true, false)?;
     let store = open_store(&dir)?;
-    let server = server_url(&sel, None)?;
-    let info = client::create_identity(&store, &secret, name.as_deref().unwrap_or(""))?;
-    if let Some(server) = server {
-        let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
+    let generation = located.generation;
+    let server = server_url(&sel, generation, None)?;
+    let display = match generation {
+        Generation::V001 => name.unwrap_or_default(),
+        // 0.3.0 names the identity after -u / RETALK_USER by default.
+        Generation::V030 => display_name
+            .or(name)
+            .or_else(|| sel.user.clone().filter(|u| !u.is_empty()))
+            .or(identity::env_text("RETALK_USER")?)
+            .unwrap_or_default(),
+    };
+    let info = client::create_identity(&store, &secret, &display)?;
+    let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
+    if let Some(server) = &server {
         tx.changes
             .settings
-            .push((setting::RELAY_URL.into(), server));
-        tx.commit().map_err(ClientError::from)?;
+            .push((setting::RELAY_URL.into(), server.clone()));
     }
-    eprintln!("created identity at {}", dir.display());
-    eprintln!("user id (share out-of-band; it is address + pin in one):");
-    print_stdout(info.user_id.as_str())
+    if generation == Generation::V030 {
+        tx.changes
+            .settings
+            .push(("created_at".into(), unix_now().to_string()));
+        if disabled {
+            tx.changes
+                .settings
+                .push((setting::NO_PASSPHRASE.into(), "1".into()));
+        }
+        if let Some(key) = sel.api_key.clone() {
+            tx.changes.settings.push((setting::API_KEY.into(), key));
+        }
+    }
+    tx.commit().map_err(ClientError::from)?;
+    drop(store);
+    match generation {
+        Generation::V001 => {
+            eprintln!("created identity at {}", dir.display());
+            eprintln!("user id (share out-of-band; it is address + pin in one):");
+            print_stdout(info.user_id.as_str())
+        }
+        Generation::V030 => {
+            if !no_register {
+                match &server {
+                    Some(url) => match open_agent(&sel, false) {
+                        Ok((agent, _)) => match agent.sync(false).await {
+                            Ok(_) => eprintln!("\n\u{2713} Registered on {url} \u{2014} peers can message you."),
+                            Err(e) => eprintln!("\n\u{26a0} NOT registered: the relay at {url} could not be reached ({e})."),
+                        },
+                        Err(e) => return Err(e),
+                    },
+                    None => eprintln!("\n\u{26a0} NOT registered: no relay is configured, so your keys were not published"),
+                }
+            }
+            eprintln!(
+                "\nName:        {}",
+                if display.is_empty() {
+                    dir.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                } else {
+                    display.clone()
+                }
+            );
+            eprintln!("Path:        {}", dir.display());
+            eprintln!("Fingerprint: {}", info.user_id);
+            eprintln!("Relay:       {}", server.as_deref().unwrap_or("(none)"));
+            if std::io::stdout().is_terminal() {
+                return Ok(());
+            }
+            print_stdout(info.user_id.as_str())
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// `register` (no resend) and `sync`: the summary JSON on stdout.
+async fn sync(sel: &Selection, resend: bool) -> Result<(), CliError> {
+    let (agent, _) = open_agent(sel, true)?;
+    let r = agent.sync(resend).await?;
+    let b = |v: bool| if v { "true" } else { "false" };
+    print_stdout(&format!(
+        "{{\"unclaimed\": {}, \"republished\": {}, \"replenished\": {}, \"fallback_rotated\": {}, \"resent\": {}}}",
+        r.unclaimed,
+        b(r.republished),
+        b(r.replenished),
+        b(r.fallback_rotated),
+        r.resent
+    ))
 }
 
 fn id(sel: &Selection, json: bool) -> Result<(), CliError> {
-    let dir = resolve(sel, false)?;
-    let store = open_store(&dir)?;
-    let info = client::identity_info(&store, &secret(false)?).map_err(|e| unlock_error(e, &dir))?;
-    if json {
-        let name = store
-            .setting(setting::NAME)
-            .map_err(ClientError::from)?
-            .unwrap_or_default();
-        print_stdout(&py_json(&[
+    let located = resolve(sel, None)?;
+    let dir = &located.dir;
+    let store = open_store(dir)?;
+    let no_pass = store
+        .setting(setting::NO_PASSPHRASE)
+        .map_err(ClientError::from)?
+        .as_deref()
+        == Some("1");
+    let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+    let info = client::identity_info(&store, &secret).map_err(|e| unlock_error(e, dir))?;
+    if !json {
+        return print_stdout(info.user_id.as_str());
+    }
+    let name = store
+        .setting(setting::NAME)
+        .map_err(ClientError::from)?
+        .unwrap_or_default();
+    match located.generation {
+        Generation::V001 => print_stdout(&py_json(&[
             ("user_id", info.user_id.as_str()),
             ("identity_key", &info.identity_key),
             ("name", &name),
-        ]))
-    } else {
-        print_stdout(info.user_id.as_str())
+        ])),
+        Generation::V030 => {
+            // 0.3.0's own contact card (`cli.py`, `_self_card`), `relay`
+            // last and only when known.
+            let saved = store
+                .setting(setting::RELAY_URL)
+                .map_err(ClientError::from)?;
+            let relay = saved
+                .filter(|s| !s.is_empty())
+                .or_else(|| server_url(sel, Generation::V030, None).ok().flatten());
+            let mut card = py_json(&[
+                ("fingerprint", info.user_id.as_str()),
+                ("name", &name),
+                ("identity_key", &info.identity_key),
+                ("signing_key", &info.signing_key),
+            ]);
+            card.pop();
+            card.push_str(", \"verified\": true");
+            if let Some(relay) = relay {
+                card.push_str(", \"relay\": ");
+                push_json_string(&mut card, &relay);
+            }
+            card.push('}');
+            print_stdout(&card)
+        }
     }
 }
 
-fn add(sel: &Selection, name: &str, user_id: &str, pin: Option<String>) -> Result<(), CliError> {
-    let dir = resolve(sel, false)?;
-    let id = UserId::parse(user_id).map_err(|_| CliError::BadUserId)?;
-    if is_user_id(name) {
+/// `add NAME USER_ID [--pin KEY]` (0.0.1) or `add FINGERPRINT --peer NAME`
+/// (0.3.0), by the number of positionals.
+fn add(
+    sel: &Selection,
+    args: &[String],
+    peer: Option<String>,
+    pin: Option<String>,
+) -> Result<(), CliError> {
+    // An unnamed 0.3.0 contact is saved under its fingerprint.
+    let (name, user_id, generation, unnamed) = match (args, peer) {
+        ([name, user_id], None) => (name.clone(), user_id.clone(), Generation::V001, false),
+        ([fp], Some(name)) => (name, fp.clone(), Generation::V030, false),
+        ([fp], None) => (fp.clone(), fp.clone(), Generation::V030, true),
+        _ => {
+            return Err(CliError::Usage(
+                "add takes NAME USER_ID, or FINGERPRINT --peer NAME".into(),
+            ))
+        }
+    };
+    let located = resolve(sel, None)?;
+    let id = UserId::parse(&user_id).map_err(|_| match generation {
+        Generation::V001 => CliError::BadUserId,
+        Generation::V030 => CliError::Usage("fingerprint must be 32 hex characters".into()),
+    })?;
+    if !unnamed && is_user_id(&name) {
         return Err(CliError::NameLooksLikeId);
     }
-    if !display::valid_saved_name(name) {
-        return Err(CliError::BadPeerName(name.into()));
+    if !unnamed && !display::valid_saved_name(&name) {
+        return Err(CliError::BadPeerName(name));
     }
-    let store = open_store(&dir)?;
+    let store = open_store(&located.dir)?;
     let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
     let earlier = store
         .contacts()
         .map_err(ClientError::from)?
         .into_iter()
         .find(|c| c.name == name);
+    if generation == Generation::V030 {
+        if let Some(old) = earlier.as_ref().filter(|c| c.id != id) {
+            // 0.3.0 refuses to take a name from another peer (`cmd_add`).
+            return Err(CliError::Usage(format!(
+                "a contact named '{name}' already exists (-> {}). Pick another name (e.g. '{name}-1')",
+                old.id
+            )));
+        }
+    }
     tx.changes.contacts.push(Contact {
-        name: name.into(),
+        name: name.clone(),
         id: id.clone(),
         pin,
     });
     tx.commit().map_err(ClientError::from)?;
-    match earlier {
+    match (generation, earlier) {
         // A replaced id is a different person under a familiar name: say so.
-        Some(old) if old.id != id => {
+        (Generation::V001, Some(old)) if old.id != id => {
             eprintln!("replaced {name}: was {}, now {id}", old.id)
         }
-        _ => eprintln!("added {name} -> {id}"),
+        (Generation::V001, _) => eprintln!("added {name} -> {id}"),
+        (Generation::V030, old) => eprintln!(
+            "{} contact '{name}' ({id}) in your contacts.",
+            if old.is_some() { "Updated" } else { "Added" }
+        ),
     }
     Ok(())
 }
 
-async fn send(sel: &Selection, peer: &str, text: &str) -> Result<(), CliError> {
+/// `send PEER TEXT` (0.0.1) or `send TEXT --peer PEER` (0.3.0). What it
+/// prints follows the identity's generation: nothing on stdout (0.0.1),
+/// or `{"id", "to"}` (0.3.0).
+async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<(), CliError> {
+    let (peer, text) = match (args, peer) {
+        ([peer, text], None) => (peer.clone(), text.clone()),
+        ([text], Some(peer)) => (peer, text.clone()),
+        ([_], None) => return Err(CliError::NoRecipient),
+        _ => {
+            return Err(CliError::Usage(
+                "send takes PEER TEXT, or TEXT --peer PEER".into(),
+            ))
+        }
+    };
     // Read before unlocking anything: a text that cannot be read is a
     // usage error, found before a ratchet step is spent on it.
-    let text = if text == "-" {
-        read_stdin()?
-    } else {
-        text.to_owned()
-    };
-    let (agent, _) = open_agent(sel)?;
-    let to = peer_to_id(agent.store(), peer)?;
-    match agent.send(&to, &text).await?.delivery {
+    let text = if text == "-" { read_stdin()? } else { text };
+    let (agent, located) = open_agent(sel, true)?;
+    let to = agent.find_peer(&peer)?;
+    if located.generation == Generation::V030 {
+        // 0.3.0 syncs first (`cmd_send`); what is due goes out with it.
+        agent.sync(true).await?;
+    }
+    let receipt = agent.send(&to, &text).await?;
+    match receipt.delivery {
         Delivery::Queued { .. } => {
+            if located.generation == Generation::V030 {
+                print_stdout(&py_json(&[("id", &receipt.id), ("to", to.as_str())]))?;
+            }
             eprintln!("sent to {peer}");
             Ok(())
         }
-        Delivery::Refused => Err(CliError::RefusedByPeer(peer.into())),
+        Delivery::Refused => Err(CliError::RefusedByPeer(peer)),
     }
 }
 
@@ -207,14 +416,6 @@ fn read_stdin() -> Result<String, CliError> {
     String::from_utf8(bytes).map_err(|_| CliError::StdinNotUnicode)
 }
 
-fn peer_to_id(store: &SqliteStore, peer: &str) -> Result<UserId, CliError> {
-    let contacts = store.contacts().map_err(ClientError::from)?;
-    if let Some(c) = contacts.into_iter().find(|c| c.name == peer) {
-        return Ok(c.id);
-    }
-    UserId::parse(peer).map_err(|_| CliError::UnknownPeer(peer.into()))
-}
-
 fn unlock_error(e: ClientError, dir: &Path) -> CliError {
     match e {
         ClientError::WrongSecret => CliError::WrongSecret(dir.display().to_string()),
@@ -223,24 +424,41 @@ fn unlock_error(e: ClientError, dir: &Path) -> CliError {
     }
 }
 
-/// Opens the selected identity against its relay and prints the banner.
-fn open_agent(sel: &Selection) -> Result<(Agent, std::path::PathBuf), CliError> {
-    let dir = resolve(sel, false)?;
-    let store = open_store(&dir)?;
-    let saved = store
-        .setting(setting::RELAY_URL)
-        .map_err(ClientError::from)?;
-    let server = server_url(sel, saved)?.ok_or(CliError::NoServer)?;
-    let transport = HttpTransport::new(server).map_err(|e| CliError::BadServer(e.to_string()))?;
-    let secret = secret(false)?;
+/// Opens the selected identity against its relay, and prints the banner
+/// when `banner`.
+fn open_agent(sel: &Selection, banner: bool) -> Result<(Agent, Located), CliError> {
+    let located = resolve(sel, None)?;
+    let dir = &located.dir;
+    let store = open_store(dir)?;
+    let setting_of = |k: &str| store.setting(k).map_err(ClientError::from);
+    let saved = setting_of(setting::RELAY_URL)?;
+    let saved_key = setting_of(setting::API_KEY)?;
+    let no_pass = setting_of(setting::NO_PASSPHRASE)?.as_deref() == Some("1");
+    let server = server_url(sel, located.generation, saved)?.ok_or(match located.generation {
+        Generation::V001 => CliError::NoServer,
+        Generation::V030 => CliError::NoRelay,
+    })?;
+    let mut builder = HttpTransport::builder(server);
+    if let Some(key) = api_key(sel, saved_key)? {
+        builder = builder.api_key(key);
+    }
+    if let Some(ua) = identity::env_text("RETALK_USER_AGENT")? {
+        builder = builder.user_agent(ua);
+    }
+    let transport = builder
+        .build()
+        .map_err(|e| CliError::BadServer(e.to_string()))?;
+    let (secret, _) = secret(sel, located.generation, false, no_pass)?;
     let agent =
-        Client::open(store, transport, SystemClock, &secret).map_err(|e| unlock_error(e, &dir))?;
-    let name = agent.name()?;
-    eprintln!(
-        "using {} ({}) from {}",
-        if name.is_empty() { "user" } else { &name },
-        agent.user_id(),
-        dir.display()
-    );
-    Ok((agent, dir))
+        Client::open(store, transport, SystemClock, &secret).map_err(|e| unlock_error(e, dir))?;
+    if banner {
+        let name = agent.name()?;
+        eprintln!(
+            "using {} ({}) from {}",
+            if name.is_empty() { "user" } else { &name },
+            agent.user_id(),
+            dir.display()
+        );
+    }
+    Ok((agent, located))
 }

@@ -8,7 +8,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use retalk_proto::client::{Follow, Followed, Inbox, Problem, Received};
-use retalk_proto::ClientError;
+use retalk_proto::{ClientError, UserId};
 
 use crate::error::CliError;
 use crate::{display, print_stdout, py_json, Agent};
@@ -186,4 +186,41 @@ async fn interrupted() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// 0.3.0's `receive --peer P... | --all`: one JSON line per message,
+/// `{"id", "from", "name", "text"}` as Python's `json.dumps` writes it
+/// (`cli.py`, `cmd_receive`). `from` empty: every sender.
+pub async fn run_030(
+    agent: &Agent,
+    from: &[UserId],
+    follow: bool,
+    limit: Option<usize>,
+) -> Result<(), CliError> {
+    let scope = (!from.is_empty()).then_some(from);
+    let mut left = limit.unwrap_or(usize::MAX);
+    loop {
+        if from.is_empty() {
+            report(&agent.fetch().await?);
+        } else {
+            for peer in from {
+                report(&agent.fetch_from(peer).await?);
+            }
+        }
+        left -= agent.take_messages_from(scope, left, |m| {
+            print_stdout(&py_json(&[
+                ("id", &m.id),
+                ("from", m.from.as_str()),
+                ("name", &m.name),
+                ("text", &m.text),
+            ]))
+        })?;
+        if !follow || left == 0 {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = interrupted() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
 }

@@ -6,6 +6,11 @@ pub mod setting {
     pub const NAME: &str = "name";
     /// The relay URL saved at `init`.
     pub const RELAY_URL: &str = "server_url";
+    /// The relay API key saved at 0.3.0 `init --api-key` (Python keeps it
+    /// in plain text under the same name).
+    pub const API_KEY: &str = "api_key";
+    /// `"1"` for an identity made with 0.3.0 `init --no-passphrase`.
+    pub const NO_PASSPHRASE: &str = "no_passphrase";
 }
 
 /// The client's numbers (PROTOCOL section 9) and the bounds on its tables.

@@ -33,6 +33,17 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     pub fn take_messages<E: From<ClientError>>(
         &self,
         limit: usize,
+        deliver: impl FnMut(&Received) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        self.take_messages_from(None, limit, deliver)
+    }
+
+    /// [`take_messages`](Self::take_messages) of the messages from the
+    /// senders in `from` only (all with `None`); the others stay.
+    pub fn take_messages_from<E: From<ClientError>>(
+        &self,
+        from: Option<&[UserId]>,
+        limit: usize,
         mut deliver: impl FnMut(&Received) -> Result<(), E>,
     ) -> Result<usize, E> {
         if limit == 0 {
@@ -41,8 +52,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let mut tx = self.transaction()?;
         // Read under the lock: whatever another taker removed is gone.
         let pending = self.pending_messages()?;
+        let wanted = |m: &Received| from.is_none_or(|f| f.contains(&m.from));
         let mut taken = 0;
-        for m in pending.into_iter().take(limit) {
+        for m in pending.into_iter().filter(wanted).take(limit) {
             deliver(&m)?;
             tx.changes.inbox_removed.push(m.key);
             tx.save().map_err(ClientError::from)?;

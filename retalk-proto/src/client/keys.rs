@@ -18,6 +18,20 @@ pub struct MaintainReport {
     pub flush: FlushReport,
 }
 
+/// What one [`Client::sync`] did: Python 0.3.0's summary, key for key
+/// (`retalk sync` and `retalk register` print it as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Unclaimed one-time keys the relay held before.
+    pub unclaimed: u64,
+    /// Whether anything was published.
+    pub republished: bool,
+    pub replenished: bool,
+    pub fallback_rotated: bool,
+    /// Outbox entries handed to the relay again.
+    pub resent: usize,
+}
+
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// Publishes identity, `n` fresh one-time keys and (first time, or when
     /// asked) a fallback key. This is all the onboarding a relay needs.
@@ -121,9 +135,46 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         Ok(())
     }
 
+    /// Python retalk 0.3.0's `sync()` (`user.py`, `sync`): keys as in
+    /// [`maintain`](Self::maintain), then, with `resend`, the outbox
+    /// entries that are due. Unlike Python, which re-uploads every entry
+    /// on each call (so n sends to a slow peer store n²/2 copies), a resend
+    /// waits for the entry's backoff.
+    pub async fn sync(&self, resend: bool) -> Result<SyncReport, ClientError> {
+        let (unclaimed, replenished, fallback_rotated) = self.refresh_keys().await?;
+        let resent = if resend {
+            self.flush_due().await?.sent
+        } else {
+            0
+        };
+        Ok(SyncReport {
+            unclaimed,
+            republished: replenished || fallback_rotated,
+            replenished,
+            fallback_rotated,
+            resent,
+        })
+    }
+
     /// Keeps relay-side keys healthy and the outbox moving; call it
     /// periodically (the CLI does once a minute).
     pub async fn maintain(&self) -> Result<MaintainReport, ClientError> {
+        let (unclaimed, replenished, fallback_rotated) = self.refresh_keys().await?;
+        let flush = self.flush_due().await?;
+        self.prune()?;
+        Ok(MaintainReport {
+            unclaimed,
+            replenished,
+            fallback_rotated,
+            flush,
+        })
+    }
+
+    /// Counts our keys on the relay and publishes what is missing: one-time
+    /// keys below `min_otks`, a fallback key the relay lacks or one older
+    /// than `fallback_max_age`. Returns (unclaimed before, replenished,
+    /// fallback rotated).
+    async fn refresh_keys(&self) -> Result<(u64, bool, bool), ClientError> {
         let counts: KeyCounts = self.call(Args::CountKeys).await?;
         let record = self.store.identity()?.ok_or(ClientError::NoIdentity)?;
         let need_otks = counts.unclaimed < self.config.min_otks;
@@ -139,14 +190,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .await?;
         }
         self.published.store(true, Ordering::SeqCst);
-        let flush = self.flush_due().await?;
-        self.prune()?;
-        Ok(MaintainReport {
-            unclaimed: counts.unclaimed,
-            replenished: need_otks,
-            fallback_rotated: need_rotate,
-            flush,
-        })
+        Ok((counts.unclaimed, need_otks, need_rotate))
     }
 
     fn prune(&self) -> Result<(), ClientError> {

@@ -37,7 +37,7 @@ pub use contacts::find_peer;
 pub use error::ClientError;
 pub use follow::{Follow, Followed};
 pub use identity::{create_identity, identity_info, IdentityInfo};
-pub use keys::MaintainReport;
+pub use keys::{MaintainReport, SyncReport};
 pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Selectors};
 pub use memory::{MemoryLock, MemoryStore};
 pub use outbox::{Delivery, FlushReport};

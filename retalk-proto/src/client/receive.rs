@@ -63,12 +63,23 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// [`take_inbox`](Self::take_inbox). A message is durable there before
     /// its ack leaves.
     pub async fn fetch(&self) -> Result<Inbox, ClientError> {
+        self.fetch_scoped(None).await
+    }
+
+    /// [`fetch`](Self::fetch) of one sender's mail only (`read_messages`
+    /// with `peer`, 0.3.0 relays and ours): everyone else's stays on the
+    /// relay. Mail fetched earlier and not yet handled is handled too.
+    pub async fn fetch_from(&self, peer: &UserId) -> Result<Inbox, ClientError> {
+        self.fetch_scoped(Some(peer)).await
+    }
+
+    async fn fetch_scoped(&self, peer: Option<&UserId>) -> Result<Inbox, ClientError> {
         self.ensure_published().await?;
         let mut inbox = Inbox::default();
         for _ in 0..self.config.max_fetch_rounds.max(1) {
             let mail: Vec<MailItem> = self
                 .call(Args::ReadMessages {
-                    peer: None,
+                    peer: peer.map(|p| p.to_string()),
                     peek: false,
                     wait: None,
                 })

@@ -1,0 +1,357 @@
+//! Differential tests: the same scripted 0.3.0 sessions through the real
+//! Python retalk 0.3.0 command line (PyPI, cached venv) and through ours,
+//! against one relay (ours, on loopback), comparing stdout and exit status
+//! line by line once the values that differ by nature (fingerprints, keys,
+//! message ids) are replaced by names. A Python 0.3.0 user, carol, is the
+//! other side of every conversation.
+//!
+//! Every identity has its own `RETALK_HOME`, is selected by `RETALK_USER`,
+//! unlocked by `RETALK_PASSPHRASE` and pointed at the relay by
+//! `RETALK_RELAY`; the caller's environment is cleared and each home holds
+//! a `config.json` naming the relay, so nothing leaves loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{describe, OurRelay};
+use retalk_testkit::python::{python_with_retalk, venv_bin};
+use serde_json::{json, Value};
+
+/// One identity driven through a `retalk` program (Python's or ours).
+struct User {
+    program: PathBuf,
+    path: String,
+    home: PathBuf,
+    name: String,
+    relay: String,
+    /// Placeholders for what differs between runs: (value, name).
+    masks: Vec<(String, String)>,
+}
+
+/// What one command did: exit status and stdout.
+#[derive(Debug, PartialEq)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+}
+
+impl User {
+    fn new(program: &Path, path: &str, root: &Path, name: &str, relay: &str) -> User {
+        let home = root.join(format!("{name}-home"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join("config.json"),
+            format!("{}\n", json!({ "relay": relay })),
+        )
+        .unwrap();
+        User {
+            program: program.to_path_buf(),
+            path: path.into(),
+            home,
+            name: name.into(),
+            relay: relay.into(),
+            masks: Vec::new(),
+        }
+    }
+
+    fn python(python: &Path, root: &Path, name: &str, relay: &str) -> User {
+        let bin = venv_bin(python);
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        User::new(&bin.join("retalk"), &path, root, name, relay)
+    }
+
+    fn ours(root: &Path, name: &str, relay: &str) -> User {
+        User::new(
+            Path::new(env!("CARGO_BIN_EXE_retalk")),
+            "/usr/bin:/bin",
+            root,
+            name,
+            relay,
+        )
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(args)
+            .current_dir(&self.home)
+            .env_clear()
+            .env("PATH", &self.path)
+            .env("HOME", &self.home)
+            .env("PYTHONUTF8", "1")
+            .env("RETALK_HOME", &self.home)
+            .env("RETALK_USER", &self.name)
+            .env("RETALK_PASSPHRASE", format!("passphrase of {}", self.name))
+            .env("RETALK_RELAY", &self.relay)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command; stdout with every masked value replaced.
+    fn run_with(&self, mut c: Command) -> Run {
+        let out = c.output().unwrap();
+        let mut stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        for (value, name) in &self.masks {
+            stdout = stdout.replace(value, name);
+        }
+        if out.status.code() != Some(0) && out.status.code() != Some(2) {
+            panic!("{}", describe(&out));
+        }
+        Run {
+            code: out.status.code(),
+            stdout,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(self.command(args))
+    }
+
+    fn mask(&mut self, value: &str, name: &str) {
+        self.masks.push((value.to_owned(), name.to_owned()));
+    }
+
+    fn fingerprint(&self) -> String {
+        self.masks
+            .iter()
+            .find(|(_, n)| n == "<me>")
+            .map(|(v, _)| v.clone())
+            .unwrap()
+    }
+}
+
+/// Masks the 32-hex message id of each JSON line (its `"id"`).
+fn mask_ids(run: Run) -> Run {
+    let stdout = run
+        .stdout
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => match v["id"].as_str() {
+                Some(id) => l.replace(id, "<id>"),
+                None => l.to_owned(),
+            },
+            Err(_) => l.to_owned(),
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Run { stdout, ..run }
+}
+
+/// One side's session with carol; returns what each step did.
+fn session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
+    let mut steps = Vec::new();
+    let mut step = |label: &str, run: Run| steps.push((label.to_owned(), run));
+
+    let init = me.command(&["init"]).output().unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", describe(&init));
+    let fp = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    assert_eq!(fp.len(), 32, "{fp}");
+    me.mask(&fp, "<me>");
+    let own_name = me.name.clone();
+    me.mask(
+        &format!("\"name\": \"{own_name}\""),
+        "\"name\": \"<own name>\"",
+    );
+    let card: Value = serde_json::from_str(&me.run(&["id", "--json"]).stdout).unwrap();
+    me.mask(card["identity_key"].as_str().unwrap(), "<identity key>");
+    me.mask(card["signing_key"].as_str().unwrap(), "<signing key>");
+    me.mask(&carol.fingerprint(), "<carol>");
+    step("id", me.run(&["id"]));
+    step("id --json", me.run(&["id", "--json"]));
+    step(
+        "add",
+        me.run(&["add", &carol.fingerprint(), "--peer", "carol"]),
+    );
+    step(
+        "send",
+        mask_ids(me.run(&["send", "hello carol", "--peer", "carol"])),
+    );
+
+    // carol saves this user under its RETALK_USER name and reads it.
+    let mine = fp.clone();
+    let got = carol.run(&["add", &mine, "--peer", &me.name]);
+    assert_eq!(got.code, Some(0));
+    let got = carol.run(&["receive", "--peer", &me.name]);
+    let v: Value = serde_json::from_str(got.stdout.trim()).unwrap();
+    assert_eq!(v["text"], "hello carol", "{}", got.stdout);
+    assert_eq!(v["name"], me.name.as_str());
+    let got = carol.run(&["send", "hi \u{2603} from carol", "--peer", &me.name]);
+    assert_eq!(got.code, Some(0), "{got:?}");
+
+    step("receive", mask_ids(me.run(&["receive", "--peer", "carol"])));
+    step("receive again", me.run(&["receive", "--peer", "carol"]));
+    step("sync", me.run(&["sync"]));
+    step("receive, no target", me.run(&["receive"]));
+    step("send, no peer", me.run(&["send", "x"]));
+    step(
+        "send, unknown peer",
+        me.run(&["send", "x", "--peer", "nobody"]),
+    );
+    step(
+        "add, bad fingerprint",
+        me.run(&["add", "xyz", "--peer", "z"]),
+    );
+    let mut c = me.command(&["id"]);
+    c.env("RETALK_PASSPHRASE", "wrong");
+    step("id, wrong passphrase", me.run_with(c));
+    let mut c = me.command(&["id"]);
+    c.env_remove("RETALK_PASSPHRASE");
+    step("id, no passphrase", me.run_with(c));
+    steps
+}
+
+#[test]
+fn the_same_030_session_through_python_and_ours_prints_the_same() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let mut carol = User::python(&python, tmp.path(), "carol", &relay.url);
+    let init = carol.command(&["init"]).output().unwrap();
+    assert!(init.status.success(), "{}", describe(&init));
+    let carol_fp = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    carol.mask(&carol_fp, "<me>");
+
+    // Two users with the same script; carol tells them apart by name.
+    let mut py = User::python(&python, tmp.path(), "alice", &relay.url);
+    let mut rs = User::ours(tmp.path(), "alicers", &relay.url);
+    let theirs = session(&mut py, &carol);
+    let ours = session(&mut rs, &carol);
+    for ((label, want), (_, got)) in theirs.iter().zip(&ours) {
+        assert_eq!(got, want, "step {label}");
+    }
+    assert_eq!(theirs.len(), ours.len());
+    // The expectations themselves, so a shared regression shows too.
+    let by = |l: &str| &theirs.iter().find(|(x, _)| x == l).unwrap().1;
+    assert_eq!(
+        by("send").stdout,
+        "{\"id\": \"<id>\", \"to\": \"<carol>\"}\n"
+    );
+    assert_eq!(
+        by("receive").stdout,
+        "{\"id\": \"<id>\", \"from\": \"<carol>\", \"name\": \"carol\", \"text\": \"hi \\u2603 from carol\"}\n"
+    );
+    assert_eq!(by("receive, no target").code, Some(2));
+    assert_eq!(by("id, wrong passphrase").code, Some(2));
+}
+
+/// A Python 0.3.0 identity folder opens with our command line and its
+/// passphrase, keeps its conversations, and is upgraded one way.
+#[test]
+fn a_python_030_identity_folder_opens_with_ours() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let carol = User::python(&python, tmp.path(), "carol", &relay.url);
+    let out = carol.command(&["init"]).output().unwrap();
+    let carol_fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let dave = User::python(&python, tmp.path(), "dave", &relay.url);
+    let out = dave.command(&["init"]).output().unwrap();
+    let dave_fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        dave.run(&["add", &carol_fp, "--peer", "carol"]).code,
+        Some(0)
+    );
+    assert_eq!(
+        carol.run(&["add", &dave_fp, "--peer", "dave"]).code,
+        Some(0)
+    );
+    assert_eq!(
+        dave.run(&["send", "from python dave", "--peer", "carol"])
+            .code,
+        Some(0)
+    );
+    assert!(carol
+        .run(&["receive", "--peer", "dave"])
+        .stdout
+        .contains("from python dave"));
+    assert_eq!(
+        carol.run(&["send", "hello again", "--peer", "dave"]).code,
+        Some(0)
+    );
+
+    // Now dave runs our binary on the same folder.
+    let ours = User {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_retalk")),
+        path: "/usr/bin:/bin".into(),
+        ..dave
+    };
+    let id = ours.run(&["id"]);
+    assert_eq!(
+        id,
+        Run {
+            code: Some(0),
+            stdout: format!("{dave_fp}\n")
+        }
+    );
+    let got = ours.run(&["receive", "--peer", "carol"]);
+    let v: Value = serde_json::from_str(got.stdout.trim()).unwrap();
+    assert_eq!(v["text"], "hello again");
+    assert_eq!(v["name"], "carol", "the saved contact came over");
+    assert_eq!(
+        ours.run(&["send", "from our dave", "--peer", "carol"]).code,
+        Some(0)
+    );
+    assert!(carol
+        .run(&["receive", "--peer", "dave"])
+        .stdout
+        .contains("from our dave"));
+    // One way: Python can no longer unlock the folder.
+    let python_dave = User::python(&python, tmp.path(), "dave", &relay.url);
+    assert_eq!(python_dave.run(&["id"]).code, Some(2));
+}
+
+/// The rule between the generations, both sides: the same `-u NAME` is the
+/// 0.0.1 identity when only ~/.local/share/retalk/NAME holds one, and the
+/// 0.3.0 one (JSON receipts) when $RETALK_HOME/NAME does.
+#[test]
+fn selection_decides_the_generation_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let us = User::ours(tmp.path(), "x", &relay.url);
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = us.command(args);
+        c.env_remove("RETALK_USER")
+            .env_remove("RETALK_PASSPHRASE")
+            .env("SERVER_URL", &relay.url)
+            .env("XDG_DATA_HOME", tmp.path().join("xdg"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // 0.0.1: PICKLE_SECRET, -u NAME under XDG, `send PEER TEXT` quiet.
+    let old = run(
+        &["init", "-u", "old", "--name", "old"],
+        &[("PICKLE_SECRET", "s")],
+    );
+    assert!(tmp.path().join("xdg/retalk/old/store.db").exists());
+    // 0.3.0: a 0.3.0 passphrase source makes `init -u NAME` a 0.3.0 one.
+    let new = run(&["init", "-u", "new"], &[("RETALK_PASSPHRASE", "p")]);
+    assert!(us.home.join("new/store.db").exists());
+    let (old, new) = (old.trim(), new.trim());
+    run(&["receive", "-u", "old"], &[("PICKLE_SECRET", "s")]);
+    let sent = run(
+        &["send", "-u", "new", "hello", "--peer", old],
+        &[("RETALK_PASSPHRASE", "p")],
+    );
+    let v: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(v["to"], old, "0.3.0 prints a receipt");
+    let sent = run(
+        &["send", "-u", "old", new, "back"],
+        &[("PICKLE_SECRET", "s")],
+    );
+    assert_eq!(sent, "", "0.0.1 prints nothing");
+    let got = run(&["receive", "-u", "old"], &[("PICKLE_SECRET", "s")]);
+    assert_eq!(got, "~new: hello\n", "0.0.1 prints name: text");
+    let got = run(
+        &["receive", "-u", "new", "--all"],
+        &[("RETALK_PASSPHRASE", "p")],
+    );
+    let v: Value = serde_json::from_str(got.trim()).unwrap();
+    assert_eq!(v["text"], "back", "0.3.0 prints JSON lines");
+}
