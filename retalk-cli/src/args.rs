@@ -375,5 +375,24 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// (0.3.0) No banner on stderr
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// (0.3.0) Refuse mail from senders that are not saved contacts,
+        /// unopened, with a signed refusal (their resends stop)
+        #[arg(long = "peers-only")]
+        peers_only: bool,
+    },
+    /// (0.3.0) Refuse a peer's mail unopened (a signed refusal tells their
+    /// client to stop resending); local only
+    Block {
+        /// Saved name or 32-hex user id
+        peer: Option<String>,
+        /// Unblock instead
+        #[arg(long)]
+        remove: bool,
+        /// Show the block list
+        #[arg(long)]
+        list: bool,
+        /// With --list: one JSON object per line
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -70,6 +70,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Register => sync(&sel, false).await,
         Command::Sync => sync(&sel, true).await,
         Command::Add { args, peer, pin } => add(&sel, &args, peer, pin),
+        Command::Block {
+            peer,
+            remove,
+            list,
+            json,
+        } => block(&sel, peer, remove, list, json),
         Command::Send { args, peer } => send(&sel, &args, peer).await,
         Command::Receive {
             follow,
@@ -79,8 +85,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             all,
             interval: _,
             quiet,
+            peers_only,
         } => {
             let (agent, located) = open_agent(&sel, !quiet)?;
+            let agent = agent.with_peers_only(peers_only);
             match located.generation {
                 Generation::V001 => receive::run(&agent, follow, json, limit).await,
                 Generation::V030 => {
@@ -403,6 +411,52 @@ async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<
         }
         Delivery::Refused => Err(CliError::RefusedByPeer(peer)),
     }
+}
+
+/// `block PEER [--remove]`, `block --list [--json]` (0.3.0's `cmd_block`:
+/// local only, no passphrase; the list is sorted by user id).
+fn block(
+    sel: &Selection,
+    peer: Option<String>,
+    remove: bool,
+    list: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let located = resolve(sel, None)?;
+    let store = open_store(&located.dir)?;
+    if list {
+        if peer.is_some() || remove {
+            return Err(CliError::Usage(
+                "give a peer (to block, or --remove to unblock), or --list to show the block list -- not both".into(),
+            ));
+        }
+        let contacts = store.contacts().map_err(ClientError::from)?;
+        for fp in client::blocked(&store)? {
+            let name = contacts
+                .iter()
+                .find(|c| c.id == fp && c.name != fp.as_str())
+                .map(|c| c.name.as_str());
+            let line = match (json, name) {
+                (true, n) => py_json(&[("fingerprint", fp.as_str()), ("name", n.unwrap_or(""))]),
+                (false, Some(n)) => format!("{fp}\t{n}"),
+                (false, None) => fp.to_string(),
+            };
+            print_stdout(&line)?;
+        }
+        return Ok(());
+    }
+    let Some(peer) = peer else {
+        return Err(CliError::Usage(
+            "block needs a peer (to block, or with --remove to unblock), or --list to show the block list".into(),
+        ));
+    };
+    let fp = client::find_peer(&store, &peer)?;
+    client::set_blocked(&store, &fp, !remove)?;
+    eprintln!(
+        "{} {peer} ({fp})",
+        if remove { "unblocked" } else { "blocked" }
+    );
+    Ok(())
 }
 
 /// The whole of standard input, exactly (a trailing newline included), for

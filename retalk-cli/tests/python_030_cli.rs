@@ -355,3 +355,87 @@ fn selection_decides_the_generation_on_both_sides() {
     let v: Value = serde_json::from_str(got.trim()).unwrap();
     assert_eq!(v["text"], "back", "0.3.0 prints JSON lines");
 }
+
+/// Rows in a Python 0.3.0 identity's `outbox` (unacknowledged messages).
+fn python_outbox(user: &User) -> i64 {
+    rusqlite::Connection::open(user.home.join(&user.name).join("store.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `me` blocks a Python sender and refuses a stranger with --peers-only:
+/// nothing is shown, and the senders' own clients verify the signed
+/// refusals and stop resending.
+fn refusing_session(me: &mut User, sender: &User, stranger: &User) -> Vec<(String, Run)> {
+    let mut steps = Vec::new();
+    let init = me.command(&["init"]).output().unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", describe(&init));
+    let fp = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    me.mask(&fp, "<me>");
+    me.mask(&sender.fingerprint(), "<sender>");
+    for u in [sender, stranger] {
+        assert_eq!(u.run(&["add", &fp, "--peer", "them"]).code, Some(0));
+        assert_eq!(u.run(&["send", "hello", "--peer", "them"]).code, Some(0));
+        assert_eq!(python_outbox(u), 1);
+    }
+    steps.push((
+        "add".into(),
+        me.run(&["add", &sender.fingerprint(), "--peer", "sender"]),
+    ));
+    steps.push(("block".into(), me.run(&["block", "sender"])));
+    steps.push(("block --list".into(), me.run(&["block", "--list"])));
+    steps.push((
+        "block --list --json".into(),
+        me.run(&["block", "--list", "--json"]),
+    ));
+    steps.push((
+        "receive --all --peers-only".into(),
+        me.run(&["receive", "--all", "--peers-only"]),
+    ));
+    for u in [sender, stranger] {
+        assert_eq!(u.run(&["sync"]).code, Some(0));
+        assert_eq!(
+            python_outbox(u),
+            0,
+            "the refusal was verified and the message dropped"
+        );
+    }
+    steps.push((
+        "block --remove".into(),
+        me.run(&["block", "sender", "--remove"]),
+    ));
+    steps.push(("block --list, empty".into(), me.run(&["block", "--list"])));
+    steps
+}
+
+#[test]
+fn a_blocked_sender_and_a_stranger_are_refused_unopened_as_by_python() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let python_user = |name: &str| {
+        let mut u = User::python(&python, tmp.path(), name, &relay.url);
+        let out = u.command(&["init"]).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        u.mask(&fp, "<me>");
+        u
+    };
+    let (s1, x1, s2, x2) = (
+        python_user("sender1"),
+        python_user("stranger1"),
+        python_user("sender2"),
+        python_user("stranger2"),
+    );
+    let mut py = User::python(&python, tmp.path(), "bob", &relay.url);
+    let mut rs = User::ours(tmp.path(), "bobrs", &relay.url);
+    let theirs = refusing_session(&mut py, &s1, &x1);
+    let ours = refusing_session(&mut rs, &s2, &x2);
+    for ((label, want), (_, got)) in theirs.iter().zip(&ours) {
+        assert_eq!(got, want, "step {label}");
+    }
+    let by = |l: &str| &theirs.iter().find(|(x, _)| x == l).unwrap().1;
+    assert_eq!(by("block --list").stdout, "<sender>\tsender\n");
+    assert_eq!(by("receive --all --peers-only").stdout, "");
+}

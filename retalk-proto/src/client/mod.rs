@@ -26,6 +26,7 @@ mod locate;
 mod memory;
 mod outbox;
 mod receive;
+mod refuse;
 mod send;
 mod store;
 mod transport;
@@ -42,6 +43,7 @@ pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Sele
 pub use memory::{MemoryLock, MemoryStore};
 pub use outbox::{Delivery, FlushReport};
 pub use receive::{Inbox, Problem, Received};
+pub use refuse::{blocked, set_blocked};
 pub use send::{SendReceipt, MAX_ENVELOPE_BYTES};
 pub use store::*;
 pub use transport::{LocalTransport, Transport, TransportError};
@@ -74,6 +76,8 @@ pub struct Client<S, T, C> {
     signing_key: String,
     config: ClientConfig,
     published: AtomicBool,
+    /// Refuse mail from senders that are not saved contacts.
+    peers_only: bool,
     wait_support: Mutex<WaitSupport>,
 }
 
@@ -108,6 +112,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             signing_key,
             config: ClientConfig::default(),
             published: AtomicBool::new(false),
+            peers_only: false,
             wait_support: Mutex::new(WaitSupport::Unknown),
         })
     }

@@ -36,11 +36,15 @@ pub struct Inbox {
     pub problems: Vec<Problem>,
     /// Fetched mail left for the next receive after a transient failure.
     pub deferred: usize,
+    /// Mail refused unopened (blocked or unknown senders), nacked.
+    pub refused: usize,
 }
 
 /// Outcome of handling one fetched message.
 pub(super) enum Handled {
     Done,
+    /// Refused unopened and nacked (the block list, peers-only).
+    Refused,
     Transient,
     Failed(String),
     /// A peer's Olm message that none of our sessions (nor our account)
@@ -93,6 +97,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             match self.handle(&record).await? {
                 Handled::Done => {}
                 Handled::Transient => inbox.deferred += 1,
+                Handled::Refused => {
+                    let mut tx = self.transaction()?;
+                    tx.changes.incoming_removed.push(record.hash.clone());
+                    tx.commit()?;
+                    inbox.refused += 1;
+                }
                 Handled::Failed(reason) | Handled::Unopenable(reason) => {
                     let mut tx = self.transaction()?;
                     tx.changes.incoming_removed.push(record.hash.clone());
@@ -146,6 +156,13 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 record.from
             )));
         };
+        // Before any crypto: a refused sender spends no session work.
+        if self.refuses(&sender)? {
+            return Ok(match self.nack(&record.hash).await {
+                Err(e) if e.is_transient() => Handled::Transient,
+                _ => Handled::Refused,
+            });
+        }
         let message = match olm::decode_message(record.mtype, &record.body) {
             Ok(m) => m,
             Err(e) => return Ok(Handled::Failed(e.to_string())),
