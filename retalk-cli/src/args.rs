@@ -380,6 +380,12 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         #[arg(long = "peers-only")]
         peers_only: bool,
     },
+    /// (0.3.0) List saved contacts: `name<TAB>id<TAB>verified|unverified`
+    Contacts {
+        /// One contact card per line as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// (0.3.0) Refuse a peer's mail unopened (a signed refusal tells their
     /// client to stop resending); local only
     Block {

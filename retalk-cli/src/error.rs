@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use retalk_proto::client::{ClientError, StoreError, TransportError};
+use retalk_proto::client::{ClientError, Generation, StoreError, TransportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -87,6 +87,22 @@ impl From<ClientError> for CliError {
 }
 
 impl CliError {
+    /// The exit status for an identity of `generation`. A 0.3.0 identity
+    /// exits as Python 0.3.0 does (`cli.py`, `main`): 2 also when the relay
+    /// could not be reached (its `_die`), 1 only when a local write failed
+    /// (a traceback there).
+    pub fn exit_code_for(&self, generation: Option<Generation>) -> u8 {
+        let code = self.exit_code();
+        let local = matches!(
+            self,
+            CliError::Store { .. } | CliError::Output(_) | CliError::Client(ClientError::Store(_))
+        );
+        match generation {
+            Some(Generation::V030) if code == 1 && !local => 2,
+            _ => code,
+        }
+    }
+
     /// 1 when the relay could not be reached or a local write failed
     /// (trying again later may work), 2 for usage errors and refusals, 0
     /// when the reader closed stdout (see [`CliError::is_quiet`]).

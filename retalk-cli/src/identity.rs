@@ -62,6 +62,10 @@ fn selectors(sel: &Selection) -> Selectors {
     }
 }
 
+/// The generation of the identity this run acts as, once found: it picks
+/// the exit statuses ([`CliError::exit_code_for`]).
+pub static GENERATION: std::sync::OnceLock<Generation> = std::sync::OnceLock::new();
+
 /// Finds the identity folder (see `retalk --help`, "how every command
 /// finds your identity"); `creating` is `init`'s generation.
 pub fn resolve(sel: &Selection, creating: Option<Generation>) -> Result<Located, CliError> {
@@ -72,11 +76,13 @@ pub fn resolve(sel: &Selection, creating: Option<Generation>) -> Result<Located,
         retalk_user: env_text("RETALK_USER")?,
     };
     let purpose = creating.map_or(Purpose::Open, Purpose::Create);
-    locate(&selectors(sel), &places, purpose, has_identity).map_err(|e| match e {
+    let located = locate(&selectors(sel), &places, purpose, has_identity).map_err(|e| match e {
         LocateError::NoneSelected => CliError::NoIdentitySelected,
         LocateError::InitNeedsLocation => CliError::InitNeedsLocation,
         LocateError::NoIdentityAt(d) => CliError::NoIdentityAt(d.display().to_string()),
-    })
+    })?;
+    let _ = GENERATION.set(located.generation);
+    Ok(located)
 }
 
 pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             if !e.is_quiet() {
                 eprintln!("retalk: {e}");
             }
-            ExitCode::from(e.exit_code())
+            ExitCode::from(e.exit_code_for(identity::GENERATION.get().copied()))
         }
     }
 }
@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Register => sync(&sel, false).await,
         Command::Sync => sync(&sel, true).await,
         Command::Add { args, peer, pin } => add(&sel, &args, peer, pin),
+        Command::Contacts { json } => contacts(&sel, json),
         Command::Block {
             peer,
             remove,
@@ -83,7 +84,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             peer,
             all,
-            interval: _,
+            interval,
             quiet,
             peers_only,
         } => {
@@ -102,7 +103,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         .iter()
                         .map(|p| agent.find_peer(p))
                         .collect::<Result<Vec<_>, _>>()?;
-                    receive::run_030(&agent, &from, follow, limit).await
+                    let pause = match interval {
+                        Some(_) if !follow => {
+                            return Err(CliError::Usage(
+                                "--interval only applies with --follow".into(),
+                            ))
+                        }
+                        Some(s) if !(s > 0.0 && s.is_finite()) => {
+                            return Err(CliError::Usage(
+                                "--interval must be a positive number of seconds".into(),
+                            ))
+                        }
+                        Some(s) => s,
+                        None => 2.0,
+                    };
+                    receive::run_030(&agent, &from, follow, pause, limit).await
                 }
             }
         }
@@ -411,6 +426,46 @@ async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<
         }
         Delivery::Refused => Err(CliError::RefusedByPeer(peer)),
     }
+}
+
+/// `contacts [--json]` (0.3.0's `cmd_contacts`): sorted by name, unnamed
+/// last, then by id. A contact is verified when its identity key is
+/// pinned; the signing key is not kept (see the README), so `--json`
+/// shows it empty.
+fn contacts(sel: &Selection, json: bool) -> Result<(), CliError> {
+    let located = resolve(sel, None)?;
+    let store = open_store(&located.dir)?;
+    let mut all = store.contacts().map_err(ClientError::from)?;
+    let label = |c: &Contact| (c.name != c.id.as_str()).then(|| c.name.clone());
+    all.sort_by_key(|c| (label(c).unwrap_or_else(|| "~".into()), c.id.to_string()));
+    for c in &all {
+        let name = label(c);
+        let verified = c.pin.is_some();
+        let line = if json {
+            let mut card = py_json(&[
+                ("name", name.as_deref().unwrap_or("")),
+                ("fingerprint", c.id.as_str()),
+                ("identity_key", c.pin.as_deref().unwrap_or("")),
+                ("signing_key", ""),
+            ]);
+            card.pop();
+            card.push_str(if verified {
+                ", \"verified\": true}"
+            } else {
+                ", \"verified\": false}"
+            });
+            card
+        } else {
+            format!(
+                "{}\t{}\t{}",
+                name.as_deref().unwrap_or("(unnamed)"),
+                c.id,
+                if verified { "verified" } else { "unverified" }
+            )
+        };
+        print_stdout(&line)?;
+    }
+    Ok(())
 }
 
 /// `block PEER [--remove]`, `block --list [--json]` (0.3.0's `cmd_block`:

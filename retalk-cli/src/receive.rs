@@ -190,11 +190,13 @@ async fn interrupted() {
 
 /// 0.3.0's `receive --peer P... | --all`: one JSON line per message,
 /// `{"id", "from", "name", "text"}` as Python's `json.dumps` writes it
-/// (`cli.py`, `cmd_receive`). `from` empty: every sender.
+/// (`cli.py`, `cmd_receive`). `from` empty: every sender. `--follow`
+/// reads again every `interval` seconds until Ctrl-C or SIGTERM.
 pub async fn run_030(
     agent: &Agent,
     from: &[UserId],
     follow: bool,
+    interval: f64,
     limit: Option<usize>,
 ) -> Result<(), CliError> {
     let scope = (!from.is_empty()).then_some(from);
@@ -220,7 +222,7 @@ pub async fn run_030(
         }
         tokio::select! {
             _ = interrupted() => return Ok(()),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval)) => {}
         }
     }
 }

@@ -165,6 +165,8 @@ fn session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
         "add",
         me.run(&["add", &carol.fingerprint(), "--peer", "carol"]),
     );
+    step("contacts", me.run(&["contacts"]));
+    step("contacts --json", me.run(&["contacts", "--json"]));
     step(
         "send",
         mask_ids(me.run(&["send", "hello carol", "--peer", "carol"])),
@@ -194,6 +196,13 @@ fn session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
         "add, bad fingerprint",
         me.run(&["add", "xyz", "--peer", "z"]),
     );
+    step(
+        "receive, --interval without --follow",
+        me.run(&["receive", "--peer", "carol", "--interval", "1"]),
+    );
+    let mut c = me.command(&["send", "x", "--peer", "carol"]);
+    c.env("RETALK_RELAY", "http://127.0.0.1:9");
+    step("send, relay unreachable", me.run_with(c));
     let mut c = me.command(&["id"]);
     c.env("RETALK_PASSPHRASE", "wrong");
     step("id, wrong passphrase", me.run_with(c));
@@ -234,6 +243,8 @@ fn the_same_030_session_through_python_and_ours_prints_the_same() {
         "{\"id\": \"<id>\", \"from\": \"<carol>\", \"name\": \"carol\", \"text\": \"hi \\u2603 from carol\"}\n"
     );
     assert_eq!(by("receive, no target").code, Some(2));
+    assert_eq!(by("send, relay unreachable").code, Some(2));
+    assert_eq!(by("contacts").stdout, "carol\t<carol>\tunverified\n");
     assert_eq!(by("id, wrong passphrase").code, Some(2));
 }
 
