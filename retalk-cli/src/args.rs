@@ -247,6 +247,9 @@ second check of the full identity key for belt-and-braces."
         /// (0.3.0) Local name for the peer
         #[arg(long, value_name = "NAME")]
         peer: Option<String>,
+        /// (0.3.0) Verify the peer's keys on the relay right away
+        #[arg(long)]
+        verify: bool,
         /// Peer's full base64 identity key, verified against everything the
         /// server serves for this peer
         #[arg(long, value_name = "KEY")]
@@ -380,6 +383,22 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         #[arg(long = "peers-only")]
         peers_only: bool,
     },
+    /// (0.3.0) Check a saved contact's keys against its id and pin them:
+    /// fetched from the relay, or given with --identity-key and
+    /// --signing-key
+    Verify {
+        /// Saved name or 32-hex user id
+        peer: String,
+        /// The contact's identity key (base64), with --signing-key
+        #[arg(long = "identity-key", value_name = "K")]
+        identity_key: Option<String>,
+        /// The contact's signing key (base64), with --identity-key
+        #[arg(long = "signing-key", value_name = "S")]
+        signing_key: Option<String>,
+    },
+    /// (0.3.0) Show the owner-wide settings ($RETALK_HOME/config.json);
+    /// with -r URL set the default relay (-r "" clears it)
+    Config,
     /// (0.3.0) List saved contacts: `name<TAB>id<TAB>verified|unverified`
     Contacts {
         /// One contact card per line as JSON

@@ -69,7 +69,24 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Id { json } => id(&sel, json),
         Command::Register => sync(&sel, false).await,
         Command::Sync => sync(&sel, true).await,
-        Command::Add { args, peer, pin } => add(&sel, &args, peer, pin),
+        Command::Add {
+            args,
+            peer,
+            pin,
+            verify: check,
+        } => {
+            let id = add(&sel, &args, peer, pin)?;
+            if check {
+                verify(&sel, id.as_str(), None, None).await?;
+            }
+            Ok(())
+        }
+        Command::Verify {
+            peer,
+            identity_key,
+            signing_key,
+        } => verify(&sel, &peer, identity_key, signing_key).await,
+        Command::Config => config(&sel),
         Command::Contacts { json } => contacts(&sel, json),
         Command::Block {
             peer,
@@ -333,7 +350,7 @@ fn add(
     args: &[String],
     peer: Option<String>,
     pin: Option<String>,
-) -> Result<(), CliError> {
+) -> Result<UserId, CliError> {
     // An unnamed 0.3.0 contact is saved under its fingerprint.
     let (name, user_id, generation, unnamed) = match (args, peer) {
         ([name, user_id], None) => (name.clone(), user_id.clone(), Generation::V001, false),
@@ -389,7 +406,77 @@ fn add(
             if old.is_some() { "Updated" } else { "Added" }
         ),
     }
+    Ok(id)
+}
+
+/// `verify PEER [--identity-key K --signing-key S]` and `add --verify`:
+/// pins the saved contact's keys once they hash to its id (0.3.0's
+/// `_record_keys`), from the relay unless both keys are given.
+async fn verify(
+    sel: &Selection,
+    peer: &str,
+    identity_key: Option<String>,
+    signing_key: Option<String>,
+) -> Result<(), CliError> {
+    let source = match (identity_key, signing_key) {
+        (Some(identity_key), Some(signing_key)) => {
+            let located = resolve(sel, None)?;
+            let store = open_store(&located.dir)?;
+            let id = client::find_peer(&store, peer)?;
+            let keys = retalk_proto::wire::PublicKeys {
+                identity_key,
+                signing_key,
+            };
+            client::pin_contact(&store, &id, &keys)?;
+            "supplied keys"
+        }
+        (None, None) => {
+            let (agent, _) = open_agent(sel, false)?;
+            let id = agent.find_peer(peer)?;
+            agent.verify_contact(&id).await?;
+            "the relay"
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "manual verify needs both --identity-key and --signing-key: the fingerprint is the hash of the two together".into(),
+            ))
+        }
+    };
+    eprintln!("\n\u{2713} Verified {peer}\nKeys:        from {source}");
     Ok(())
+}
+
+/// `config [-r URL]` (0.3.0's `cmd_config`): prints the owner-wide
+/// settings as `json.dumps(cfg, indent=2)`; `-r URL` sets the default
+/// relay first, `-r ""` removes it.
+fn config(sel: &Selection) -> Result<(), CliError> {
+    let path = identity::retalk_home().join("config.json");
+    let mut cfg = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t).ok())
+        .unwrap_or_default();
+    if let Some(relay) = &sel.server {
+        if relay.is_empty() {
+            cfg.remove("relay");
+        } else {
+            cfg.insert("relay".into(), relay.clone().into());
+        }
+        let text =
+            serde_json::to_string_pretty(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(identity::retalk_home())?;
+            std::fs::write(&path, format!("{text}\n"))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        };
+        write().map_err(CliError::Output)?;
+    }
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+    print_stdout(&text)
 }
 
 /// `send PEER TEXT` (0.0.1) or `send TEXT --peer PEER` (0.3.0). What it

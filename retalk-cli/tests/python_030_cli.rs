@@ -186,6 +186,14 @@ fn session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
     step("receive", mask_ids(me.run(&["receive", "--peer", "carol"])));
     step("receive again", me.run(&["receive", "--peer", "carol"]));
     step("sync", me.run(&["sync"]));
+    step("config", me.run(&["config"]));
+    step("verify", me.run(&["verify", "carol"]));
+    step("contacts, verified", me.run(&["contacts"]));
+    step(
+        "verify, one key",
+        me.run(&["verify", "carol", "--identity-key", "x"]),
+    );
+    step("verify, unknown", me.run(&["verify", "nobody"]));
     step("receive, no target", me.run(&["receive"]));
     step("send, no peer", me.run(&["send", "x"]));
     step(
@@ -246,6 +254,11 @@ fn the_same_030_session_through_python_and_ours_prints_the_same() {
     assert_eq!(by("send, relay unreachable").code, Some(2));
     assert_eq!(by("contacts").stdout, "carol\t<carol>\tunverified\n");
     assert_eq!(by("id, wrong passphrase").code, Some(2));
+    assert_eq!(
+        by("contacts, verified").stdout,
+        "carol\t<carol>\tverified\n"
+    );
+    assert_eq!(by("verify, unknown").code, Some(2));
 }
 
 /// A Python 0.3.0 identity folder opens with our command line and its

@@ -1,7 +1,7 @@
 //! Saved peers: finding one by what a person typed, saving one, and
 //! checking the keys a relay serves for one.
 
-use super::{Client, ClientError, Contact, Store, Transport};
+use super::{Client, ClientError, Contact, Store, StoreTransaction, Transport};
 use crate::clock::Clock;
 use crate::ids::{fingerprint, UserId};
 use crate::wire::PublicKeys;
@@ -17,7 +17,58 @@ pub fn find_peer<S: Store + ?Sized>(store: &S, reference: &str) -> Result<UserId
     UserId::parse(reference).map_err(|_| ClientError::UnknownPeer(reference.to_owned()))
 }
 
+/// Pins the identity key of the saved contact `peer` after checking that
+/// `keys` hash to its id (0.3.0's `verify`, `cli.py` `_record_keys`: a
+/// contact is verified once its keys were checked against its id).
+/// Errors: [`ClientError::UnknownPeer`] when `peer` is not saved,
+/// [`ClientError::PinMismatch`] when the keys hash to another id.
+pub fn pin_contact<S: Store + ?Sized>(
+    store: &S,
+    peer: &UserId,
+    keys: &PublicKeys,
+) -> Result<(), ClientError> {
+    if !peer.matches_keys(&keys.identity_key, &keys.signing_key) {
+        return Err(ClientError::PinMismatch {
+            peer: peer.clone(),
+            detail: format!(
+                "the keys hash to '{}'",
+                fingerprint(&keys.identity_key, &keys.signing_key)
+            ),
+        });
+    }
+    let mut tx = StoreTransaction::new(store)?;
+    let saved: Vec<Contact> = store
+        .contacts()?
+        .into_iter()
+        .filter(|c| &c.id == peer)
+        .collect();
+    if saved.is_empty() {
+        return Err(ClientError::UnknownPeer(peer.to_string()));
+    }
+    tx.changes.contacts = saved
+        .into_iter()
+        .map(|c| Contact {
+            pin: Some(keys.identity_key.clone()),
+            ..c
+        })
+        .collect();
+    tx.commit()?;
+    Ok(())
+}
+
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
+    /// Fetches the saved contact `peer`'s keys from the relay and pins them
+    /// ([`pin_contact`]); a relay serving keys of another id is refused.
+    pub async fn verify_contact(&self, peer: &UserId) -> Result<PublicKeys, ClientError> {
+        let keys: PublicKeys = self
+            .call(crate::wire::Args::GetKeys {
+                peer: peer.to_string(),
+            })
+            .await?;
+        pin_contact(&self.store, peer, &keys)?;
+        Ok(keys)
+    }
+
     /// Saves a peer under a local name (and an optional identity-key pin).
     pub fn add_contact(
         &self,

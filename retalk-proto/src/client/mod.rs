@@ -34,7 +34,7 @@ mod unwedge;
 mod wait;
 
 pub use config::{setting, ClientConfig};
-pub use contacts::find_peer;
+pub use contacts::{find_peer, pin_contact};
 pub use error::ClientError;
 pub use follow::{Follow, Followed};
 pub use identity::{create_identity, identity_info, IdentityInfo};
