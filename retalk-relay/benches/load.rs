@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p retalk-relay --bench load -- [--backend sqlite|memory]
 //!     [--connections 32] [--requests 40000] [--users 64] [--queue 0]
+//!     [--relay-binary PATH [--after-binary PATH] [--rounds 2]]
 //! ```
 //!
 //! Prints, per tool, requests/s and p50/p99 latency; the relay's peak RSS
@@ -17,25 +18,40 @@
 //!
 //! Both backends run the `retalk-relay` binary as a child process;
 //! `memory` measures the HTTP edge and the protocol without storage costs.
+//!
+//! `--relay-binary PATH` compares another build of the relay (say, from
+//! before a change) with this checkout's, A/B in one run: PATH, this one,
+//! PATH, this one, ... (`--rounds` pairs), each a fresh process on a fresh
+//! database with freshly signed requests, then a table of both with the
+//! ratio after/before (`--after-binary` puts another build in place of
+//! this checkout's). Interleaving spreads the drift of a shared machine
+//! over both sides. A baseline from commit `cf7094c` (before push
+//! delivery):
+//!
+//! ```text
+//! git worktree add /tmp/retalk-before cf7094c   # or: git archive cf7094c | tar -x -C DIR
+//! (cd /tmp/retalk-before && CARGO_TARGET_DIR=/tmp/retalk-before-target \
+//!     cargo build --release -p retalk-relay)
+//! cargo bench -p retalk-relay --bench load -- --backend sqlite \
+//!     --relay-binary /tmp/retalk-before-target/release/retalk-relay
+//! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::{load_average, read_answer, start_relay, status_kib, this_relay, User, AUDIENCE};
 use rand::RngCore;
-use retalk_proto::auth::Dialect;
-use retalk_proto::wire::{Args, SignedRequest};
-use retalk_proto::UserId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use retalk_proto::wire::Args;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-const AUDIENCE: &str = "http://relay.bench.invalid";
 
 struct Options {
     backend: String,
@@ -43,6 +59,11 @@ struct Options {
     requests: usize,
     users: usize,
     queue: usize,
+    /// A second relay binary (e.g. an older build) to compare with.
+    baseline: Option<PathBuf>,
+    /// The build compared with the baseline; this checkout's by default.
+    after: Option<PathBuf>,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -52,6 +73,9 @@ fn options() -> Options {
         requests: 40_000,
         users: 64,
         queue: 0,
+        baseline: None,
+        after: None,
+        rounds: 2,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +87,9 @@ fn options() -> Options {
             "--requests" => o.requests = value.parse().expect("--requests N"),
             "--users" => o.users = value.parse().expect("--users N"),
             "--queue" => o.queue = value.parse().expect("--queue N"),
+            "--relay-binary" => o.baseline = Some(PathBuf::from(value)),
+            "--after-binary" => o.after = Some(PathBuf::from(value)),
+            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
             _ => {
                 i += 1; // `--bench` and other harness flags
                 continue;
@@ -71,41 +98,6 @@ fn options() -> Options {
         i += 2;
     }
     o
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-struct User {
-    account: vodozemac::olm::Account,
-    id: UserId,
-}
-
-impl User {
-    fn new() -> Self {
-        let account = vodozemac::olm::Account::new();
-        let id = UserId::from_keys(
-            &account.curve25519_key().to_base64(),
-            &account.ed25519_key().to_base64(),
-        );
-        Self { account, id }
-    }
-
-    /// A complete HTTP request, signed now.
-    fn http(&self, args: &Args) -> Vec<u8> {
-        let body = SignedRequest::sign(&self.account, args, AUDIENCE, now()).to_body(Dialect::V001);
-        let mut req = format!(
-            "POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(&body);
-        req
-    }
 }
 
 /// Single-core Ed25519 verifications per second, over a request-sized text.
@@ -130,28 +122,6 @@ fn ed25519_per_second() -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn start_relay(backend: &str, db: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_retalk-relay"))
-        .args(["--backend", backend, "--db", db.to_str().unwrap()])
-        .args(["--host", "127.0.0.1", "--port", "0", "--audience", AUDIENCE])
-        .args(["--ip-rate-limit", "0", "--max-connections", "1024"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the relay");
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .strip_prefix("retalk-relay listening on http://")
-        .expect(&line)
-        .parse()
-        .unwrap();
-    (child, addr)
-}
-
 /// Signed `send_message` requests number `range`, each from one user to
 /// the next with an Olm-sized random body.
 fn sends(users: &[User], range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
@@ -165,51 +135,6 @@ fn sends(users: &[User], range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
             users[i % users.len()].http(&Args::SendMessage { to, mtype: 1, body })
         })
         .collect()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-/// A memory figure of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Reads one response; returns its status.
-async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap();
-            let status: u16 = head[9..12].parse().unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                read_more(stream, buf).await;
-            }
-            buf.drain(..end + 4 + len);
-            return status;
-        }
-        read_more(stream, buf).await;
-    }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk).await.unwrap();
-    assert!(n > 0, "the relay closed a connection");
-    buf.extend_from_slice(&chunk[..n]);
 }
 
 struct Run {
@@ -237,7 +162,7 @@ async fn drive(addr: SocketAddr, requests: Arc<Vec<Vec<u8>>>, connections: usize
                 let Some(req) = requests.get(i) else { break };
                 let t = Instant::now();
                 stream.write_all(req).await.unwrap();
-                if read_answer(&mut stream, &mut buf).await != 200 {
+                if read_answer(&mut stream, &mut buf).await.0 != 200 {
                     failures += 1;
                 }
                 latencies.push(t.elapsed());
@@ -273,53 +198,39 @@ fn report(name: &str, r: &Run) {
     );
 }
 
-fn main() {
-    let o = options();
-    println!(
-        "retalk-relay load: backend {}, {} connections, {} requests per tool, {} users, {} cores",
-        o.backend,
-        o.connections,
-        o.requests,
-        o.users,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average before the run: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let verify = ed25519_per_second();
-    println!("ed25519 verify (1 core) {verify:>9.0} /s   (bound on signed requests per core)");
+/// One relay process from start to SIGTERM: publish, `count_keys`,
+/// `send_message`, then the optional queue.
+struct Measured {
+    count: Run,
+    send: Run,
+    peak_rss_kib: u64,
+}
 
+fn measure(binary: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> Measured {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start_relay(&o.backend, &dir.path().join("bench.db"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let db = dir.path().join("bench.db");
+    let (mut child, addr) = start_relay(
+        binary,
+        &[
+            "--backend",
+            &o.backend,
+            "--db",
+            db.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--audience",
+            AUDIENCE,
+            "--ip-rate-limit",
+            "0",
+            "--max-connections",
+            "1024",
+        ],
+    );
 
     let mut users: Vec<User> = (0..o.users).map(|_| User::new()).collect();
-    let publishes: Vec<Vec<u8>> = users
-        .iter_mut()
-        .map(|u| {
-            u.account.generate_fallback_key();
-            let fallback = u
-                .account
-                .fallback_key()
-                .into_iter()
-                .map(|(k, v)| (k.to_base64(), v.to_base64()))
-                .next();
-            u.http(&Args::PublishKeys {
-                identity_key: u.account.curve25519_key().to_base64(),
-                signing_key: u.account.ed25519_key().to_base64(),
-                one_time_keys: vec![],
-                fallback_key: fallback,
-            })
-        })
-        .collect();
+    let publishes: Vec<Vec<u8>> = users.iter_mut().map(User::publish).collect();
     let run = rt.block_on(drive(addr, Arc::new(publishes), 4));
     assert_eq!(run.failures, 0, "publishing failed");
 
@@ -367,23 +278,133 @@ fn main() {
         }
     }
 
-    let rss = peak_rss_kib(child.id());
+    let peak_rss_kib = status_kib(child.id(), "VmHWM:");
     println!(
         "relay peak RSS {:.1} MiB (VmHWM of the relay process)",
-        rss as f64 / 1024.0
+        peak_rss_kib as f64 / 1024.0
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    common::stop(&mut child);
+    Measured {
+        count,
+        send,
+        peak_rss_kib,
+    }
+}
+
+/// One figure of a run, for the A/B table.
+type Figure = fn(&Measured) -> f64;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `--relay-binary`: the baseline and this checkout's relay in turns
+/// (baseline, this, baseline, this, ...), then both side by side.
+fn compare(baseline: &Path, o: &Options, rt: &tokio::runtime::Runtime) {
+    let ours = o.after.as_deref().unwrap_or(this_relay());
+    println!("A/B: before = {}", baseline.display());
+    println!("     after  = {}", ours.display());
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for round in 1..=o.rounds {
+        for (label, binary, runs) in [
+            ("before", baseline, &mut before),
+            ("after", ours, &mut after),
+        ] {
+            println!(
+                "\n--- round {round}/{}: {label} (load average {}) ---",
+                o.rounds,
+                load_average()
+            );
+            runs.push(measure(binary, o, rt));
+        }
+    }
+    let precise = |x: f64| {
+        if x < 100.0 {
+            format!("{x:.2}")
+        } else {
+            format!("{x:.0}")
+        }
+    };
+    let figure = |runs: &[Measured], f: Figure| {
+        let all: Vec<f64> = runs.iter().map(f).collect();
+        let text = all
+            .iter()
+            .map(|&x| precise(x))
+            .collect::<Vec<_>>()
+            .join(" ");
+        (median(all), text)
+    };
+    println!(
+        "\nA/B summary, {} backend, {} connections, {} rounds (median of rounds; each round listed)",
+        o.backend, o.connections, o.rounds
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>12}   rounds: before | after",
+        "", "before", "after", "after/before"
+    );
+    let rows: [(&str, Figure); 5] = [
+        ("count_keys req/s", |m| m.count.per_second),
+        ("count_keys p50 ms", |m| m.count.p50.as_secs_f64() * 1e3),
+        ("send_message req/s", |m| m.send.per_second),
+        ("send_message p50 ms", |m| m.send.p50.as_secs_f64() * 1e3),
+        ("peak RSS MiB", |m| m.peak_rss_kib as f64 / 1024.0),
+    ];
+    for (name, f) in rows {
+        let (b, bt) = figure(&before, f);
+        let (a, at) = figure(&after, f);
+        println!(
+            "{name:<22} {:>10} {:>10} {:>12.3}   {bt} | {at}",
+            precise(b),
+            precise(a),
+            a / b
+        );
+    }
+    let failures: usize = before
+        .iter()
+        .chain(&after)
+        .map(|m| m.count.failures + m.send.failures)
+        .sum();
+    println!("non-200 answers over all runs: {failures}");
+}
+
+fn main() {
+    let o = options();
+    println!(
+        "retalk-relay load: backend {}, {} connections, {} requests per tool, {} users, {} cores",
+        o.backend,
+        o.connections,
+        o.requests,
+        o.users,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("load average before the run: {}", load_average());
+    let verify = ed25519_per_second();
+    println!("ed25519 verify (1 core) {verify:>9.0} /s   (bound on signed requests per core)");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Some(baseline) = &o.baseline {
+        compare(baseline, &o, &rt);
+        return;
+    }
+    let m = measure(this_relay(), &o, &rt);
     println!(
         "targets: count_keys >= 10000/s {}, send_message >= 5000/s {}",
-        if count.per_second >= 10_000.0 {
+        if m.count.per_second >= 10_000.0 {
             "met"
         } else {
             "NOT met"
         },
-        if send.per_second >= 5_000.0 {
+        if m.send.per_second >= 5_000.0 {
             "met"
         } else {
             "NOT met"
