@@ -396,6 +396,18 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         #[arg(long = "signing-key", value_name = "S")]
         signing_key: Option<String>,
     },
+    /// (0.3.0) Send a saved contact's card to a peer (a `contact` message);
+    /// prints {"id", "to", "shared"}
+    Share {
+        /// The contact to share: saved name or 32-hex user id
+        contact: String,
+        /// The recipient: saved name or 32-hex user id
+        #[arg(long, value_name = "RECIPIENT", required = true)]
+        peer: String,
+        /// The name to recommend for the contact (default: yours for it)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+    },
     /// (0.3.0) Show the owner-wide settings ($RETALK_HOME/config.json);
     /// with -r URL set the default relay (-r "" clears it)
     Config,

@@ -87,6 +87,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             signing_key,
         } => verify(&sel, &peer, identity_key, signing_key).await,
         Command::Config => config(&sel),
+        Command::Share {
+            contact,
+            peer,
+            as_name,
+        } => share(&sel, &contact, &peer, as_name).await,
         Command::Contacts { json } => contacts(&sel, json),
         Command::Block {
             peer,
@@ -443,6 +448,53 @@ async fn verify(
         }
     };
     eprintln!("\n\u{2713} Verified {peer}\nKeys:        from {source}");
+    Ok(())
+}
+
+/// `share CONTACT --peer RECIPIENT [--as NAME]` (0.3.0's `cmd_share`): the
+/// card is `_build_card`'s, keys left empty (this store pins only the
+/// identity key, and a card carries both or neither).
+async fn share(
+    sel: &Selection,
+    contact: &str,
+    peer: &str,
+    as_name: Option<String>,
+) -> Result<(), CliError> {
+    let (agent, _) = open_agent(sel, true)?;
+    let fp = client::find_peer(agent.store(), contact).map_err(|_| {
+        CliError::Usage(format!(
+            "unknown contact '{contact}': save it with `retalk add {contact}`, or pass a 32-hex user id"
+        ))
+    })?;
+    let saved = agent
+        .store()
+        .contacts()
+        .map_err(ClientError::from)?
+        .into_iter()
+        .find(|c| c.id == fp && c.name != fp.as_str())
+        .map(|c| c.name);
+    let name = as_name.or(saved).unwrap_or_default();
+    let mut card = py_json(&[
+        ("fingerprint", fp.as_str()),
+        ("name", &name),
+        ("identity_key", ""),
+        ("signing_key", ""),
+    ]);
+    card.pop();
+    card.push_str(", \"verified\": false}");
+    let to = agent.find_peer(peer)?;
+    agent.sync(true).await?;
+    let receipt = agent.share(&to, card).await?;
+    if receipt.delivery == Delivery::Refused {
+        return Err(CliError::RefusedByPeer(peer.into()));
+    }
+    print_stdout(&py_json(&[
+        ("id", &receipt.id),
+        ("to", to.as_str()),
+        ("shared", fp.as_str()),
+    ]))?;
+    let label = if name.is_empty() { fp.as_str() } else { &name };
+    eprintln!("shared contact '{label}' ({fp}) with {peer}");
     Ok(())
 }
 

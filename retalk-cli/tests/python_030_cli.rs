@@ -194,6 +194,32 @@ fn session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
         me.run(&["verify", "carol", "--identity-key", "x"]),
     );
     step("verify, unknown", me.run(&["verify", "nobody"]));
+    // A contact card to carol: an unsaved id, under a recommended name.
+    me.mask("0123456789abcdef0123456789abcdef", "<dan>");
+    step(
+        "share",
+        mask_ids(me.run(&[
+            "share",
+            "0123456789abcdef0123456789abcdef",
+            "--peer",
+            "carol",
+            "--as",
+            "dan",
+        ])),
+    );
+    let got = carol.run(&["receive", "--peer", &me.name]);
+    let v: Value = serde_json::from_str(got.stdout.trim()).unwrap();
+    assert_eq!(v["kind"], "contact", "{}", got.stdout);
+    let card_line = got.stdout.replace(v["id"].as_str().unwrap(), "<id>");
+    step(
+        "carol's receive of the card",
+        Run {
+            code: got.code,
+            stdout: card_line
+                .replace(&fp, "<me>")
+                .replace(&format!("\"{}\"", me.name), "\"<own name>\""),
+        },
+    );
     step("receive, no target", me.run(&["receive"]));
     step("send, no peer", me.run(&["send", "x"]));
     step(
@@ -259,6 +285,10 @@ fn the_same_030_session_through_python_and_ours_prints_the_same() {
         "carol\t<carol>\tverified\n"
     );
     assert_eq!(by("verify, unknown").code, Some(2));
+    assert_eq!(
+        by("share").stdout,
+        "{\"id\": \"<id>\", \"to\": \"<carol>\", \"shared\": \"<dan>\"}\n"
+    );
 }
 
 /// A Python 0.3.0 identity folder opens with our command line and its

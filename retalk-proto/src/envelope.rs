@@ -17,6 +17,17 @@ pub enum Envelope {
     },
     /// Acknowledges the envelope `id`.
     Ack { id: String },
+    /// A contact card shared with `retalk share` (0.3.0, `user.py`
+    /// `share`): `card` is the Contact object (`fingerprint`, `name`,
+    /// `identity_key`, `signing_key`, `verified`), `name` the sender's
+    /// self-chosen name. The card is kept as JSON text, so the key order
+    /// a receiver prints it in (Python's `json.dumps` of the parsed card)
+    /// is the sender's.
+    Contact {
+        id: String,
+        name: String,
+        card: String,
+    },
     /// A kind this client does not handle; acked so the sender stops
     /// resending, never surfaced as chat.
     Other { id: Option<String>, kind: String },
@@ -54,7 +65,9 @@ impl Envelope {
     /// The envelope id (what an ack names).
     pub fn id(&self) -> Option<&str> {
         match self {
-            Envelope::Msg { id, .. } | Envelope::Ack { id } => Some(id),
+            Envelope::Msg { id, .. } | Envelope::Ack { id } | Envelope::Contact { id, .. } => {
+                Some(id)
+            }
             Envelope::Other { id, .. } => id.as_deref(),
         }
     }
@@ -75,6 +88,11 @@ impl Envelope {
             }),
             "ack" => Ok(Envelope::Ack {
                 id: id.ok_or(EnvelopeError::MissingId)?,
+            }),
+            "contact" => Ok(Envelope::Contact {
+                id: id.ok_or(EnvelopeError::MissingId)?,
+                name: str_field(&m, "name").unwrap_or_default(),
+                card: m.get("card").map(Value::to_string).unwrap_or_default(),
             }),
             _ => Ok(Envelope::Other { id, kind }),
         }
@@ -103,6 +121,17 @@ impl Envelope {
                 m.insert("id".into(), id.clone().into());
                 m.insert("kind".into(), "ack".into());
             }
+            Envelope::Contact { id, name, card } => {
+                // By hand: a JSON map would sort the card's keys.
+                let mut out = String::from("{\"id\": ");
+                out.push_str(&Value::from(id.as_str()).to_string());
+                out.push_str(", \"kind\": \"contact\", \"name\": ");
+                out.push_str(&Value::from(name.as_str()).to_string());
+                out.push_str(", \"card\": ");
+                out.push_str(if card.is_empty() { "{}" } else { card });
+                out.push('}');
+                return out.into_bytes();
+            }
             Envelope::Other { id, kind } => {
                 if let Some(id) = id {
                     m.insert("id".into(), id.clone().into());
@@ -130,12 +159,12 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_fields_do_not_fail() {
-        let e = Envelope::decode(br#"{"id":"x","kind":"contact","card":{}}"#).unwrap();
+        let e = Envelope::decode(br#"{"id":"x","kind":"group_leave","group_id":"g"}"#).unwrap();
         assert_eq!(
             e,
             Envelope::Other {
                 id: Some("x".into()),
-                kind: "contact".into()
+                kind: "group_leave".into()
             }
         );
         let e = Envelope::decode(
@@ -157,6 +186,12 @@ mod tests {
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let a = Envelope::Ack { id: "id".into() };
         assert_eq!(Envelope::decode(&a.encode()).unwrap(), a);
+        let c = Envelope::Contact {
+            id: "id".into(),
+            name: "alice".into(),
+            card: r#"{"fingerprint":"f","name":"bob"}"#.into(),
+        };
+        assert_eq!(Envelope::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]

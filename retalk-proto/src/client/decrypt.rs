@@ -227,6 +227,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         text,
                         received_at: now,
                     }),
+                    // Shown by neither `receive` of ours yet (see the
+                    // README); acked so the sender stops resending.
+                    Envelope::Contact { .. } => {
+                        problem = Some("ignored a shared contact card (not shown here yet)".into())
+                    }
                     Envelope::Other { kind, .. } => {
                         problem = Some(format!("ignored a '{kind}' envelope (not supported here)"))
                     }

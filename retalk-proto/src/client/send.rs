@@ -38,10 +38,31 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// [`ClientError::TooLarge`], a relay refusing us (not transient), a
     /// `PIN MISMATCH`.
     pub async fn send(&self, to: &UserId, text: &str) -> Result<SendReceipt, ClientError> {
+        let envelope = Envelope::msg(new_message_id(), text, &self.name()?);
+        self.send_envelope(to, envelope).await
+    }
+
+    /// Shares a contact card with `to` (0.3.0's `share`: a `contact`
+    /// envelope, kept and resent like a message until acked). `card` is a
+    /// Contact object as JSON text (`fingerprint`, `name`, `identity_key`,
+    /// `signing_key`, `verified`, in that order as Python writes it).
+    pub async fn share(&self, to: &UserId, card: String) -> Result<SendReceipt, ClientError> {
+        let envelope = Envelope::Contact {
+            id: new_message_id(),
+            name: self.name()?,
+            card,
+        };
+        self.send_envelope(to, envelope).await
+    }
+
+    async fn send_envelope(
+        &self,
+        to: &UserId,
+        envelope: Envelope,
+    ) -> Result<SendReceipt, ClientError> {
         if to == self.user_id() {
             return Err(ClientError::ToSelf);
         }
-        let envelope = Envelope::msg(new_message_id(), text, &self.name()?);
         let bytes = envelope.encode().len();
         if bytes > MAX_ENVELOPE_BYTES {
             return Err(ClientError::TooLarge {
