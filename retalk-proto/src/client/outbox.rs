@@ -2,6 +2,7 @@
 
 use vodozemac::{Ed25519PublicKey, Ed25519Signature};
 
+use super::send::fresh_session_setting;
 use super::{Client, ClientError, OutboxEntry, OutboxKind, Store, Transport};
 use crate::clock::Clock;
 use crate::ids::sha256_hex;
@@ -126,12 +127,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let now = self.clock.now();
         match outcome {
             Ok(Delivery::Refused) => {
-                // The peer refused our ciphertext: drop it and our sessions
-                // with them, so the next message starts a fresh session.
+                // The peer refused our ciphertext (verified): drop it, and
+                // send the next message on a fresh session, as Python's
+                // sender does, but keep the sessions we hold: the refusal
+                // may be a block or a policy, not a broken session, and
+                // mail in flight to us may still need them (Python drops
+                // them all, CLIENT-030 defect 10).
                 tx.changes.outbox_removed.push(current.key);
-                for s in self.store.sessions(&entry.peer)? {
-                    tx.changes.sessions_removed.push((s.peer, s.session_id));
-                }
+                tx.changes
+                    .settings
+                    .push((fresh_session_setting(&entry.peer), now.to_string()));
             }
             Ok(Delivery::Queued { .. }) if current.kind == OutboxKind::Ack => {
                 tx.changes.outbox_removed.push(current.key)

@@ -20,6 +20,18 @@ use crate::wire::{Args, ClaimedKey, PublicKeys};
 /// (Python relay `MAX_BODY`; our `--max-body` and `max_message_bytes`).
 pub const MAX_ENVELOPE_BYTES: usize = 760 * 1024;
 
+/// The setting that asks for a fresh session to `peer` on the next send
+/// (non-empty: asked, by a verified refusal).
+pub(super) fn fresh_session_setting(peer: &UserId) -> String {
+    format!("fresh_session/{peer}")
+}
+
+fn wants_fresh_session<S: Store + ?Sized>(store: &S, peer: &UserId) -> Result<bool, ClientError> {
+    Ok(store
+        .setting(&fresh_session_setting(peer))?
+        .is_some_and(|v| !v.is_empty()))
+}
+
 /// A sent message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendReceipt {
@@ -136,12 +148,15 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
 
     /// Claims a key and starts an outbound session when there is none.
     pub(super) async fn ensure_session(&self, peer: &UserId) -> Result<(), ClientError> {
-        if !self.store.sessions(peer)?.is_empty() {
+        let needed = |store: &S| -> Result<bool, ClientError> {
+            Ok(store.sessions(peer)?.is_empty() || wants_fresh_session(store, peer)?)
+        };
+        if !needed(&self.store)? {
             return Ok(());
         }
         let (identity_key, one_time_key) = self.claim_peer_key(peer).await?;
         let mut tx = self.transaction()?;
-        if !tx.store().sessions(peer)?.is_empty() {
+        if !needed(tx.store())? {
             return Ok(()); // another task or process got there first
         }
         let (account, _) = self.load_account()?;
@@ -152,14 +167,20 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 detail: e.to_string(),
             })?;
         let now = self.clock.now();
+        // Beside sessions we keep, the new one must be the send session:
+        // the most recently receiving one is (see `Store::sessions`).
+        let others = !tx.store().sessions(peer)?.is_empty();
         let record = SessionRecord {
             peer: peer.clone(),
             session_id: session.session_id(),
             pickle: olm::pickle_session(&session, &self.key),
-            last_received: 0.0,
+            last_received: if others { now } else { 0.0 },
             created: now,
         };
         tx.changes.sessions.push(record);
+        tx.changes
+            .settings
+            .push((fresh_session_setting(peer), String::new()));
         tx.commit()?;
         Ok(())
     }
