@@ -210,3 +210,47 @@ async fn a_pair_repairs_itself_after_a_restored_backup() {
     assert!(alice.store().outbox().unwrap().is_empty(), "alice's outbox");
     assert!(bob.store().outbox().unwrap().is_empty(), "bob's outbox");
 }
+
+/// A taker whose output is stuck (a full pipe: `receive | slow reader`)
+/// must not stop the same identity from sending: the README's
+/// auto-responder (`receive --follow | while …; retalk send …`) deadlocked
+/// when `receive` held the store's lock while writing. Takers now take
+/// turns on a lock of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_taker_does_not_hold_up_senders_on_the_same_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = relay(dir.path(), 0).await;
+    let url = server.url().to_owned();
+    let alice = open(dir.path(), &url, "alice");
+    let bob = open(dir.path(), &url, "bob");
+    bob.ensure_published().await.unwrap();
+    alice.send(bob.user_id(), "question").await.unwrap();
+    bob.fetch().await.unwrap();
+    // The same identity folder opened again, as a second process would.
+    let bob_too = open(dir.path(), &url, "bob");
+    let alice_id = alice.user_id().clone();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let handle = tokio::runtime::Handle::current();
+    let taken = bob
+        .take_messages(usize::MAX, |m| {
+            assert_eq!(m.text, "question");
+            // While this "write" is stuck, the other process answers.
+            let (bob_too, alice_id, done_tx) = (&bob_too, alice_id.clone(), done_tx.clone());
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let sent = handle.block_on(bob_too.send(&alice_id, "answer"));
+                    done_tx.send(sent.is_ok()).unwrap();
+                });
+                let answered = done.recv_timeout(std::time::Duration::from_secs(10));
+                assert_eq!(answered, Ok(true), "the send waited for the taker");
+            });
+            Ok::<_, ClientError>(())
+        })
+        .unwrap();
+    assert_eq!(taken, 1);
+    let got = alice.receive().await.unwrap();
+    assert_eq!(
+        got.messages.into_iter().map(|m| m.text).collect::<Vec<_>>(),
+        ["answer"]
+    );
+}

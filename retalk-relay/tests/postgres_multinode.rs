@@ -542,18 +542,6 @@ async fn claimer(url: &str, owner: &UserId, storm: &Mutex<Storm>, stop: &AtomicB
 
 // ---------- the test ----------
 
-// Ignored while it fails on a client fault (a Python receiver shows some
-// messages of the killed node's users twice): after the outage, the
-// messages whose first send never left are resent re-encrypted *after*
-// newer ones went out; the peer acks a newer one first, and the ack rule
-// in `retalk-proto/src/client/decrypt.rs` ("the peer read a later message
-// of ours ... an older unacknowledged one most likely never reached it")
-// marks the older ones for re-encryption again, although their current
-// ciphertext is queued on the relay. The receiver gets both ciphertexts;
-// ours drop the second by envelope id, Python's cannot. The failure
-// message lists each re-encryption with how its first send ended. Run it
-// with `cargo test -p retalk-relay --test postgres_multinode -- --ignored`.
-#[ignore = "fails: a Python receiver shows messages re-encrypted after an ack of a newer one twice (client ack rule, retalk-proto/src/client/decrypt.rs)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_every_message_once_through_a_node_kill() {
     let cluster = Cluster::shared();

@@ -84,6 +84,7 @@ const SEQ: &[u8] = b"seq";
 pub struct SledStore {
     base: Base,
     op: Mutex<()>,
+    take: Mutex<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -114,6 +115,7 @@ impl SledStore {
         Ok(Self {
             base: Base::open(path.as_ref(), FORMAT, &TREES)?,
             op: Mutex::new(()),
+            take: Mutex::new(()),
         })
     }
 
@@ -476,6 +478,13 @@ impl Store for SledStore {
         // A holder that panicked left nothing half-done in memory: the
         // state is in sled and a failed commit wrote nothing.
         Ok(SledLock(self.op.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// In-process only: a sled store is open in one process at a time.
+    type TakeLock<'a> = MutexGuard<'a, ()>;
+
+    fn take_lock(&self) -> Result<Self::TakeLock<'_>, StoreError> {
+        Ok(self.take.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn commit(&self, _lock: &SledLock<'_>, changes: Changes) -> Result<(), StoreError> {

@@ -116,6 +116,9 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     lock_file: Mutex<File>,
+    /// `store.db.take.lock`: held by a process handing messages to its
+    /// application ([`Store::take_lock`]).
+    take_file: Mutex<File>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -139,6 +142,11 @@ impl Drop for StoreLock<'_> {
         let _ = FileExt::unlock(&*self.file);
     }
 }
+
+/// Holds `store.db.take.lock` (in-process and on the file) until dropped:
+/// a type of its own, so it can never stand in for the store's lock.
+#[derive(Debug)]
+pub struct TakeLock<'a>(#[allow(dead_code)] StoreLock<'a>);
 
 impl std::fmt::Debug for StoreLock<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,10 +246,19 @@ impl SqliteStore {
         let opened = Self::open_locked(&path);
         let _ = FileExt::unlock(&lock_file);
         let conn = opened?;
+        let mut take_path = path.clone().into_os_string();
+        take_path.push(".take.lock");
+        let take_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&take_path)
+            .map_err(io_err)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
             lock_file: Mutex::new(lock_file),
+            take_file: Mutex::new(take_file),
         })
     }
 
@@ -716,6 +733,14 @@ impl Store for SqliteStore {
         let file = self.lock_file.lock().unwrap_or_else(|e| e.into_inner());
         FileExt::lock_exclusive(&*file).map_err(io_err)?;
         Ok(StoreLock { file })
+    }
+
+    type TakeLock<'a> = TakeLock<'a>;
+
+    fn take_lock(&self) -> Result<TakeLock<'_>, StoreError> {
+        let file = self.take_file.lock().unwrap_or_else(|e| e.into_inner());
+        FileExt::lock_exclusive(&*file).map_err(io_err)?;
+        Ok(TakeLock(StoreLock { file }))
     }
 
     fn commit(&self, _lock: &StoreLock<'_>, changes: Changes) -> Result<(), StoreError> {

@@ -60,5 +60,5 @@ mod conn;
 mod relay;
 mod writer;
 
-pub use client::{SqliteStore, StoreLock, STORE_FILE, UNKNOWN_PEER};
+pub use client::{SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};

@@ -189,11 +189,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         // mail in order, so an older unacknowledged one
                         // most likely never reached it, and its ratchet
                         // position may be one the peer can no longer open.
-                        // (The outbox lists oldest first.)
+                        // (The outbox lists oldest first.) One whose last
+                        // upload was accepted is on the relay, perhaps
+                        // behind the acked one (a resend), and will be
+                        // read: re-encrypting it would deliver it twice to
+                        // a receiver that dedupes by ciphertext (Python).
                         let older = self
                             .unacknowledged(&tx, sender, now)?
                             .into_iter()
-                            .take_while(|e| e.key != acked.key);
+                            .take_while(|e| e.key != acked.key)
+                            .filter(|e| e.last_error.is_some());
                         tx.changes.outbox.extend(older);
                         tx.changes.outbox_removed.push(acked.key);
                     }

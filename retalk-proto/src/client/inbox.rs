@@ -11,6 +11,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// printer to a pipe), [`take_messages`](Self::take_messages) removes
     /// each only once it is handled.
     pub fn take_inbox(&self) -> Result<Vec<Received>, ClientError> {
+        let _taking = self.store.take_lock()?;
         let mut tx = self.transaction()?;
         let messages = self.pending_messages()?;
         tx.changes.inbox_removed = messages.iter().map(|m| m.key.clone()).collect();
@@ -24,12 +25,15 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// leaving that message and the rest for the next call. Returns how
     /// many were taken.
     ///
-    /// The whole run holds the store's lock (across processes for a file
-    /// store), so processes sharing an identity never hand out the same
-    /// message twice: a second taker waits, then finds only what the first
-    /// left. A crash between `deliver` and the removal shows the message
-    /// again on the next run (at least once, never lost); keep `deliver`
-    /// short, since every other user of the store waits for it.
+    /// The whole run holds the store's take lock ([`Store::take_lock`],
+    /// across processes for a file store), so processes sharing an
+    /// identity never hand out the same message twice: a second taker
+    /// waits, then finds only what the first left. The store's own lock is
+    /// held only to remove each message, so `deliver` may block (a full
+    /// pipe) or call [`send`](Self::send) without stopping senders and
+    /// fetchers; it must not take messages itself (the take lock is not
+    /// reentrant). A crash between `deliver` and the removal shows the
+    /// message again on the next run (at least once, never lost).
     pub fn take_messages<E: From<ClientError>>(
         &self,
         limit: usize,
@@ -49,15 +53,17 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         if limit == 0 {
             return Ok(0);
         }
-        let mut tx = self.transaction()?;
-        // Read under the lock: whatever another taker removed is gone.
+        let _taking = self.store.take_lock().map_err(ClientError::from)?;
+        // Only takers remove from the inbox, and they take turns: what is
+        // read now stays until this run removes it.
         let pending = self.pending_messages()?;
         let wanted = |m: &Received| from.is_none_or(|f| f.contains(&m.from));
         let mut taken = 0;
         for m in pending.into_iter().filter(wanted).take(limit) {
             deliver(&m)?;
+            let mut tx = self.transaction()?;
             tx.changes.inbox_removed.push(m.key);
-            tx.save().map_err(ClientError::from)?;
+            tx.commit().map_err(ClientError::from)?;
             taken += 1;
         }
         Ok(taken)

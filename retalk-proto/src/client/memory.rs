@@ -24,6 +24,7 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     op: Mutex<()>,
+    take: Mutex<()>,
 }
 
 impl MemoryStore {
@@ -60,6 +61,13 @@ impl Store for MemoryStore {
             .lock()
             .map(MemoryLock)
             .map_err(|_| StoreError::msg("memory store poisoned"))
+    }
+
+    type TakeLock<'a> = MutexGuard<'a, ()>;
+
+    fn take_lock(&self) -> Result<Self::TakeLock<'_>, StoreError> {
+        // Guards no data: a taker that panicked left nothing half-done.
+        Ok(self.take.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn commit(&self, _lock: &MemoryLock<'_>, c: Changes) -> Result<(), StoreError> {

@@ -57,7 +57,8 @@ pub struct OutboxEntry {
     /// When it should next go to the relay.
     pub next_attempt: f64,
     pub attempts: u32,
-    /// What went wrong last time, for people (never decided on).
+    /// What went wrong last time (its text is for people); `None` once an
+    /// upload was accepted, so the ciphertext is on the relay.
     pub last_error: Option<String>,
     /// The next attempt encrypts the envelope afresh on the peer's current
     /// send session instead of resending `body`: the relay certainly does
@@ -162,6 +163,18 @@ pub trait Store: Send + Sync {
 
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError>;
 
+    /// Held by whoever hands the inbox to the application, for the whole
+    /// hand-over, and by nothing else: takers sharing an identity take
+    /// turns (each message goes to one of them), while senders and
+    /// fetchers, which hold [`lock`](Self::lock) only briefly, never wait
+    /// on a slow reader of a taker's output (a full pipe). Not reentrant:
+    /// a taker's handler must not take again.
+    type TakeLock<'a>
+    where
+        Self: 'a;
+
+    fn take_lock(&self) -> Result<Self::TakeLock<'_>, StoreError>;
+
     /// Writes a batch atomically and durably, under `lock` (the proof that
     /// the caller holds it; use [`StoreTransaction`] rather than calling
     /// this directly).
@@ -234,6 +247,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn lock(&self) -> Result<Self::Lock<'_>, StoreError> {
         (**self).lock()
+    }
+    type TakeLock<'a>
+        = S::TakeLock<'a>
+    where
+        Self: 'a;
+
+    fn take_lock(&self) -> Result<Self::TakeLock<'_>, StoreError> {
+        (**self).take_lock()
     }
     fn commit(&self, lock: &Self::Lock<'_>, changes: Changes) -> Result<(), StoreError> {
         (**self).commit(lock, changes)
