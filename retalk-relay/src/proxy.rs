@@ -111,23 +111,31 @@ impl TrustedProxies {
 /// The hops a request went through, oldest first: every `X-Forwarded-For`
 /// entry if there is any, else every `Forwarded` `for=`. `None` for an
 /// entry that is not an address.
+///
+/// A header line is read whole even when it holds bytes that are not
+/// ASCII (a proxy that appends to the client's own line would otherwise
+/// lose the address it appended), and `Forwarded` is read only when no
+/// `X-Forwarded-For` line came at all, so a client cannot switch headers
+/// by sending a line the relay cannot read.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff: Vec<Option<IpAddr>> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(parse_node)
-        .collect();
-    if !xff.is_empty() {
-        return xff;
+    let lines = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    if headers.contains_key("x-forwarded-for") {
+        return lines("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_node)
+            .collect();
     }
-    headers
-        .get_all("forwarded")
+    lines("forwarded")
         .iter()
-        .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|element| {
             element.split(';').find_map(|pair| {
@@ -177,6 +185,25 @@ mod tests {
         let none = TrustedProxies::default();
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
         assert_eq!(none.client(ip("127.0.0.1"), &h), ip("127.0.0.1"));
+    }
+
+    /// A client's non-ASCII `X-Forwarded-For`, to which a proxy appended
+    /// the real address, must not drop the line and let a forged
+    /// `Forwarded` (or the proxy's own loopback address) stand in.
+    #[test]
+    fn a_line_with_non_ascii_bytes_still_counts_and_forwarded_is_not_read() {
+        let t = TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xe9, 203.0.113.9").unwrap(),
+        );
+        h.append("forwarded", HeaderValue::from_static("for=198.51.100.7"));
+        assert_eq!(t.client(ip("127.0.0.1"), &h), ip("203.0.113.9"));
+        let mut only_garbage = HeaderMap::new();
+        only_garbage.append("x-forwarded-for", HeaderValue::from_bytes(b"\xe9").unwrap());
+        only_garbage.append("forwarded", HeaderValue::from_static("for=198.51.100.7"));
+        assert_ne!(t.client(ip("127.0.0.1"), &only_garbage), ip("198.51.100.7"));
     }
 
     #[test]
