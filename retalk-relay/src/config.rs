@@ -305,12 +305,30 @@ impl Config {
             env.parse(&["RETALK_SERVER_MAX_WAITING_PER_IP"], "count")?,
             d.max_waiting_per_ip,
         );
-        let backend = cli.backend.unwrap_or(d.backend);
         let database_url = cli
             .database_url
             .or(env.text(&["RETALK_SERVER_DATABASE_URL"]));
+        let env_backend = match env.text(&["RETALK_SERVER_BACKEND"]) {
+            Some(name) => Some(
+                Backend::from_str(name.trim(), true).map_err(|_| ConfigError::BadBackend(name))?,
+            ),
+            None => None,
+        };
+        // A database URL alone means PostgreSQL; with another backend it
+        // is a mistake, not something to ignore.
+        let backend = cli
+            .backend
+            .or(env_backend)
+            .unwrap_or(if database_url.is_some() {
+                Backend::Postgres
+            } else {
+                d.backend
+            });
         if backend == Backend::Postgres && database_url.is_none() {
             return Err(ConfigError::NoDatabaseUrl);
+        }
+        if backend != Backend::Postgres && database_url.is_some() {
+            return Err(ConfigError::DatabaseUrlWithoutPostgres(backend.name()));
         }
         let trusted_proxies = cli
             .trusted_proxies
@@ -482,7 +500,8 @@ per-request metadata.";
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Storage backend [default: sqlite]
+    /// Storage backend [env: RETALK_SERVER_BACKEND]
+    /// [default: sqlite; postgres when a database URL is given]
     #[arg(long, value_enum, value_name = "BACKEND")]
     backend: Option<Backend>,
 
@@ -891,6 +910,32 @@ mod tests {
         assert!(matches!(
             parse(&["--audience", " , "], &[]),
             Err(ConfigError::NoAudience)
+        ));
+        // A database URL is PostgreSQL, never silently ignored.
+        let url = "postgres://u@127.0.0.1/d";
+        assert_eq!(
+            parse(&["--database-url", url], &[]).unwrap().backend,
+            Backend::Postgres
+        );
+        assert_eq!(
+            parse(&[], &[("RETALK_SERVER_DATABASE_URL", url)])
+                .unwrap()
+                .backend,
+            Backend::Postgres
+        );
+        assert!(matches!(
+            parse(&["--database-url", url, "--backend", "sqlite"], &[]),
+            Err(ConfigError::DatabaseUrlWithoutPostgres("sqlite"))
+        ));
+        assert_eq!(
+            parse(&[], &[("RETALK_SERVER_BACKEND", "sled")])
+                .unwrap()
+                .backend,
+            Backend::Sled
+        );
+        assert!(matches!(
+            parse(&[], &[("RETALK_SERVER_BACKEND", "mysql")]),
+            Err(ConfigError::BadBackend(_))
         ));
         // A per-sender cap only means something within a mailbox cap.
         let e = parse(&["--max-mailbox-per-sender", "3"], &[]).unwrap_err();

@@ -32,6 +32,12 @@ pub enum ConfigError {
          e.g. postgres://USER:PASSWORD@HOST/DBNAME"
     )]
     NoDatabaseUrl,
+    /// A URL with another backend: the operator meant PostgreSQL, and N
+    /// nodes on N separate files would each work alone, silently.
+    #[error("--database-url (or RETALK_SERVER_DATABASE_URL) is for --backend postgres, not --backend {0}")]
+    DatabaseUrlWithoutPostgres(&'static str),
+    #[error("RETALK_SERVER_BACKEND: {0:?} is not a backend (sqlite, sled, memory, postgres)")]
+    BadBackend(String),
 }
 
 /// Why the relay could not start.

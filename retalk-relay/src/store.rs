@@ -105,18 +105,12 @@ pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
 /// A database URL fit for a log: any password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        // key=value form: drop a password=… pair.
-        return url
-            .split_whitespace()
-            .map(|kv| {
-                if kv.to_ascii_lowercase().starts_with("password=") {
-                    "password=***"
-                } else {
-                    kv
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+        // key=value form: values may be quoted and `=` spaced, so from the
+        // password key on nothing is shown.
+        return match url.to_ascii_lowercase().find("password") {
+            Some(i) => format!("{}password=***", &url[..i]),
+            None => url.to_owned(),
+        };
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
@@ -163,7 +157,16 @@ mod tests {
         );
         assert_eq!(
             redact_url("host=db password=s3cret dbname=r"),
-            "host=db password=*** dbname=r"
+            "host=db password=***"
         );
+        assert_eq!(
+            redact_url("host=db password = s3cret dbname=r"),
+            "host=db password=***"
+        );
+        assert_eq!(
+            redact_url("host=db password='top secret'"),
+            "host=db password=***"
+        );
+        assert_eq!(redact_url("host=db PASSWORD=x"), "host=db password=***");
     }
 }
