@@ -232,28 +232,14 @@ impl SqliteStore {
     /// `.lock`.
     pub fn open_path(db: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = db.as_ref().to_path_buf();
-        let mut lock_path = path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err)?;
+        let lock_file = open_lock_file(&path, ".lock")?;
         // Create and upgrade under the identity's lock, so no other process
         // (ours or Python retalk's) works on the folder half-way through.
         FileExt::lock_exclusive(&lock_file).map_err(io_err)?;
         let opened = Self::open_locked(&path);
         let _ = FileExt::unlock(&lock_file);
         let conn = opened?;
-        let mut take_path = path.clone().into_os_string();
-        take_path.push(".take.lock");
-        let take_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&take_path)
-            .map_err(io_err)?;
+        let take_file = open_lock_file(&path, ".take.lock")?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -308,6 +294,18 @@ impl SqliteStore {
             .optional()
         })
     }
+}
+
+/// The lock file beside the database: its path plus `suffix`.
+fn open_lock_file(db: &Path, suffix: &str) -> Result<File, StoreError> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(suffix);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err)
 }
 
 fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
