@@ -25,11 +25,7 @@ use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 
 use super::{Client, ClientError, MailWait, MaintainReport, Problem, Received};
-use crate::client::TransportError;
 
-/// Seconds a follower polls after the relay refused to hold its read (429:
-/// its cap of held reads), before it asks to wait again.
-const POLL_AFTER_REFUSED_WAIT: f64 = 600.0;
 use crate::client::{Store, Transport};
 use crate::clock::Clock;
 
@@ -107,8 +103,6 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let mut backoff = settings.poll;
         // Failed waits back off on their own: reads may work meanwhile.
         let mut wait_backoff = settings.poll;
-        // After the relay refused to hold one more read (its cap), poll.
-        let mut poll_only_until = f64::NEG_INFINITY;
         // Maintenance first thing (keys, and resends that came due while
         // nothing ran), then every `maintain_every`.
         let mut last_maintain = f64::NEG_INFINITY;
@@ -156,13 +150,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 .wait
                 .min(settings.maintain_every - (started - last_maintain))
                 .max(settings.poll.min(settings.wait));
-            let waited = if started < poll_only_until {
-                Ok(MailWait::Unsupported)
-            } else {
-                match select(stop.as_mut(), pin!(self.wait_for_mail(wait))).await {
-                    Either::Left(((), _)) => return Ok(()),
-                    Either::Right((waited, _)) => waited,
-                }
+            let waited = match select(stop.as_mut(), pin!(self.wait_for_mail(wait))).await {
+                Either::Left(((), _)) => return Ok(()),
+                Either::Right((waited, _)) => waited,
             };
             if waited.is_ok() {
                 wait_backoff = settings.poll;
@@ -180,19 +170,6 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     settings.poll
                 }
                 Err(ClientError::Store(e)) => return Err(ClientError::Store(e).into()),
-                // Too many reads held already (another process of ours, or
-                // a proxy's address shared by many): poll for a while.
-                Err(ClientError::Relay {
-                    source: TransportError::Refused { status: 429, .. },
-                    ..
-                }) => {
-                    poll_only_until = self.clock.now() + POLL_AFTER_REFUSED_WAIT;
-                    if !said_polling {
-                        said_polling = true;
-                        handler(Followed::Polling)?;
-                    }
-                    settings.poll
-                }
                 // Never straight back: a relay (or proxy) that fails every
                 // wait but serves reads would otherwise be asked in a loop.
                 Err(error) => {

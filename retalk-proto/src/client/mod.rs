@@ -60,7 +60,6 @@ use crate::ids::UserId;
 use crate::olm::{self, PickleKey};
 use crate::wire::{Args, SignedRequest};
 use identity::unlock;
-use wait::WaitSupport;
 
 /// A retalk user: an identity with a mailbox on one relay.
 pub struct Client<S, T, C> {
@@ -78,7 +77,9 @@ pub struct Client<S, T, C> {
     published: AtomicBool,
     /// Refuse mail from senders that are not saved contacts.
     peers_only: bool,
-    wait_support: Mutex<WaitSupport>,
+    /// When the relay last would not hold a read (a Python relay, or one
+    /// at its cap); `None`: ask it to.
+    wait_refused_at: Mutex<Option<f64>>,
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
@@ -113,7 +114,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             config: ClientConfig::default(),
             published: AtomicBool::new(false),
             peers_only: false,
-            wait_support: Mutex::new(WaitSupport::Unknown),
+            wait_refused_at: Mutex::new(None),
         })
     }
 

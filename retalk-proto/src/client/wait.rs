@@ -4,20 +4,7 @@ use super::{Client, ClientError, Store, Transport, TransportError};
 use crate::clock::Clock;
 use crate::wire::{Args, MailItem, Wait};
 
-/// Whether the relay holds a `read_messages` with `wait`, as learned from
-/// its answers (Python relays refuse the argument).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum WaitSupport {
-    Unknown,
-    Yes,
-    /// Refused at this time; asked again after [`WAIT_RECHECK`] seconds or
-    /// once the relay was unreachable (it may have been replaced).
-    No {
-        since: f64,
-    },
-}
-
-/// Seconds before a relay that refused `wait` is asked again.
+/// Seconds before a relay that would not hold a read is asked again.
 const WAIT_RECHECK: f64 = 600.0;
 
 /// What [`Client::wait_for_mail`] saw.
@@ -37,23 +24,26 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// The wait deletes nothing, so dropping this future at any point
     /// loses nothing; [`fetch`](Self::fetch) then takes the mail.
     ///
-    /// A relay that refuses `wait` (Python's: HTTP 400 "unexpected keyword
-    /// argument 'wait'", or 'peek' from a 0.0.1 relay, which spends no
-    /// nonce and deletes nothing) is
-    /// remembered: `Unsupported` is answered without asking for the next
-    /// ten minutes, or until the relay was unreachable.
+    /// A relay that will not hold the read is remembered: a Python relay
+    /// (HTTP 400 "unexpected keyword argument 'wait'", or 'peek' from a
+    /// 0.0.1 relay, which spends no nonce and deletes nothing) or ours at
+    /// its cap of held reads (429). `Unsupported` is then answered without
+    /// asking for the next ten minutes, or until the relay was unreachable.
     pub async fn wait_for_mail(&self, seconds: f64) -> Result<MailWait, ClientError> {
         let Some(wait) = Wait::new(seconds) else {
             return Ok(MailWait::Nothing);
         };
         let now = self.clock.now();
-        let support = *self.wait_support.lock().unwrap_or_else(|e| e.into_inner());
-        if let WaitSupport::No { since } = support {
-            if now >= since && now - since < WAIT_RECHECK {
+        let refused_at = || {
+            self.wait_refused_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if let Some(at) = *refused_at() {
+            if now >= at && now - at < WAIT_RECHECK {
                 return Ok(MailWait::Unsupported);
             }
         }
-        let set = |s: WaitSupport| *self.wait_support.lock().unwrap_or_else(|e| e.into_inner()) = s;
         let answer: Result<Vec<MailItem>, ClientError> = self
             .call(Args::ReadMessages {
                 peer: None,
@@ -63,7 +53,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .await;
         match answer {
             Ok(mail) => {
-                set(WaitSupport::Yes);
+                *refused_at() = None;
                 Ok(if mail.is_empty() {
                     MailWait::Nothing
                 } else {
@@ -77,7 +67,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 .iter()
                 .any(|arg| error.contains(&format!("unexpected keyword argument {arg}"))) =>
             {
-                set(WaitSupport::No { since: now });
+                *refused_at() = Some(now);
+                Ok(MailWait::Unsupported)
+            }
+            // At its cap of held reads (another process of ours, or many
+            // clients behind one proxy address): poll for a while too.
+            Err(ClientError::Relay {
+                source: TransportError::Refused { status: 429, .. },
+                ..
+            }) => {
+                *refused_at() = Some(now);
                 Ok(MailWait::Unsupported)
             }
             Err(e) => {
@@ -88,7 +87,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         ..
                     }
                 ) {
-                    set(WaitSupport::Unknown);
+                    *refused_at() = None; // it may come back as another relay
                 }
                 Err(e)
             }
