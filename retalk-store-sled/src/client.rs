@@ -547,6 +547,10 @@ impl Store for SledStore {
         self.values(INCOMING, decode_incoming)
     }
 
+    fn is_incoming(&self, hash: &str) -> Result<bool, StoreError> {
+        self.read(|b| b.tree(INCOMING_KEYS)?.contains_key(hash).map_err(sled_err))
+    }
+
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
         self.values(INBOX, decode_inbox)
     }

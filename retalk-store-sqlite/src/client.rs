@@ -813,6 +813,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn is_incoming(&self, hash: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM incoming WHERE hash = ?1")?
+                .exists([hash])
+        })
+    }
+
     fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(

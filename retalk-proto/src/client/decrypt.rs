@@ -55,7 +55,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     ) -> Result<Result<Opened, Handled>, ClientError> {
         // Another process sharing the identity may have handled it since
         // this one read the incoming table (without the lock).
-        if !self.store.incoming()?.iter().any(|r| r.hash == record.hash) {
+        if !self.store.is_incoming(&record.hash)? {
             return Ok(Err(Handled::Done));
         }
         let now = self.clock.now();

@@ -177,6 +177,10 @@ impl Store for MemoryStore {
         Ok(ordered(&self.state()?.incoming))
     }
 
+    fn is_incoming(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self.state()?.incoming.contains_key(hash))
+    }
+
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
         Ok(ordered(&self.state()?.inbox))
     }

@@ -189,6 +189,10 @@ pub trait Store: Send + Sync {
     fn processed(&self, hash: &str) -> Result<Option<ProcessedRecord>, StoreError>;
     /// Fetched, unhandled mail in fetch order.
     fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError>;
+    /// Whether fetched mail with this body hash is still unhandled (another
+    /// process sharing the identity may have handled it): a point lookup,
+    /// asked once per message handled.
+    fn is_incoming(&self, hash: &str) -> Result<bool, StoreError>;
     /// Decrypted, not yet taken messages in arrival order.
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError>;
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
@@ -276,6 +280,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn incoming(&self) -> Result<Vec<IncomingRecord>, StoreError> {
         (**self).incoming()
+    }
+    fn is_incoming(&self, hash: &str) -> Result<bool, StoreError> {
+        (**self).is_incoming(hash)
     }
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
         (**self).inbox()

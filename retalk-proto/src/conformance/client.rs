@@ -478,6 +478,9 @@ pub fn incoming_dedupe_and_order<S: Store>(store: &S) {
         },
     );
     assert_eq!(hashes_in(&store.incoming().unwrap()), ["h1", "h3"]);
+    assert!(store.is_incoming("h1").unwrap());
+    assert!(!store.is_incoming("h2").unwrap(), "removed");
+    assert!(!store.is_incoming("absent").unwrap());
     commit(
         store,
         Changes {
