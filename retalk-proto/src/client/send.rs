@@ -159,30 +159,52 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         if !needed(tx.store())? {
             return Ok(()); // another task or process got there first
         }
-        let (account, _) = self.load_account()?;
-        let session = account
-            .create_outbound_session(olm::session_config(), identity_key, one_time_key)
-            .map_err(|e| ClientError::Session {
-                peer: peer.clone(),
-                detail: e.to_string(),
-            })?;
-        let now = self.clock.now();
-        // Beside sessions we keep, the new one must be the send session:
-        // the most recently receiving one is (see `Store::sessions`).
-        let others = !tx.store().sessions(peer)?.is_empty();
-        let record = SessionRecord {
-            peer: peer.clone(),
-            session_id: session.session_id(),
-            pickle: olm::pickle_session(&session, &self.key),
-            last_received: if others { now } else { 0.0 },
-            created: now,
-        };
-        tx.changes.sessions.push(record);
+        let session = self.outbound_session(peer, identity_key, one_time_key)?;
+        let preferred = !tx.store().sessions(peer)?.is_empty();
+        tx.changes
+            .sessions
+            .push(self.session_record(peer, &session, preferred));
         tx.changes
             .settings
             .push((fresh_session_setting(peer), String::new()));
         tx.commit()?;
         Ok(())
+    }
+
+    /// A new outbound session to `peer` on its claimed keys.
+    pub(super) fn outbound_session(
+        &self,
+        peer: &UserId,
+        identity_key: Curve25519PublicKey,
+        one_time_key: Curve25519PublicKey,
+    ) -> Result<Session, ClientError> {
+        let (account, _) = self.load_account()?;
+        account
+            .create_outbound_session(olm::session_config(), identity_key, one_time_key)
+            .map_err(|e| ClientError::Session {
+                peer: peer.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// The record of a session we just started. `preferred`: beside
+    /// sessions we keep with the peer, it must be the send session, which
+    /// is the one that most recently received (see `Store::sessions`), so
+    /// it counts as having received now.
+    pub(super) fn session_record(
+        &self,
+        peer: &UserId,
+        session: &Session,
+        preferred: bool,
+    ) -> SessionRecord {
+        let now = self.clock.now();
+        SessionRecord {
+            peer: peer.clone(),
+            session_id: session.session_id(),
+            pickle: olm::pickle_session(session, &self.key),
+            last_received: if preferred { now } else { 0.0 },
+            created: now,
+        }
     }
 
     /// Claims one of the peer's one-time keys (or its fallback key) and

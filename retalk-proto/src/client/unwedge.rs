@@ -2,13 +2,11 @@
 //! no longer open.
 
 use super::{
-    Changes, Client, ClientError, OutboxEntry, OutboxKind, SessionRecord, Store, StoreTransaction,
-    Transport,
+    Changes, Client, ClientError, OutboxEntry, OutboxKind, Store, StoreTransaction, Transport,
 };
 use crate::clock::Clock;
 use crate::envelope::Envelope;
 use crate::ids::{new_message_id, UserId};
-use crate::olm;
 
 /// A repair started by us (a fresh session for a wedged pair).
 pub(super) const REPAIR_UNWEDGE: &str = "unwedged_at";
@@ -84,13 +82,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             if self.repaired_recently(tx.store(), peer, now, REPAIR_UNWEDGE)? {
                 return Ok(false); // another task or process repaired it
             }
-            let (account, _) = self.load_account()?;
-            let mut session = account
-                .create_outbound_session(olm::session_config(), identity_key, one_time_key)
-                .map_err(|e| ClientError::Session {
-                    peer: peer.clone(),
-                    detail: e.to_string(),
-                })?;
+            let mut session = self.outbound_session(peer, identity_key, one_time_key)?;
             let dummy = self.encrypt_entry(
                 &mut session,
                 peer,
@@ -101,15 +93,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             )?;
             let resend = self.unacknowledged(&tx, peer, now)?;
             tx.changes = Changes {
-                // `last_received` now: the send session is the one that most
-                // recently received, and this one must win over the wedged.
-                sessions: vec![SessionRecord {
-                    peer: peer.clone(),
-                    session_id: session.session_id(),
-                    pickle: olm::pickle_session(&session, &self.key),
-                    last_received: now,
-                    created: now,
-                }],
+                // It must win over the wedged ones as the send session.
+                sessions: vec![self.session_record(peer, &session, true)],
                 outbox: vec![dummy.clone()],
                 settings: vec![(repair_setting(REPAIR_UNWEDGE, peer), now.to_string())],
                 ..Changes::default()
