@@ -14,65 +14,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::{read_answer, start_relay, this_relay, User, AUDIENCE};
 use rand::RngCore;
-use retalk_proto::auth::Dialect;
-use retalk_proto::wire::{Args, SignedRequest};
-use retalk_proto::UserId;
+use retalk_proto::wire::Args;
 use retalk_testkit::postgres::{Cluster, Durability};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const AUDIENCE: &str = "http://relay.bench";
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-struct User {
-    account: vodozemac::olm::Account,
-    id: UserId,
-}
-
-impl User {
-    fn new() -> Self {
-        let account = vodozemac::olm::Account::new();
-        let id = UserId::from_keys(
-            &account.curve25519_key().to_base64(),
-            &account.ed25519_key().to_base64(),
-        );
-        Self { account, id }
-    }
-
-    fn http(&self, args: &Args) -> Vec<u8> {
-        let body = SignedRequest::sign(&self.account, args, AUDIENCE, now()).to_body(Dialect::V001);
-        let mut req = format!(
-            "POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(&body);
-        req
-    }
-
-    fn publish(&self) -> Vec<u8> {
-        self.http(&Args::PublishKeys {
-            identity_key: self.account.curve25519_key().to_base64(),
-            signing_key: self.account.ed25519_key().to_base64(),
-            one_time_keys: vec![],
-            fallback_key: None,
-        })
-    }
-}
-
+/// A relay binary on `store` (its backend flags); killed when dropped.
 struct Node(Child, SocketAddr);
 
 impl Drop for Node {
@@ -83,55 +39,11 @@ impl Drop for Node {
 }
 
 fn start_node(store: &[&str]) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_retalk-relay"))
-        .args(store)
-        .args(["--host", "127.0.0.1", "--port", "0", "--audience", AUDIENCE])
-        .args(["--ip-rate-limit", "0", "--max-connections", "1024"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the relay");
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .strip_prefix("retalk-relay listening on http://")
-        .expect(&line)
-        .parse()
-        .unwrap();
+    let mut args = store.to_vec();
+    args.extend(["--host", "127.0.0.1", "--port", "0", "--audience", AUDIENCE]);
+    args.extend(["--ip-rate-limit", "0", "--max-connections", "1024"]);
+    let (child, addr) = start_relay(this_relay(), &args);
     Node(child, addr)
-}
-
-/// Reads one answer off a keep-alive connection; returns its status.
-async fn answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap();
-            let status: u16 = head[9..12].parse().unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let mut chunk = [0u8; 16384];
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            buf.drain(..end + 4 + len);
-            return status;
-        }
-        let mut chunk = [0u8; 16384];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Sends every request (spread over `connections` connections, round
@@ -154,7 +66,7 @@ async fn blast(nodes: &[SocketAddr], requests: Vec<Vec<u8>>, connections: usize)
                 let mut buf = Vec::new();
                 for req in lane {
                     stream.write_all(&req).await.unwrap();
-                    let status = answer(&mut stream, &mut buf).await;
+                    let (status, _) = read_answer(&mut stream, &mut buf).await;
                     assert_eq!(status, 200, "a request failed");
                 }
             })
@@ -168,8 +80,8 @@ async fn blast(nodes: &[SocketAddr], requests: Vec<Vec<u8>>, connections: usize)
 
 /// (count_keys/s, send_message/s) against `nodes`.
 async fn measure(nodes: &[SocketAddr], connections: usize, requests: usize) -> (f64, f64) {
-    let users: Vec<User> = (0..64).map(|_| User::new()).collect();
-    let publishes: Vec<Vec<u8>> = users.iter().map(User::publish).collect();
+    let mut users: Vec<User> = (0..64).map(|_| User::new()).collect();
+    let publishes: Vec<Vec<u8>> = users.iter_mut().map(User::publish).collect();
     blast(nodes, publishes, 8).await;
     let counts: Vec<Vec<u8>> = (0..requests)
         .map(|i| users[i % users.len()].http(&Args::CountKeys))

@@ -1,5 +1,8 @@
 //! What the relay benchmarks share: starting a `retalk-relay` binary,
 //! pre-signed raw HTTP requests, reading answers, and `/proc` figures.
+//! Each bench uses part of it.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
