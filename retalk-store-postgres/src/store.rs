@@ -294,26 +294,12 @@ SELECT chk.known, chk.refusal, (SELECT id FROM ins), (SELECT count(*) FROM woke)
 /// Takes the oldest messages no other reader holds, within the count and
 /// byte bounds (the first always), and deletes them, in one statement.
 /// `SKIP LOCKED`: two reads of one mailbox at once (through two nodes)
-/// each get different messages, never the same one.
+/// each get different messages, never the same one. `$4`: one sender's
+/// mail only, or NULL for everyone's.
 const TAKE_MESSAGES: &str = "
 WITH c AS (
-    SELECT id FROM messages WHERE recipient = $1
-    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
-), w AS (
-    SELECT m.id, row_number() OVER (ORDER BY m.id) AS n,
-           sum(octet_length(COALESCE(m.body, ''))) OVER (ORDER BY m.id) AS upto
-    FROM messages m JOIN c ON m.id = c.id
-), d AS (
-    DELETE FROM messages m USING w
-    WHERE m.id = w.id AND (w.n = 1 OR w.upto <= $3)
-    RETURNING m.id, m.ts, m.sender, m.mtype, m.body
-)
-SELECT id, ts, sender, mtype, body FROM d ORDER BY id";
-
-/// [`TAKE_MESSAGES`] from one sender only.
-const TAKE_MESSAGES_FROM: &str = "
-WITH c AS (
-    SELECT id FROM messages WHERE recipient = $1 AND sender = $4
+    SELECT id FROM messages
+    WHERE recipient = $1 AND ($4::text IS NULL OR sender = $4)
     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 ), w AS (
     SELECT m.id, row_number() OVER (ORDER BY m.id) AS n,
@@ -647,26 +633,14 @@ impl RelayStore for PgRelayStore {
         self.run(async {
             if peek {
                 let conn = self.fast().await?;
-                let rows = match from {
-                    Some(sender) => {
-                        let stmt = conn
-                            .prepare_cached(
-                                "SELECT id, ts, sender, mtype, body FROM messages \
-                                 WHERE recipient = $1 AND sender = $2 ORDER BY id LIMIT $3",
-                            )
-                            .await?;
-                        conn.query(&stmt, &[&me, &sender, &max]).await?
-                    }
-                    None => {
-                        let stmt = conn
-                            .prepare_cached(
-                                "SELECT id, ts, sender, mtype, body FROM messages \
-                                 WHERE recipient = $1 ORDER BY id LIMIT $2",
-                            )
-                            .await?;
-                        conn.query(&stmt, &[&me, &max]).await?
-                    }
-                };
+                let stmt = conn
+                    .prepare_cached(
+                        "SELECT id, ts, sender, mtype, body FROM messages \
+                         WHERE recipient = $1 AND ($3::text IS NULL OR sender = $3) \
+                         ORDER BY id LIMIT $2",
+                    )
+                    .await?;
+                let rows = conn.query(&stmt, &[&me, &max, &from]).await?;
                 let mut out = Vec::new();
                 let mut bytes = 0usize;
                 for row in &rows {
@@ -680,16 +654,8 @@ impl RelayStore for PgRelayStore {
                 return Ok(out);
             }
             let conn = self.durable().await?;
-            let rows = match from {
-                Some(sender) => {
-                    let stmt = conn.prepare_cached(TAKE_MESSAGES_FROM).await?;
-                    conn.query(&stmt, &[&me, &max, &max_bytes, &sender]).await?
-                }
-                None => {
-                    let stmt = conn.prepare_cached(TAKE_MESSAGES).await?;
-                    conn.query(&stmt, &[&me, &max, &max_bytes]).await?
-                }
-            };
+            let stmt = conn.prepare_cached(TAKE_MESSAGES).await?;
+            let rows = conn.query(&stmt, &[&me, &max, &max_bytes, &from]).await?;
             rows.iter().map(stored).collect()
         })
     }
