@@ -9,11 +9,15 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope {
     /// A chat message. `name` is the sender's self-chosen, unverified name.
+    /// A group copy (0.3.0) adds `group` (`{"id","name","members"}`, see
+    /// [`crate::group::GroupTag`]) and `mid`, the thread id shared by every
+    /// member's copy (each copy has its own `id`).
     Msg {
         id: String,
         text: String,
         name: String,
         group: Option<Value>,
+        mid: Option<String>,
     },
     /// Acknowledges the envelope `id`.
     Ack { id: String },
@@ -26,6 +30,21 @@ pub enum Envelope {
     Contact {
         id: String,
         name: String,
+        card: String,
+    },
+    /// The sender left the group `group_id` (0.3.0, `user.py` `leave_group`);
+    /// `name` is the sender's label for it.
+    GroupLeave {
+        id: String,
+        group_id: String,
+        name: String,
+    },
+    /// A redemption of one of our invite codes (0.3.0, `user.py`
+    /// `request_contact`): `card` is the requester's own card as JSON text
+    /// (no `name` field on the envelope).
+    ContactRequest {
+        id: String,
+        code: String,
         card: String,
     },
     /// A kind this client does not handle; acked so the sender stops
@@ -59,15 +78,18 @@ impl Envelope {
             text: text.to_owned(),
             name: name.to_owned(),
             group: None,
+            mid: None,
         }
     }
 
     /// The envelope id (what an ack names).
     pub fn id(&self) -> Option<&str> {
         match self {
-            Envelope::Msg { id, .. } | Envelope::Ack { id } | Envelope::Contact { id, .. } => {
-                Some(id)
-            }
+            Envelope::Msg { id, .. }
+            | Envelope::Ack { id }
+            | Envelope::Contact { id, .. }
+            | Envelope::GroupLeave { id, .. }
+            | Envelope::ContactRequest { id, .. } => Some(id),
             Envelope::Other { id, .. } => id.as_deref(),
         }
     }
@@ -85,6 +107,7 @@ impl Envelope {
                 text: str_field(&m, "text").ok_or(EnvelopeError::MissingText)?,
                 name: str_field(&m, "name").unwrap_or_default(),
                 group: m.get("group").filter(|g| g.is_object()).cloned(),
+                mid: str_field(&m, "mid"),
             }),
             "ack" => Ok(Envelope::Ack {
                 id: id.ok_or(EnvelopeError::MissingId)?,
@@ -92,6 +115,16 @@ impl Envelope {
             "contact" => Ok(Envelope::Contact {
                 id: id.ok_or(EnvelopeError::MissingId)?,
                 name: str_field(&m, "name").unwrap_or_default(),
+                card: m.get("card").map(Value::to_string).unwrap_or_default(),
+            }),
+            "group_leave" => Ok(Envelope::GroupLeave {
+                id: id.ok_or(EnvelopeError::MissingId)?,
+                group_id: str_field(&m, "group_id").unwrap_or_default(),
+                name: str_field(&m, "name").unwrap_or_default(),
+            }),
+            "contact_request" => Ok(Envelope::ContactRequest {
+                id: id.ok_or(EnvelopeError::MissingId)?,
+                code: str_field(&m, "code").unwrap_or_default(),
                 card: m.get("card").map(Value::to_string).unwrap_or_default(),
             }),
             _ => Ok(Envelope::Other { id, kind }),
@@ -108,6 +141,7 @@ impl Envelope {
                 text,
                 name,
                 group,
+                mid,
             } => {
                 m.insert("id".into(), id.clone().into());
                 m.insert("kind".into(), "msg".into());
@@ -116,6 +150,25 @@ impl Envelope {
                 if let Some(g) = group {
                     m.insert("group".into(), g.clone());
                 }
+                if let Some(mid) = mid {
+                    m.insert("mid".into(), mid.clone().into());
+                }
+            }
+            Envelope::GroupLeave { id, group_id, name } => {
+                m.insert("id".into(), id.clone().into());
+                m.insert("kind".into(), "group_leave".into());
+                m.insert("group_id".into(), group_id.clone().into());
+                m.insert("name".into(), name.clone().into());
+            }
+            Envelope::ContactRequest { id, code, card } => {
+                let mut out = String::from("{\"id\": ");
+                out.push_str(&Value::from(id.as_str()).to_string());
+                out.push_str(", \"kind\": \"contact_request\", \"code\": ");
+                out.push_str(&Value::from(code.as_str()).to_string());
+                out.push_str(", \"card\": ");
+                out.push_str(if card.is_empty() { "{}" } else { card });
+                out.push('}');
+                return out.into_bytes();
             }
             Envelope::Ack { id } => {
                 m.insert("id".into(), id.clone().into());
@@ -159,18 +212,16 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_fields_do_not_fail() {
-        let e = Envelope::decode(br#"{"id":"x","kind":"group_leave","group_id":"g"}"#).unwrap();
+        let e = Envelope::decode(br#"{"id":"x","kind":"group_ping","group_id":"g"}"#).unwrap();
         assert_eq!(
             e,
             Envelope::Other {
                 id: Some("x".into()),
-                kind: "group_leave".into()
+                kind: "group_ping".into()
             }
         );
-        let e = Envelope::decode(
-            br#"{"id":"x","kind":"msg","text":"t","name":"n","mid":"m","extra":[1]}"#,
-        )
-        .unwrap();
+        let e = Envelope::decode(br#"{"id":"x","kind":"msg","text":"t","name":"n","extra":[1]}"#)
+            .unwrap();
         assert_eq!(e, Envelope::msg("x".into(), "t", "n"));
         assert_eq!(Envelope::decode(b"[1]"), Err(EnvelopeError::NotAnObject));
         assert_eq!(Envelope::decode(b"\xff"), Err(EnvelopeError::NotJson));
@@ -192,6 +243,26 @@ mod tests {
             card: r#"{"fingerprint":"f","name":"bob"}"#.into(),
         };
         assert_eq!(Envelope::decode(&c.encode()).unwrap(), c);
+        let g = Envelope::Msg {
+            id: "id".into(),
+            text: "t".into(),
+            name: "n".into(),
+            group: Some(serde_json::json!({"id": "g", "name": "team", "members": []})),
+            mid: Some("m".into()),
+        };
+        assert_eq!(Envelope::decode(&g.encode()).unwrap(), g);
+        let l = Envelope::GroupLeave {
+            id: "id".into(),
+            group_id: "g".into(),
+            name: "team".into(),
+        };
+        assert_eq!(Envelope::decode(&l.encode()).unwrap(), l);
+        let r = Envelope::ContactRequest {
+            id: "id".into(),
+            code: "c0de".into(),
+            card: r#"{"fingerprint":"f","name":"bob"}"#.into(),
+        };
+        assert_eq!(Envelope::decode(&r.encode()).unwrap(), r);
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub mod clock;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
 pub mod envelope;
+pub mod group;
 pub mod ids;
+pub mod invite;
 pub mod olm;
 pub mod relay;
 pub mod wire;

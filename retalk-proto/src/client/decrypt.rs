@@ -237,6 +237,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     Envelope::Contact { .. } => {
                         problem = Some("ignored a shared contact card (not shown here yet)".into())
                     }
+                    Envelope::GroupLeave { .. } | Envelope::ContactRequest { .. } => {
+                        problem = Some("ignored a group or invite envelope (not handled yet)".into())
+                    }
                     Envelope::Other { kind, .. } => {
                         problem = Some(format!("ignored a '{kind}' envelope (not supported here)"))
                     }
