@@ -1,0 +1,97 @@
+// retalk show --web: the page's only script (served as /app.js; the
+// Content-Security-Policy allows no inline script). Every name and text
+// goes into the page with textContent, never as HTML.
+"use strict";
+(() => {
+  const token = new URLSearchParams(location.search).get("t") || "";
+  const headers = {"X-Retalk-Token": token};
+  let sel = null, lastRow = 0, lastDay = "", busy = false;
+
+  async function api(path) {
+    const r = await fetch(path, {headers, cache: "no-store"});
+    if (!r.ok) throw new Error("the web view answered " + r.status);
+    return r.json();
+  }
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function status(text) { document.getElementById("status").textContent = text; }
+  function fmtDay(ts) { return new Date(ts * 1000).toLocaleDateString(); }
+  function fmtTime(ts) {
+    return new Date(ts * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  }
+
+  async function refreshConvos() {
+    const d = await api("/api/conversations");
+    document.getElementById("me").textContent = d.me;
+    const box = document.getElementById("convos");
+    box.replaceChildren();
+    for (const c of d.conversations) {
+      const div = el("div", "convo" + (sel && sel.id === c.fingerprint ? " sel" : ""));
+      div.dataset.id = c.fingerprint;
+      div.dataset.kind = c.kind;
+      const nm = el("div", "nm", c.name);
+      if (c.kind === "group") nm.appendChild(el("span", "badge", "group"));
+      div.appendChild(nm);
+      const n = c.count === 1 ? "1 message" : c.count + " messages";
+      div.appendChild(el("div", "meta", (c.count ? n : "nothing saved yet")
+                         + " · " + c.fingerprint.slice(0, 12) + "…"));
+      div.addEventListener("click", () => select(c));
+      box.appendChild(div);
+    }
+    if (!sel && d.conversations.length) select(d.conversations[0]);
+  }
+
+  function select(c) {
+    sel = {id: c.fingerprint, kind: c.kind};
+    lastRow = 0; lastDay = "";
+    document.getElementById("peerName").textContent = c.name;
+    document.getElementById("peerFp").textContent =
+      (c.kind === "group" ? "group " : "") + c.fingerprint;
+    const t = document.getElementById("thread");
+    t.replaceChildren();
+    t.dataset.id = c.fingerprint;
+    for (const d of document.querySelectorAll(".convo"))
+      d.classList.toggle("sel", d.dataset.id === c.fingerprint);
+    poll().catch(e => status(e.message));
+  }
+
+  async function poll() {
+    if (!sel || busy) return;
+    busy = true;
+    try {
+      const id = sel.id, group = sel.kind === "group";
+      const d = await api("/api/messages?peer=" + encodeURIComponent(id)
+                          + "&after=" + lastRow);
+      if (!sel || id !== sel.id) return;  // switched threads mid-fetch
+      const t = document.getElementById("thread");
+      const stick = t.scrollHeight - t.scrollTop - t.clientHeight < 60;
+      const placeholder = t.querySelector(".none");
+      if (placeholder && d.messages.length) placeholder.remove();
+      for (const m of d.messages) {
+        lastRow = Math.max(lastRow, m.rowid);
+        const day = fmtDay(m.ts);
+        if (day !== lastDay) { t.appendChild(el("div", "day", "📅 " + day)); lastDay = day; }
+        const b = el("div", "msg " + (m.direction === "out" ? "out" : "in"));
+        b.dataset.rowid = m.rowid;
+        if (m.direction !== "out" || group) b.appendChild(el("div", "who", m.name));
+        b.appendChild(el("div", "text", m.text));
+        b.appendChild(el("div", "tm", fmtTime(m.ts)));
+        t.appendChild(b);
+      }
+      if (d.messages.length && stick) t.scrollTop = t.scrollHeight;
+      if (!t.childElementCount)
+        t.appendChild(el("div", "day none", "nothing saved in this conversation yet"));
+      status("");
+    } finally {
+      busy = false;
+    }
+  }
+
+  refreshConvos().catch(e => status(e.message));
+  setInterval(() => refreshConvos().catch(e => status(e.message)), 3000);
+  setInterval(() => poll().catch(e => status(e.message)), 1000);
+})();
