@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
 
@@ -44,6 +45,10 @@ pub struct Follow {
     /// Longest pause, in seconds, while the relay cannot be reached; the
     /// pause doubles from `poll` up to this.
     pub max_backoff: f64,
+    /// Leave the messages in the local inbox for another taker (the MCP
+    /// server's `receive` tool): each is handed to the handler once per
+    /// run, when first seen, and stays until taken.
+    pub keep_messages: bool,
 }
 
 impl Default for Follow {
@@ -53,6 +58,7 @@ impl Default for Follow {
             poll: 2.0,
             maintain_every: 60.0,
             max_backoff: 30.0,
+            keep_messages: false,
         }
     }
 }
@@ -61,7 +67,7 @@ impl Default for Follow {
 #[derive(Debug)]
 pub enum Followed<'a> {
     /// A decrypted message. It leaves the local inbox only once the
-    /// handler returned `Ok` for it.
+    /// handler returned `Ok` for it (never with [`Follow::keep_messages`]).
     Message(&'a Received),
     /// Mail that could not be handled, skipped.
     Problem(Problem),
@@ -108,7 +114,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let mut last_maintain = f64::NEG_INFINITY;
         let mut said_polling = false;
         // Messages an earlier run saved but did not hand over come first.
-        self.take_messages(usize::MAX, |m| handler(Followed::Message(m)))?;
+        let mut shown = HashSet::new();
+        self.hand_over(settings.keep_messages, &mut shown, &mut handler)?;
         loop {
             if stop.as_mut().now_or_never().is_some() {
                 return Ok(());
@@ -133,7 +140,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     continue;
                 }
             }
-            self.take_messages(usize::MAX, |m| handler(Followed::Message(m)))?;
+            self.hand_over(settings.keep_messages, &mut shown, &mut handler)?;
 
             if self.clock.now() - last_maintain >= settings.maintain_every {
                 last_maintain = self.clock.now();
@@ -185,6 +192,29 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 return Ok(());
             }
         }
+    }
+
+    /// Hands the local inbox to `handler`: taking each message, or with
+    /// `keep` only those not in `shown` (the keys handed earlier in this
+    /// run and still in the inbox), leaving them.
+    fn hand_over<E: From<ClientError>>(
+        &self,
+        keep: bool,
+        shown: &mut HashSet<String>,
+        handler: &mut impl FnMut(Followed<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !keep {
+            self.take_messages(usize::MAX, |m| handler(Followed::Message(m)))?;
+            return Ok(());
+        }
+        let pending = self.pending_messages()?;
+        shown.retain(|k| pending.iter().any(|m| &m.key == k));
+        for m in &pending {
+            if shown.insert(m.key.clone()) {
+                handler(Followed::Message(m))?;
+            }
+        }
+        Ok(())
     }
 
     /// Sleeps `seconds` on the client's clock unless `stop` comes first;

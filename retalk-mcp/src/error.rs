@@ -1,0 +1,68 @@
+//! What can go wrong, and the one place that turns it into text for a model.
+
+use retalk_proto::client::TransportError;
+use retalk_proto::ClientError;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `RETALK_WATCH_PEER` or `RETALK_RECEIVE_FROM` names nobody.
+    #[error("RETALK_WATCH_PEER / RETALK_RECEIVE_FROM: '{0}' is neither a saved contact nor a 32-hex fingerprint ({1})")]
+    Peer(String, ClientError),
+    /// The MCP handshake or the connection to the host failed.
+    #[error("MCP connection: {0}")]
+    Start(String),
+}
+
+/// A tool call that failed: shown to the model as a tool error (never a
+/// protocol error, which hosts hide), with what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments do not fit the tool's schema.
+    #[error("bad arguments: {0}. Call the tool again with arguments matching its input schema.")]
+    Arguments(String),
+    /// An argument is well-formed JSON but not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The peer refused our message with a verified refusal.
+    #[error("'{0}' refused the message: they blocked you, or accept mail only from their saved contacts. Ask them (out of band) to add your fingerprint (see the `id` tool).")]
+    Refused(String),
+    #[error("{}", advice(.0))]
+    Client(#[from] ClientError),
+}
+
+/// The text a model sees for a library error: what happened and what to do.
+fn advice(e: &ClientError) -> String {
+    match e {
+        ClientError::UnknownPeer(p) => format!(
+            "unknown peer '{p}': use a saved contact's name (list them with the `contacts` tool) or a 32-hex fingerprint; save a new peer with `add`."
+        ),
+        ClientError::PinMismatch { .. } => format!(
+            "{e} Do not send to or trust this peer until you have compared fingerprints with them over another channel."
+        ),
+        ClientError::Relay { source, .. } if is_unreachable(source) => format!(
+            "the relay could not be reached ({source}). It may be down or the network away: try again in a minute; messages already sent are kept and resent automatically."
+        ),
+        ClientError::NotDelivered { id, .. } => format!(
+            "message {id} is saved but the relay could not be reached; this server resends it automatically while it runs. Do not send it again."
+        ),
+        ClientError::RefusedByRelay { id, source } => format!(
+            "the relay refused message {id} ({source}); it is kept and resent later. If it says the mailbox is full, the peer has to read their mail first."
+        ),
+        ClientError::ToSelf => {
+            "that is your own fingerprint: a message to yourself cannot be encrypted. Use a peer's name or fingerprint.".into()
+        }
+        ClientError::TooLarge { .. } => format!("{e}. Split the text into several messages."),
+        ClientError::Relay { .. } | ClientError::BadResponse { .. } => {
+            format!("{e}. Check the relay URL and API key this server was started with.")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn is_unreachable(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Unreachable(_) | TransportError::NotSent(_)
+    )
+}

@@ -1,0 +1,104 @@
+//! `retalk mcp`: one retalk identity as a Model Context Protocol server over
+//! stdio, on the official Rust SDK (`rmcp`).
+//!
+//! The tools keep the names and arguments of agent-talk's
+//! `retalk_mcp_server.py` (`id`, `add`, `verify`, `contacts`, `send`,
+//! `receive`, `check_inbox`, `sync`) so prompts written for it keep working,
+//! and add `block`, `unblock` and `share`. Unlike that server, which runs the
+//! Python CLI once per call and polls, this one holds the identity's keys
+//! in-process, keeps it healthy with the library's follow driver
+//! ([`retalk_proto::client::Client::follow`]: key maintenance, resends) and
+//! hears of mail as it arrives (the relay's held reads), so a waiting
+//! `receive` returns at once and a watched peer's message is pushed to the
+//! host as a `notifications/message`.
+//!
+//! Nothing but protocol goes to stdout; logs go to stderr (`tracing`).
+
+mod error;
+mod server;
+mod upkeep;
+
+use std::sync::Arc;
+
+use retalk_proto::client::Follow;
+use retalk_proto::{Client, UserId};
+use retalk_store_sqlite::SqliteStore;
+use retalk_transport_http::{HttpTransport, SystemClock};
+use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ServeError;
+pub use server::RetalkServer;
+
+/// The identity the server acts as: what `retalk` opens for every command.
+pub type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
+
+/// Longest a `receive` waits, in seconds: most MCP hosts time a tool call
+/// out at 60 s, and our relay holds a read at most 25 s by default.
+pub const MAX_WAIT: f64 = 25.0;
+
+/// How the server behaves beyond the identity.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A peer (saved name or fingerprint) whose new messages are pushed to
+    /// the host as they arrive (`RETALK_WATCH_PEER`), without taking them.
+    pub watch_peer: Option<String>,
+    /// Peers `receive` and `check_inbox` read when no `peer` is given
+    /// (`RETALK_RECEIVE_FROM`, comma-separated); empty: every saved contact.
+    pub receive_from: Vec<String>,
+    /// The follow driver's settings for the background upkeep; its
+    /// `keep_messages` is forced on (mail is for `receive`).
+    pub follow: Follow,
+}
+
+/// Serves MCP on stdin/stdout until the host closes the connection.
+///
+/// Errors: [`ServeError::Peer`] when `watch_peer` or a `receive_from` entry
+/// names no saved contact nor a fingerprint (found before anything is
+/// served), [`ServeError::Start`] when the MCP handshake fails.
+pub async fn serve_stdio(agent: Agent, options: Options) -> Result<(), ServeError> {
+    serve(agent, options, rmcp::transport::stdio()).await
+}
+
+/// [`serve_stdio`] over any transport rmcp accepts (a duplex pipe in tests).
+pub async fn serve<T, E, A>(agent: Agent, options: Options, transport: T) -> Result<(), ServeError>
+where
+    T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let resolve = |p: &str| {
+        agent
+            .find_peer(p.trim())
+            .map_err(|e| ServeError::Peer(p.to_owned(), e))
+    };
+    let watch: Option<UserId> = options.watch_peer.as_deref().map(resolve).transpose()?;
+    let receive_from = options
+        .receive_from
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| resolve(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = Arc::new(server::Shared::new(agent, receive_from));
+    let running = RetalkServer::new(shared.clone())
+        .serve(transport)
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    let stop = CancellationToken::new();
+    let follow = Follow {
+        keep_messages: true,
+        ..options.follow
+    };
+    let upkeep = tokio::spawn(upkeep::run(
+        shared,
+        follow,
+        watch,
+        running.peer().clone(),
+        stop.clone(),
+    ));
+    let quit = running.waiting().await;
+    stop.cancel();
+    let _ = upkeep.await;
+    tracing::info!("the MCP host closed the connection");
+    quit.map(|_| ())
+        .map_err(|e| ServeError::Start(e.to_string()))
+}
