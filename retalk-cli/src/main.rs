@@ -398,6 +398,7 @@ fn add(
         name: name.clone(),
         id: id.clone(),
         pin,
+        signing_key: None,
     });
     tx.commit().map_err(ClientError::from)?;
     match (generation, earlier) {
@@ -568,9 +569,8 @@ async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<
 }
 
 /// `contacts [--json]` (0.3.0's `cmd_contacts`): sorted by name, unnamed
-/// last, then by id. A contact is verified when its identity key is
-/// pinned; the signing key is not kept (see the README), so `--json`
-/// shows it empty.
+/// last, then by id. A contact is verified when both of its keys were
+/// checked against its id and recorded.
 fn contacts(sel: &Selection, json: bool) -> Result<(), CliError> {
     let located = resolve(sel, None)?;
     let store = open_store(&located.dir)?;
@@ -579,13 +579,13 @@ fn contacts(sel: &Selection, json: bool) -> Result<(), CliError> {
     all.sort_by_key(|c| (label(c).unwrap_or_else(|| "~".into()), c.id.to_string()));
     for c in &all {
         let name = label(c);
-        let verified = c.pin.is_some();
+        let verified = c.verified();
         let line = if json {
             let mut card = py_json(&[
                 ("name", name.as_deref().unwrap_or("")),
                 ("fingerprint", c.id.as_str()),
                 ("identity_key", c.pin.as_deref().unwrap_or("")),
-                ("signing_key", ""),
+                ("signing_key", c.signing_key.as_deref().unwrap_or("")),
             ]);
             card.pop();
             card.push_str(if verified {

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use retalk_proto::client::{
-    Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
-    ProcessedRecord, SessionRecord, Store, StoreError,
+    Changes, Contact, Direction, GroupTag, IdentityRecord, InboxRecord, IncomingRecord,
+    MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
+    SessionRecord, Store, StoreError,
 };
 use retalk_proto::ids::UserId;
 use sled::IVec;
@@ -40,10 +41,19 @@ const INCOMING_KEYS: usize = 9;
 const INBOX: usize = 10;
 /// body hash -> `seq`.
 const INBOX_KEYS: usize = 11;
-/// name -> (id, pin): contacts by name.
+/// name -> (id, pin, signing key): contacts by name (the signing key is
+/// missing in values written before it existed).
 const CONTACTS: usize = 12;
+/// `seq` -> saved history row: its row number is the `seq`.
+const MESSAGES: usize = 13;
+/// message id -> `seq`: a second row with a held id is ignored.
+const MESSAGE_IDS: usize = 14;
+/// user id -> (): the block list.
+const BLOCKED: usize = 15;
+/// card fingerprint -> staged contact card.
+const RECEIVED_CONTACTS: usize = 16;
 
-const TREES: [&str; 13] = [
+const TREES: [&str; 17] = [
     "meta",
     "identity",
     "settings",
@@ -57,6 +67,10 @@ const TREES: [&str; 13] = [
     "inbox",
     "inbox_keys",
     "contacts",
+    "messages",
+    "message_ids",
+    "blocked",
+    "received_contacts",
 ];
 
 /// The format marker of a client database.
@@ -328,9 +342,92 @@ fn decode_contact(k: &[u8], v: &[u8]) -> Result<Contact, StoreError> {
         name: String::from_utf8(k.to_vec()).map_err(|_| corrupt("contact"))?,
         id: d.user()?,
         pin: d.opt_str()?,
+        signing_key: None,
+    };
+    let c = Contact {
+        signing_key: if d.at_end() { None } else { d.opt_str()? },
+        ..c
     };
     d.end()?;
     Ok(c)
+}
+
+fn encode_message(m: &MessageRecord) -> Vec<u8> {
+    Enc::new()
+        .str(&m.msg_id)
+        .str(m.from.as_str())
+        .str(&m.from_name)
+        .str(&m.peer)
+        .bool(m.direction == Direction::Out)
+        .str(&m.body)
+        .f64(m.at)
+        .opt_str(m.group.as_ref().map(|g| g.id.as_str()))
+        .opt_str(m.group.as_ref().map(|g| g.name.as_str()))
+        .done()
+}
+
+fn decode_message(k: &[u8], v: &[u8]) -> Result<SavedMessage, StoreError> {
+    let rowid = i64::try_from(be_u64(k, "message")?).map_err(|_| corrupt("message"))?;
+    let mut d = Dec::new(v, "message")?;
+    let msg_id = d.str()?;
+    let from = d.user()?;
+    let from_name = d.str()?;
+    let peer = d.str()?;
+    let direction = if d.bool()? {
+        Direction::Out
+    } else {
+        Direction::In
+    };
+    let body = d.str()?;
+    let at = d.f64()?;
+    let gid = d.opt_str()?;
+    let gname = d.opt_str()?;
+    d.end()?;
+    Ok(SavedMessage {
+        rowid,
+        record: MessageRecord {
+            msg_id,
+            from,
+            from_name,
+            peer,
+            direction,
+            body,
+            at,
+            group: gid.map(|id| GroupTag {
+                id,
+                name: gname.unwrap_or_default(),
+            }),
+        },
+    })
+}
+
+fn encode_received_contact(r: &ReceivedContact) -> Vec<u8> {
+    Enc::new()
+        .str(&r.name)
+        .str(&r.identity_key)
+        .str(&r.signing_key)
+        .str(r.from.as_str())
+        .str(&r.from_name)
+        .str(&r.msg_id)
+        .f64(r.at)
+        .done()
+}
+
+fn decode_received_contact(k: &[u8], v: &[u8]) -> Result<ReceivedContact, StoreError> {
+    let id = String::from_utf8(k.to_vec()).map_err(|_| corrupt("received contact"))?;
+    let mut d = Dec::new(v, "received contact")?;
+    let r = ReceivedContact {
+        id: user_id(id, "received contact")?,
+        name: d.str()?,
+        identity_key: d.str()?,
+        signing_key: d.str()?,
+        from: d.user()?,
+        from_name: d.str()?,
+        msg_id: d.str()?,
+        at: d.f64()?,
+    };
+    d.end()?;
+    Ok(r)
 }
 
 /// A table kept in insertion order: `by_seq` (`seq` -> record) and `keys`
@@ -404,6 +501,11 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
         contacts,
         contacts_removed,
         settings,
+        messages,
+        blocked,
+        blocked_removed,
+        received_contacts,
+        received_contacts_removed,
     } = c;
     if let Some(i) = identity {
         o.insert(IDENTITY, ACCOUNT, encode_identity(i))?;
@@ -456,6 +558,7 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
         let value = Enc::new()
             .str(ct.id.as_str())
             .opt_str(ct.pin.as_deref())
+            .opt_str(ct.signing_key.as_deref())
             .done();
         o.insert(CONTACTS, ct.name.as_bytes(), value)?;
     }
@@ -464,6 +567,30 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
     }
     for (k, v) in settings {
         o.insert(SETTINGS, k.as_bytes(), v.as_bytes())?;
+    }
+    for m in messages {
+        if o.get(MESSAGE_IDS, m.msg_id.as_bytes())?.is_some() {
+            continue;
+        }
+        let seq = o.bump(SEQ, 1)?.to_be_bytes();
+        o.insert(MESSAGE_IDS, m.msg_id.as_bytes(), seq.to_vec())?;
+        o.insert(MESSAGES, seq.to_vec(), encode_message(m))?;
+    }
+    for b in blocked {
+        o.insert(BLOCKED, b.as_str().as_bytes(), IVec::default())?;
+    }
+    for b in blocked_removed {
+        o.remove(BLOCKED, b.as_str().as_bytes())?;
+    }
+    for r in received_contacts {
+        o.insert(
+            RECEIVED_CONTACTS,
+            r.id.as_str().as_bytes(),
+            encode_received_contact(r),
+        )?;
+    }
+    for k in received_contacts_removed {
+        o.remove(RECEIVED_CONTACTS, k.as_str().as_bytes())?;
     }
     Ok(())
 }
@@ -571,5 +698,53 @@ impl Store for SledStore {
         self.get(SETTINGS, key.as_bytes())?
             .map(|v| String::from_utf8(v.to_vec()).map_err(|_| corrupt("setting")))
             .transpose()
+    }
+
+    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
+        let from = u64::try_from(after_rowid.saturating_add(1)).unwrap_or(0);
+        let mut v: Vec<SavedMessage> = self.read(|b| {
+            b.tree(MESSAGES)?
+                .range(from.to_be_bytes()..)
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_message(&k, &v)
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        v.sort_by(|a, b| {
+            a.record
+                .at
+                .total_cmp(&b.record.at)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+        Ok(v)
+    }
+
+    fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
+        self.read(|b| {
+            b.tree(BLOCKED)?
+                .iter()
+                .keys()
+                .map(|k| {
+                    let k = k.map_err(sled_err)?;
+                    let id = String::from_utf8(k.to_vec()).map_err(|_| corrupt("blocked"))?;
+                    user_id(id, "blocked")
+                })
+                .collect()
+        })
+    }
+
+    fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError> {
+        let mut v: Vec<ReceivedContact> = self.read(|b| {
+            b.tree(RECEIVED_CONTACTS)?
+                .iter()
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_received_contact(&k, &v)
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(v)
     }
 }

@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fs4::fs_std::FileExt;
 use retalk_proto::client::{
-    Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
-    ProcessedRecord, SessionRecord, Store, StoreError,
+    Changes, Contact, Direction, GroupTag, IdentityRecord, InboxRecord, IncomingRecord,
+    MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
+    SessionRecord, Store, StoreError,
 };
 use retalk_proto::ids::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -19,8 +20,10 @@ use crate::conn::{self, db_err, finite, io_err};
 pub const STORE_FILE: &str = "store.db";
 
 /// `PRAGMA user_version` of the schema below. 0 is an empty file or a
-/// Python retalk store (which never sets it); 1 lacks `outbox.reencrypt`.
-const SCHEMA_VERSION: i64 = 2;
+/// Python retalk store (which never sets it); 1 lacks `outbox.reencrypt`;
+/// 2 lacks `contacts.signing_key`, `messages`, `blocked` (kept in the
+/// `blocked` setting) and `received_contacts`.
+const SCHEMA_VERSION: i64 = 3;
 
 /// The value left under `meta.account`: Python retalk reads its account
 /// pickle there, fails to decrypt this, and refuses to open the folder
@@ -93,7 +96,8 @@ CREATE TABLE IF NOT EXISTS inbox(
 CREATE TABLE IF NOT EXISTS contacts(
     name TEXT PRIMARY KEY,
     id TEXT NOT NULL,
-    pin TEXT
+    pin TEXT,
+    signing_key TEXT
 );
 CREATE TABLE IF NOT EXISTS meta(
     k TEXT PRIMARY KEY,
@@ -101,9 +105,50 @@ CREATE TABLE IF NOT EXISTS meta(
 );
 ";
 
+/// The tables version 3 added (also created by [`SCHEMA`]); the columns of
+/// `messages`, `blocked` and `received_contacts` are Python 0.3.0's
+/// (`store.py` `ensure_messages`, `cli.py` `_blocked_set`,
+/// `_received_contacts`).
+const SCHEMA_3: &str = "
+CREATE TABLE IF NOT EXISTS messages(
+    msg_id TEXT PRIMARY KEY,
+    from_fp TEXT NOT NULL,
+    from_name TEXT NOT NULL,
+    peer_fp TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    body TEXT NOT NULL,
+    ts REAL NOT NULL,
+    gid TEXT,
+    gname TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
+CREATE TABLE IF NOT EXISTS blocked(
+    fingerprint TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS received_contacts(
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    identity_key TEXT NOT NULL,
+    signing_key TEXT NOT NULL,
+    from_fp TEXT NOT NULL,
+    from_name TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+";
+
 /// The tables of a Python retalk 0.0.1 `store.db` (`peers` comes from its
 /// CLI); renamed out of the way, imported, then dropped.
-const PYTHON_TABLES: [&str; 5] = ["meta", "sessions", "outbox", "processed", "peers"];
+const PYTHON_TABLES: [&str; 8] = [
+    "meta",
+    "sessions",
+    "outbox",
+    "processed",
+    "peers",
+    "messages",
+    "blocked",
+    "received_contacts",
+];
 
 /// A client [`Store`] in an identity folder's `store.db`.
 ///
@@ -337,14 +382,17 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    if version == 1 {
-        // Version 1 marked a ciphertext that never left with this prefix
-        // of `last_error`; version 2 says so in its own column.
-        tx.execute_batch(
-            "ALTER TABLE outbox ADD COLUMN reencrypt INTEGER NOT NULL DEFAULT 0; \
-             UPDATE outbox SET reencrypt = 1 WHERE last_error LIKE '(not sent) %';",
-        )
-        .map_err(db_err)?;
+    if version == 1 || version == 2 {
+        if version == 1 {
+            // Version 1 marked a ciphertext that never left with this
+            // prefix of `last_error`; version 2 says so in its own column.
+            tx.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN reencrypt INTEGER NOT NULL DEFAULT 0; \
+                 UPDATE outbox SET reencrypt = 1 WHERE last_error LIKE '(not sent) %';",
+            )
+            .map_err(db_err)?;
+        }
+        upgrade_to_3(&tx).map_err(db_err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
         return tx.commit().map_err(db_err);
@@ -366,6 +414,7 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
         }
     }
     tx.execute_batch(SCHEMA).map_err(db_err)?;
+    tx.execute_batch(SCHEMA_3).map_err(db_err)?;
     if from_python {
         import_python(&tx).map_err(db_err)?;
         for t in PYTHON_TABLES {
@@ -387,6 +436,31 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(db_err)?;
     tx.commit().map_err(db_err)
+}
+
+/// Version 2 to 3: the contact's signing key, the history, the contact
+/// inbox, and the block list as a table (it was the `blocked` setting:
+/// user ids joined by `,`).
+fn upgrade_to_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    if !columns(tx, "contacts")?.iter().any(|c| c == "signing_key") {
+        tx.execute_batch("ALTER TABLE contacts ADD COLUMN signing_key TEXT;")?;
+    }
+    tx.execute_batch(SCHEMA_3)?;
+    let old: Option<String> = tx
+        .query_row("SELECT v FROM settings WHERE k = 'blocked'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    for id in old.iter().flat_map(|v| v.split(',')) {
+        if let Ok(id) = UserId::parse(id) {
+            tx.execute(
+                "INSERT OR IGNORE INTO blocked(fingerprint) VALUES(?1)",
+                [id.as_str()],
+            )?;
+        }
+    }
+    tx.execute("DELETE FROM settings WHERE k = 'blocked'", [])?;
+    Ok(())
 }
 
 /// Copies a Python retalk 0.0.1 store (tables renamed to `legacy_*`) into
@@ -534,10 +608,13 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     // identity_key, signing_key).
     if table_exists(tx, "legacy_peers")? {
         let cols = columns(tx, "legacy_peers")?;
-        let sql = if cols.iter().any(|c| c == "fingerprint") {
-            "SELECT COALESCE(name, fingerprint), fingerprint, identity_key FROM legacy_peers"
+        let sql = if cols.iter().any(|c| c == "signing_key") {
+            "SELECT COALESCE(name, fingerprint), fingerprint, identity_key, signing_key \
+             FROM legacy_peers"
+        } else if cols.iter().any(|c| c == "fingerprint") {
+            "SELECT COALESCE(name, fingerprint), fingerprint, identity_key, NULL FROM legacy_peers"
         } else {
-            "SELECT name, id, pin FROM legacy_peers"
+            "SELECT name, id, pin, NULL FROM legacy_peers"
         };
         let mut stmt = tx.prepare(sql)?;
         let rows = stmt.query_map([], |r| {
@@ -545,22 +622,106 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                 r.get::<_, Option<String>>(0)?,
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
             ))
         })?;
         for row in rows {
-            let (Some(name), Some(id), pin) = row? else {
+            let (Some(name), Some(id), pin, signing_key) = row? else {
                 continue;
             };
             let Ok(id) = UserId::try_from(id) else {
                 continue;
             };
             tx.execute(
-                "INSERT OR REPLACE INTO contacts(name, id, pin) VALUES(?1, ?2, ?3)",
-                params![name, id.as_str(), pin.filter(|p| !p.is_empty())],
+                "INSERT OR REPLACE INTO contacts(name, id, pin, signing_key) VALUES(?1, ?2, ?3, ?4)",
+                params![
+                    name,
+                    id.as_str(),
+                    pin.filter(|p| !p.is_empty()),
+                    signing_key.filter(|p| !p.is_empty())
+                ],
             )?;
         }
     }
+
+    // 0.3.0's block list, contact inbox and history have our columns;
+    // rows naming something that is not a user id are skipped.
+    if table_exists(tx, "legacy_blocked")? {
+        tx.execute(
+            "INSERT OR IGNORE INTO blocked(fingerprint) SELECT fingerprint FROM legacy_blocked \
+             WHERE length(fingerprint) = 32 AND fingerprint NOT GLOB '*[^0-9a-f]*'",
+            [],
+        )?;
+    }
+    if table_exists(tx, "legacy_received_contacts")? {
+        tx.execute(
+            "INSERT OR REPLACE INTO received_contacts(fingerprint, name, identity_key, \
+             signing_key, from_fp, from_name, msg_id, ts) \
+             SELECT fingerprint, COALESCE(name, ''), COALESCE(identity_key, ''), \
+             COALESCE(signing_key, ''), from_fp, COALESCE(from_name, ''), \
+             COALESCE(msg_id, ''), COALESCE(ts, ?1) FROM legacy_received_contacts \
+             WHERE length(fingerprint) = 32 AND fingerprint NOT GLOB '*[^0-9a-f]*' \
+             AND length(from_fp) = 32 AND from_fp NOT GLOB '*[^0-9a-f]*'",
+            [now],
+        )?;
+    }
+    if table_exists(tx, "legacy_messages")? {
+        let cols = columns(tx, "legacy_messages")?;
+        let has = |c: &str| cols.iter().any(|x| x == c);
+        // Older 0.3.0 tables lack peer_fp/direction (received only) or
+        // gid/gname; `store.py` `ensure_messages` reads them as below.
+        let peer = if has("peer_fp") {
+            "COALESCE(peer_fp, from_fp)"
+        } else {
+            "from_fp"
+        };
+        let direction = if has("direction") {
+            "COALESCE(direction, 'in')"
+        } else {
+            "'in'"
+        };
+        let (gid, gname) = if has("gid") {
+            ("gid", "gname")
+        } else {
+            ("NULL", "NULL")
+        };
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO messages(msg_id, from_fp, from_name, peer_fp, direction, \
+                 body, ts, gid, gname) \
+                 SELECT COALESCE(msg_id, ''), from_fp, COALESCE(from_name, ''), {peer}, \
+                 {direction}, body, COALESCE(ts, ?1), {gid}, {gname} FROM legacy_messages \
+                 WHERE body IS NOT NULL AND length(from_fp) = 32 \
+                 AND from_fp NOT GLOB '*[^0-9a-f]*' AND {direction} IN ('in', 'out') \
+                 ORDER BY ts, rowid"
+            ),
+            [now],
+        )?;
+    }
     Ok(())
+}
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<SavedMessage> {
+    let direction: String = r.get(5)?;
+    let gid: Option<String> = r.get(8)?;
+    let gname: Option<String> = r.get(9)?;
+    Ok(SavedMessage {
+        rowid: r.get(0)?,
+        record: MessageRecord {
+            msg_id: r.get(1)?,
+            from: user_id(r.get(2)?)?,
+            from_name: r.get(3)?,
+            peer: r.get(4)?,
+            direction: Direction::parse(&direction)
+                .ok_or_else(|| corrupt("unknown message direction", &direction))?,
+            body: r.get(6)?,
+            at: r.get(7)?,
+            group: gid.map(|id| GroupTag {
+                id,
+                name: gname.unwrap_or_default(),
+            }),
+        },
+    })
 }
 
 fn insert_outbox(tx: &Transaction<'_>, e: &OutboxEntry) -> rusqlite::Result<()> {
@@ -612,6 +773,11 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
         contacts,
         contacts_removed,
         settings,
+        messages,
+        blocked,
+        blocked_removed,
+        received_contacts,
+        received_contacts_removed,
     } = c;
     if let Some(i) = identity {
         tx.prepare_cached(
@@ -705,10 +871,11 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
     }
     for ct in contacts {
         tx.prepare_cached(
-            "INSERT INTO contacts(name, id, pin) VALUES(?1, ?2, ?3) \
-             ON CONFLICT(name) DO UPDATE SET id = excluded.id, pin = excluded.pin",
+            "INSERT INTO contacts(name, id, pin, signing_key) VALUES(?1, ?2, ?3, ?4) \
+             ON CONFLICT(name) DO UPDATE SET id = excluded.id, pin = excluded.pin, \
+             signing_key = excluded.signing_key",
         )?
-        .execute(params![ct.name, ct.id.as_str(), ct.pin])?;
+        .execute(params![ct.name, ct.id.as_str(), ct.pin, ct.signing_key])?;
     }
     for k in contacts_removed {
         tx.prepare_cached("DELETE FROM contacts WHERE name = ?1")?
@@ -719,6 +886,55 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             "INSERT INTO settings(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
         )?
         .execute(params![k, v])?;
+    }
+    for m in messages {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO messages(msg_id, from_fp, from_name, peer_fp, direction, \
+             body, ts, gid, gname) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            m.msg_id,
+            m.from.as_str(),
+            m.from_name,
+            m.peer,
+            m.direction.as_str(),
+            m.body,
+            finite(m.at),
+            m.group.as_ref().map(|g| &g.id),
+            m.group.as_ref().map(|g| &g.name),
+        ])?;
+    }
+    for b in blocked {
+        tx.prepare_cached("INSERT OR IGNORE INTO blocked(fingerprint) VALUES(?1)")?
+            .execute([b.as_str()])?;
+    }
+    for b in blocked_removed {
+        tx.prepare_cached("DELETE FROM blocked WHERE fingerprint = ?1")?
+            .execute([b.as_str()])?;
+    }
+    for r in received_contacts {
+        tx.prepare_cached(
+            "INSERT INTO received_contacts(fingerprint, name, identity_key, signing_key, \
+             from_fp, from_name, msg_id, ts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT(fingerprint) DO UPDATE SET name = excluded.name, \
+             identity_key = excluded.identity_key, signing_key = excluded.signing_key, \
+             from_fp = excluded.from_fp, from_name = excluded.from_name, \
+             msg_id = excluded.msg_id, ts = excluded.ts",
+        )?
+        .execute(params![
+            r.id.as_str(),
+            r.name,
+            r.identity_key,
+            r.signing_key,
+            r.from.as_str(),
+            r.from_name,
+            r.msg_id,
+            finite(r.at),
+        ])?;
+    }
+    for k in received_contacts_removed {
+        tx.prepare_cached("DELETE FROM received_contacts WHERE fingerprint = ?1")?
+            .execute([k.as_str()])?;
     }
     Ok(())
 }
@@ -860,12 +1076,14 @@ impl Store for SqliteStore {
 
     fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT name, id, pin FROM contacts ORDER BY name")?;
+            let mut stmt =
+                c.prepare_cached("SELECT name, id, pin, signing_key FROM contacts ORDER BY name")?;
             let rows = stmt.query_map([], |r| {
                 Ok(Contact {
                     name: r.get(0)?,
                     id: user_id(r.get(1)?)?,
                     pin: r.get(2)?,
+                    signing_key: r.get(3)?,
                 })
             })?;
             rows.collect()
@@ -877,6 +1095,48 @@ impl Store for SqliteStore {
             c.prepare_cached("SELECT v FROM settings WHERE k = ?1")?
                 .query_row([key], |r| r.get(0))
                 .optional()
+        })
+    }
+
+    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT rowid, msg_id, from_fp, from_name, peer_fp, direction, body, ts, gid, \
+                 gname FROM messages WHERE rowid > ?1 ORDER BY ts, rowid",
+            )?;
+            let rows = stmt.query_map([after_rowid], message_row)?;
+            rows.collect()
+        })
+    }
+
+    fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT fingerprint FROM blocked ORDER BY fingerprint")?;
+            let rows = stmt.query_map([], |r| user_id(r.get(0)?))?;
+            rows.collect()
+        })
+    }
+
+    fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT fingerprint, name, identity_key, signing_key, from_fp, from_name, \
+                 msg_id, ts FROM received_contacts ORDER BY name, fingerprint",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ReceivedContact {
+                    id: user_id(r.get(0)?)?,
+                    name: r.get(1)?,
+                    identity_key: r.get(2)?,
+                    signing_key: r.get(3)?,
+                    from: user_id(r.get(4)?)?,
+                    from_name: r.get(5)?,
+                    msg_id: r.get(6)?,
+                    at: r.get(7)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 }

@@ -690,6 +690,45 @@ fn client_upgrades_a_version_1_outbox() {
     assert_eq!(flags, [("lost".into(), true), ("maybe".into(), false)]);
 }
 
+/// A version-2 store is upgraded in place: the block list moves from its
+/// setting into the `blocked` table, contacts gain an empty signing key,
+/// the history and the contact inbox start empty.
+#[test]
+fn client_upgrades_a_version_2_store() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let op = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    op.execute_batch(
+        "DROP TABLE messages; DROP TABLE blocked; DROP TABLE received_contacts;
+         ALTER TABLE contacts DROP COLUMN signing_key; PRAGMA user_version = 2;
+         INSERT INTO contacts(name, id, pin) VALUES('bob', '00000000000000000000000000000002', 'ik');
+         INSERT INTO settings(k, v) VALUES('blocked',
+             '00000000000000000000000000000003,00000000000000000000000000000001');",
+    )
+    .unwrap();
+    drop(op);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let ids: Vec<String> = store
+        .blocked()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "00000000000000000000000000000001",
+            "00000000000000000000000000000003"
+        ]
+    );
+    assert_eq!(store.setting("blocked").unwrap(), None);
+    let contacts = store.contacts().unwrap();
+    assert_eq!(contacts[0].pin.as_deref(), Some("ik"));
+    assert_eq!(contacts[0].signing_key, None);
+    assert!(store.messages(0).unwrap().is_empty());
+    assert!(store.received_contacts().unwrap().is_empty());
+}
+
 /// A new identity folder and its database are private to their owner.
 #[cfg(unix)]
 #[test]

@@ -17,7 +17,7 @@ pub fn find_peer<S: Store + ?Sized>(store: &S, reference: &str) -> Result<UserId
     UserId::parse(reference).map_err(|_| ClientError::UnknownPeer(reference.to_owned()))
 }
 
-/// Pins the identity key of the saved contact `peer` after checking that
+/// Records both keys of the saved contact `peer` after checking that
 /// `keys` hash to its id (0.3.0's `verify`, `cli.py` `_record_keys`: a
 /// contact is verified once its keys were checked against its id).
 /// Errors: [`ClientError::UnknownPeer`] when `peer` is not saved,
@@ -49,6 +49,7 @@ pub fn pin_contact<S: Store + ?Sized>(
         .into_iter()
         .map(|c| Contact {
             pin: Some(keys.identity_key.clone()),
+            signing_key: Some(keys.signing_key.clone()),
             ..c
         })
         .collect();
@@ -81,6 +82,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             name: name.into(),
             id,
             pin,
+            signing_key: None,
         });
         tx.commit()?;
         Ok(())

@@ -16,6 +16,10 @@ struct State {
     inbox: BTreeMap<String, (u64, InboxRecord)>,
     contacts: BTreeMap<String, Contact>,
     settings: BTreeMap<String, String>,
+    /// Saved history by row number (the rows' own order is save time).
+    messages: BTreeMap<i64, MessageRecord>,
+    blocked: std::collections::BTreeSet<UserId>,
+    received_contacts: BTreeMap<UserId, ReceivedContact>,
     seq: u64,
 }
 
@@ -88,6 +92,11 @@ impl Store for MemoryStore {
             contacts,
             contacts_removed,
             settings,
+            messages,
+            blocked,
+            blocked_removed,
+            received_contacts,
+            received_contacts_removed,
         } = c;
         let mut s = self.state()?;
         if let Some(i) = identity {
@@ -137,6 +146,25 @@ impl Store for MemoryStore {
         }
         for (k, v) in settings {
             s.settings.insert(k, v);
+        }
+        for m in messages {
+            if s.messages.values().any(|held| held.msg_id == m.msg_id) {
+                continue;
+            }
+            let rowid = s.messages.keys().next_back().map_or(1, |r| r + 1);
+            s.messages.insert(rowid, m);
+        }
+        for b in blocked {
+            s.blocked.insert(b);
+        }
+        for b in blocked_removed {
+            s.blocked.remove(&b);
+        }
+        for r in received_contacts {
+            s.received_contacts.insert(r.id.clone(), r);
+        }
+        for k in received_contacts_removed {
+            s.received_contacts.remove(&k);
         }
         Ok(())
     }
@@ -191,6 +219,35 @@ impl Store for MemoryStore {
 
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.state()?.settings.get(key).cloned())
+    }
+
+    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
+        let s = self.state()?;
+        let mut v: Vec<SavedMessage> = s
+            .messages
+            .range(after_rowid.saturating_add(1)..)
+            .map(|(rowid, record)| SavedMessage {
+                rowid: *rowid,
+                record: record.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            a.record
+                .at
+                .total_cmp(&b.record.at)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+        Ok(v)
+    }
+
+    fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
+        Ok(self.state()?.blocked.iter().cloned().collect())
+    }
+
+    fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError> {
+        let mut v: Vec<_> = self.state()?.received_contacts.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(v)
     }
 }
 

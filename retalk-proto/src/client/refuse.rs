@@ -10,17 +10,29 @@ use crate::clock::Clock;
 use crate::ids::UserId;
 use crate::wire::{nack_text, Args};
 
-/// The setting that holds the block list: user ids, sorted, joined by `,`.
-const BLOCKED: &str = "blocked";
+/// Where block lists were kept before the store had a `blocked` table: user
+/// ids, sorted, joined by `,`. Read as part of the list until the next
+/// change moves them into the table (the SQLite store moves them when it
+/// upgrades its schema).
+const LEGACY_BLOCKED: &str = "blocked";
 
-/// The blocked senders, sorted.
-pub fn blocked<S: Store + ?Sized>(store: &S) -> Result<Vec<UserId>, ClientError> {
+fn legacy_blocked<S: Store + ?Sized>(store: &S) -> Result<Vec<UserId>, ClientError> {
     Ok(store
-        .setting(BLOCKED)?
+        .setting(LEGACY_BLOCKED)?
         .unwrap_or_default()
         .split(',')
         .filter_map(|s| UserId::parse(s).ok())
         .collect())
+}
+
+/// The blocked senders, sorted (0.3.0's `blocked` table, `cli.py`
+/// `_blocked_set`).
+pub fn blocked<S: Store + ?Sized>(store: &S) -> Result<Vec<UserId>, ClientError> {
+    let mut list = store.blocked()?;
+    list.extend(legacy_blocked(store)?);
+    list.sort();
+    list.dedup();
+    Ok(list)
 }
 
 /// Adds (`on`) or removes `peer` from the block list (local only, no
@@ -31,25 +43,24 @@ pub fn set_blocked<S: Store + ?Sized>(
     on: bool,
 ) -> Result<bool, ClientError> {
     let mut tx = StoreTransaction::new(store)?;
-    let mut list = blocked(store)?;
-    let had = list.contains(peer);
-    if had == on {
-        return Ok(false);
+    let legacy = legacy_blocked(store)?;
+    let had = blocked(store)?.contains(peer);
+    if !legacy.is_empty() {
+        tx.changes.blocked = legacy;
+        tx.changes
+            .settings
+            .push((LEGACY_BLOCKED.into(), String::new()));
     }
-    if on {
-        list.push(peer.clone());
-        list.sort();
-    } else {
-        list.retain(|p| p != peer);
+    if had != on {
+        if on {
+            tx.changes.blocked.push(peer.clone());
+        } else {
+            tx.changes.blocked.retain(|p| p != peer);
+            tx.changes.blocked_removed.push(peer.clone());
+        }
     }
-    let text = list
-        .iter()
-        .map(UserId::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
-    tx.changes.settings.push((BLOCKED.into(), text));
     tx.commit()?;
-    Ok(true)
+    Ok(had != on)
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {

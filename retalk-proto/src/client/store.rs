@@ -111,13 +111,117 @@ pub struct InboxRecord {
     pub received_at: f64,
 }
 
-/// A saved peer.
+/// A saved peer (0.3.0's `peers` row: `fingerprint, name, identity_key,
+/// signing_key`, `store.py` `ensure_peers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     pub name: String,
     pub id: UserId,
     /// An explicit identity-key pin on top of the fingerprint.
     pub pin: Option<String>,
+    /// The signing key recorded with the pin once both keys were checked
+    /// against the id (0.3.0 `store.py` `record_peer_keys`).
+    pub signing_key: Option<String>,
+}
+
+impl Contact {
+    /// A contact is verified once both of its keys were recorded, which
+    /// happens only after they hashed to its id (0.3.0 `store.py`
+    /// `saved_peers`: "verified" == both keys present).
+    pub fn verified(&self) -> bool {
+        self.pin.is_some() && self.signing_key.is_some()
+    }
+}
+
+/// Which way a saved message went (0.3.0 `messages.direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received from the peer.
+    In,
+    /// Sent by us.
+    Out,
+}
+
+impl Direction {
+    /// `"in"` or `"out"`, as 0.3.0 stores and prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+
+    /// Parses `"in"`/`"out"`; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "in" => Some(Direction::In),
+            "out" => Some(Direction::Out),
+            _ => None,
+        }
+    }
+}
+
+/// The group a saved message belongs to (0.3.0 `messages.gid`, `gname`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupTag {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    /// The name the group had for this identity when the row was saved.
+    pub name: String,
+}
+
+/// One message of the opt-in history (0.3.0's `messages` table,
+/// `store.py` `save_message_row`): kept only when the user asked
+/// (`--save`, `RETALK_SAVE_MESSAGE`), its text sealed under the identity's
+/// key (see `client::history`), so the store holds no plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    /// The envelope id (a group message's shared thread id); a second row
+    /// with the same id is ignored.
+    pub msg_id: String,
+    /// Who wrote it (ourselves for [`Direction::Out`]).
+    pub from: UserId,
+    /// The writer's name when it was saved.
+    pub from_name: String,
+    /// The conversation: the peer's user id, or for our own group messages
+    /// the group id (0.3.0: "outgoing group rows use `peer_fp = gid`").
+    pub peer: String,
+    pub direction: Direction,
+    /// The text sealed at rest: 0.3.0's JSON triple `[ciphertext, mac,
+    /// ephemeral key]`, each padded base64.
+    pub body: String,
+    /// When it was saved, unix seconds.
+    pub at: f64,
+    pub group: Option<GroupTag>,
+}
+
+/// A [`MessageRecord`] with the row number the store gave it: increasing in
+/// save order, so a reader can ask for what came after the last it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedMessage {
+    pub rowid: i64,
+    pub record: MessageRecord,
+}
+
+/// A contact card received from a peer (a `contact` envelope), staged until
+/// the user imports it (0.3.0's `received_contacts`, `cli.py`
+/// `_stage_contact`); one per card fingerprint, the newest share wins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedContact {
+    /// The card's fingerprint.
+    pub id: UserId,
+    /// The name the sharer recommends ("" when none).
+    pub name: String,
+    /// The card's keys, "" when the sharer had not verified them.
+    pub identity_key: String,
+    pub signing_key: String,
+    /// Who shared it and under which name.
+    pub from: UserId,
+    pub from_name: String,
+    /// The envelope id of the share.
+    pub msg_id: String,
+    /// When it was staged, unix seconds.
+    pub at: f64,
 }
 
 /// One atomic batch of writes.
@@ -139,6 +243,14 @@ pub struct Changes {
     pub contacts: Vec<Contact>,
     pub contacts_removed: Vec<String>,
     pub settings: Vec<(String, String)>,
+    /// Saved history rows; a row whose `msg_id` is held is ignored.
+    pub messages: Vec<MessageRecord>,
+    /// Senders to block (refused unopened) and to unblock.
+    pub blocked: Vec<UserId>,
+    pub blocked_removed: Vec<UserId>,
+    /// Staged contact cards, upserted by card fingerprint, and removals.
+    pub received_contacts: Vec<ReceivedContact>,
+    pub received_contacts_removed: Vec<UserId>,
 }
 
 impl Changes {
@@ -197,6 +309,14 @@ pub trait Store: Send + Sync {
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError>;
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Saved history rows with a row number above `after_rowid` (0: all),
+    /// oldest first (by save time, then row number, as 0.3.0's
+    /// `message_rows` orders them).
+    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError>;
+    /// The blocked senders, sorted.
+    fn blocked(&self) -> Result<Vec<UserId>, StoreError>;
+    /// Staged contact cards, by recommended name (then fingerprint).
+    fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError>;
 }
 
 /// The store's lock together with the batch to write under it (the shape
@@ -292,5 +412,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         (**self).setting(key)
+    }
+    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
+        (**self).messages(after_rowid)
+    }
+    fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
+        (**self).blocked()
+    }
+    fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError> {
+        (**self).received_contacts()
     }
 }

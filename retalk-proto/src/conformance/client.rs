@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::relay::uid;
 use crate::client::{
-    Changes, Contact, IdentityRecord, InboxRecord, IncomingRecord, OutboxEntry, OutboxKind,
-    ProcessedRecord, SessionRecord, Store, StoreTransaction,
+    Changes, Contact, Direction, GroupTag, IdentityRecord, InboxRecord, IncomingRecord,
+    MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
+    SessionRecord, Store, StoreTransaction,
 };
 use crate::ids::UserId;
 
@@ -87,6 +88,43 @@ fn contact(name: &str, id: &UserId, pin: Option<&str>) -> Contact {
         name: name.to_string(),
         id: id.clone(),
         pin: pin.map(str::to_string),
+        signing_key: pin.map(|p| format!("sk-{p}")),
+    }
+}
+
+fn message(msg_id: &str, direction: Direction, at: f64, group: Option<&str>) -> MessageRecord {
+    MessageRecord {
+        msg_id: msg_id.to_string(),
+        from: uid(if direction == Direction::In { 2 } else { 1 }),
+        from_name: format!("name-{msg_id}"),
+        peer: match group {
+            Some(g) => g.to_string(),
+            None => uid(2).to_string(),
+        },
+        direction,
+        body: format!("[\"sealed-{msg_id}\"]"),
+        at,
+        group: group.map(|g| GroupTag {
+            id: g.to_string(),
+            name: format!("room-{g}"),
+        }),
+    }
+}
+
+fn message_ids(saved: &[SavedMessage]) -> Vec<&str> {
+    saved.iter().map(|m| m.record.msg_id.as_str()).collect()
+}
+
+fn received(card: &UserId, name: &str, from: &UserId, at: f64) -> ReceivedContact {
+    ReceivedContact {
+        id: card.clone(),
+        name: name.to_string(),
+        identity_key: format!("ik-{name}"),
+        signing_key: String::new(),
+        from: from.clone(),
+        from_name: format!("from-{name}"),
+        msg_id: format!("msg-{name}"),
+        at,
     }
 }
 
@@ -126,6 +164,9 @@ struct Snapshot {
     inbox: Vec<InboxRecord>,
     contacts: Vec<Contact>,
     settings: Vec<Option<String>>,
+    messages: Vec<SavedMessage>,
+    blocked: Vec<UserId>,
+    received_contacts: Vec<ReceivedContact>,
 }
 
 fn snapshot<S: Store>(store: &S, peers: &[UserId], hashes: &[&str], settings: &[&str]) -> Snapshot {
@@ -143,6 +184,9 @@ fn snapshot<S: Store>(store: &S, peers: &[UserId], hashes: &[&str], settings: &[
         inbox: store.inbox().unwrap(),
         contacts: store.contacts().unwrap(),
         settings: settings.iter().map(|k| store.setting(k).unwrap()).collect(),
+        messages: store.messages(0).unwrap(),
+        blocked: store.blocked().unwrap(),
+        received_contacts: store.received_contacts().unwrap(),
     }
 }
 
@@ -156,6 +200,9 @@ fn assert_empty<S: Store>(store: &S) {
     assert!(store.inbox().unwrap().is_empty());
     assert!(store.contacts().unwrap().is_empty());
     assert_eq!(store.setting("name").unwrap(), None);
+    assert!(store.messages(0).unwrap().is_empty());
+    assert!(store.blocked().unwrap().is_empty());
+    assert!(store.received_contacts().unwrap().is_empty());
 }
 
 /// A fresh store holds nothing.
@@ -599,6 +646,127 @@ pub fn settings_upsert<S: Store>(store: &S) {
     assert_eq!(store.setting("other").unwrap(), None);
 }
 
+/// A contact's signing key round-trips, absent or present (verified means
+/// both keys are recorded).
+pub fn contacts_keep_signing_key<S: Store>(store: &S) {
+    let half = Contact {
+        signing_key: None,
+        ..contact("half", &uid(5), Some("ik"))
+    };
+    commit(
+        store,
+        Changes {
+            contacts: vec![contact("both", &uid(4), Some("ik")), half.clone()],
+            ..Changes::default()
+        },
+    );
+    let got = store.contacts().unwrap();
+    assert_eq!(got, vec![contact("both", &uid(4), Some("ik")), half]);
+    assert!(got[0].verified());
+    assert!(!got[1].verified());
+    assert_eq!(got[0].signing_key.as_deref(), Some("sk-ik"));
+}
+
+/// History rows: a held message id is ignored, row numbers grow in save
+/// order, rows come oldest first by save time, `after_rowid` skips what a
+/// reader saw, group tags and directions round-trip.
+pub fn messages_dedupe_order_after<S: Store>(store: &S) {
+    let gid = "0123456789abcdef0123456789abcdef";
+    commit(
+        store,
+        Changes {
+            messages: vec![
+                message("m1", Direction::In, 10.0, None),
+                message("m2", Direction::Out, 5.0, None),
+            ],
+            ..Changes::default()
+        },
+    );
+    commit(
+        store,
+        Changes {
+            messages: vec![
+                message("m1", Direction::Out, 1.0, None),
+                message("m3", Direction::Out, 20.0, Some(gid)),
+            ],
+            ..Changes::default()
+        },
+    );
+    let all = store.messages(0).unwrap();
+    assert_eq!(message_ids(&all), ["m2", "m1", "m3"]);
+    assert_eq!(all[1].record, message("m1", Direction::In, 10.0, None));
+    assert_eq!(
+        all[2].record,
+        message("m3", Direction::Out, 20.0, Some(gid))
+    );
+    let (r1, r2, r3) = (all[1].rowid, all[0].rowid, all[2].rowid);
+    assert!(0 < r1 && r1 < r2 && r2 < r3, "{r1} {r2} {r3}");
+    assert_eq!(message_ids(&store.messages(r1).unwrap()), ["m2", "m3"]);
+    assert_eq!(message_ids(&store.messages(r2).unwrap()), ["m3"]);
+    assert!(store.messages(r3).unwrap().is_empty());
+}
+
+/// The block list: a set of user ids, sorted, with removals.
+pub fn blocked_add_remove<S: Store>(store: &S) {
+    commit(
+        store,
+        Changes {
+            blocked: vec![uid(3), uid(1), uid(3)],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.blocked().unwrap(), vec![uid(1), uid(3)]);
+    commit(
+        store,
+        Changes {
+            blocked: vec![uid(2)],
+            blocked_removed: vec![uid(1), uid(9)],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(store.blocked().unwrap(), vec![uid(2), uid(3)]);
+}
+
+/// Staged cards: upserted by card fingerprint (the newest share wins),
+/// listed by name, removed by fingerprint.
+pub fn received_contacts_upsert_order_removal<S: Store>(store: &S) {
+    commit(
+        store,
+        Changes {
+            received_contacts: vec![
+                received(&uid(3), "zed", &uid(1), 1.0),
+                received(&uid(4), "amy", &uid(1), 2.0),
+            ],
+            ..Changes::default()
+        },
+    );
+    commit(
+        store,
+        Changes {
+            received_contacts: vec![received(&uid(3), "bea", &uid(2), 3.0)],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(
+        store.received_contacts().unwrap(),
+        vec![
+            received(&uid(4), "amy", &uid(1), 2.0),
+            received(&uid(3), "bea", &uid(2), 3.0),
+        ]
+    );
+    commit(
+        store,
+        Changes {
+            received_contacts_removed: vec![uid(4), uid(8)],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(
+        store.received_contacts().unwrap(),
+        vec![received(&uid(3), "bea", &uid(2), 3.0)]
+    );
+}
+
 /// A batch with every field set.
 fn full_batch() -> Changes {
     let (p, q) = (uid(1), uid(2));
@@ -620,6 +788,11 @@ fn full_batch() -> Changes {
         contacts: vec![contact("bob", &q, Some("pin"))],
         contacts_removed: vec!["gone".into()],
         settings: vec![("name".into(), "me".into())],
+        messages: vec![message("m1", Direction::In, 4.0, None)],
+        blocked: vec![q.clone()],
+        blocked_removed: vec![uid(9)],
+        received_contacts: vec![received(&q, "bob", &p, 4.0)],
+        received_contacts_removed: vec![uid(9)],
     }
 }
 
@@ -655,6 +828,9 @@ pub fn one_batch_touches_everything<S: Store>(store: &S) {
     assert_eq!(store.inbox().unwrap(), c.inbox);
     assert_eq!(store.contacts().unwrap(), c.contacts);
     assert_eq!(store.setting("name").unwrap().as_deref(), Some("me"));
+    assert_eq!(message_ids(&store.messages(0).unwrap()), ["m1"]);
+    assert_eq!(store.blocked().unwrap(), c.blocked);
+    assert_eq!(store.received_contacts().unwrap(), c.received_contacts);
 }
 
 /// `lock` is exclusive between threads: no two hold it at once.
@@ -735,6 +911,9 @@ pub fn durable_everything_survives_reopen<S: Store, H>(
             inbox: vec![inbox("m2", "second")],
             contacts: vec![contact("alice", &p, None)],
             settings: vec![("server_url".into(), "http://relay".into())],
+            messages: vec![message("m2", Direction::Out, 5.0, Some("g"))],
+            blocked: vec![p.clone()],
+            received_contacts: vec![received(&p, "al", &q, 5.0)],
             ..Changes::default()
         },
     );
@@ -764,9 +943,11 @@ pub fn durable_order_and_dedupe_continue_after_reopen<S: Store, H>(
             ],
             incoming: vec![incoming("i1", "first")],
             inbox: vec![inbox("m1", "first")],
+            messages: vec![message("h1", Direction::In, 1.0, None)],
             ..Changes::default()
         },
     );
+    let first = store.messages(0).unwrap()[0].rowid;
     drop(store);
     let store = reopen(&handle);
     commit(
@@ -778,9 +959,17 @@ pub fn durable_order_and_dedupe_continue_after_reopen<S: Store, H>(
             ],
             incoming: vec![incoming("i1", "dup"), incoming("i2", "second")],
             inbox: vec![inbox("m1", "dup"), inbox("m2", "second")],
+            messages: vec![
+                message("h1", Direction::Out, 0.5, None),
+                message("h2", Direction::In, 2.0, None),
+            ],
             ..Changes::default()
         },
     );
+    let saved = store.messages(0).unwrap();
+    assert_eq!(message_ids(&saved), ["h1", "h2"]);
+    assert_eq!(saved[0].rowid, first);
+    assert!(saved[1].rowid > first);
     let out = store.outbox().unwrap();
     assert_eq!(keys(&out), ["e1", "e2", "e3"]);
     assert_eq!(out[0].kind, OutboxKind::Ack);
@@ -813,11 +1002,15 @@ pub fn durable_removals_survive_reopen<S: Store, H>(
             incoming_removed: vec!["i1".into()],
             inbox_removed: vec!["m1".into()],
             contacts_removed: vec!["bob".into()],
+            blocked_removed: vec![q.clone()],
+            received_contacts_removed: vec![q.clone()],
             ..Changes::default()
         },
     );
     drop(store);
     let store = reopen(&handle);
+    assert!(store.blocked().unwrap().is_empty());
+    assert!(store.received_contacts().unwrap().is_empty());
     assert!(store.sessions(&p).unwrap().is_empty());
     assert_eq!(ids(&store.sessions(&q).unwrap()), ["s2"]);
     assert_eq!(keys(&store.outbox().unwrap()), ["a1"]);
