@@ -30,6 +30,12 @@ impl PickleKey {
         Self(Sha256::digest(secret.as_bytes()).into())
     }
 
+    /// The key's bytes: 0.3.0's `_store_key`, from which it derives its
+    /// at-rest key for saved history (`client::history`).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A key for data at rest other than pickles, derived so that no key
     /// serves two ciphers.
     fn data_key(&self) -> chacha20poly1305::Key {

@@ -17,6 +17,10 @@ pub enum ClientError {
     IdentityExists,
     #[error("could not unlock the identity (wrong secret?)")]
     WrongSecret,
+    /// A saved history row that does not open: another passphrase, or a
+    /// damaged row.
+    #[error("a saved message could not be opened: {0}")]
+    Unseal(String),
     #[error("relay error from {tool}: {source}")]
     Relay {
         tool: &'static str,

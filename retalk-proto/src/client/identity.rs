@@ -44,7 +44,10 @@ pub fn identity_info<S: Store>(store: &S, secret: &str) -> Result<IdentityInfo, 
     Ok(info(&unlock(store, &PickleKey::from_secret(secret))?))
 }
 
-pub(super) fn unlock<S: Store>(store: &S, key: &PickleKey) -> Result<Account, ClientError> {
+pub(super) fn unlock<S: Store + ?Sized>(
+    store: &S,
+    key: &PickleKey,
+) -> Result<Account, ClientError> {
     let record = store.identity()?.ok_or(ClientError::NoIdentity)?;
     olm::unpickle_account(&record.account_pickle, key).map_err(|_| ClientError::WrongSecret)
 }

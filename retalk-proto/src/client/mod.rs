@@ -19,6 +19,7 @@ mod contacts;
 mod decrypt;
 mod error;
 mod follow;
+mod history;
 mod identity;
 mod inbox;
 mod keys;
@@ -37,6 +38,9 @@ pub use config::{setting, ClientConfig};
 pub use contacts::{find_peer, pin_contact};
 pub use error::ClientError;
 pub use follow::{Follow, Followed};
+pub use history::{
+    save_requested, seal, unseal, Conversation, ConversationSummary, History, HistoryEntry,
+};
 pub use identity::{create_identity, identity_info, IdentityInfo};
 pub use keys::{MaintainReport, SyncReport};
 pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Selectors};
