@@ -57,8 +57,10 @@
 
 mod client;
 mod conn;
+mod contacts;
 mod relay;
 mod writer;
 
 pub use client::{SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
+pub use contacts::{overlay, GlobalContacts, GLOBAL_CONTACTS_FILE};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};

@@ -1,0 +1,224 @@
+//! The owner-wide contact list shared by every identity of a user:
+//! `$RETALK_HOME/contacts.db`, a `peers` table in Python retalk 0.3.0's
+//! own layout (`store.py` `ensure_peers`: `fingerprint` primary key,
+//! `name`, `identity_key`, `signing_key`), so the file is shared with
+//! Python's CLI both ways. Each identity's own contacts overlay it (see
+//! [`overlay`]).
+
+use std::path::{Path, PathBuf};
+
+use retalk_proto::client::{Contact, StoreError};
+use retalk_proto::ids::UserId;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::conn::{self, db_err};
+
+/// The file name under `$RETALK_HOME`.
+pub const GLOBAL_CONTACTS_FILE: &str = "contacts.db";
+
+/// The owner-wide contact list (see the module docs). Every call is one
+/// SQLite statement or transaction on the file.
+pub struct GlobalContacts {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for GlobalContacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalContacts")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GlobalContacts {
+    /// Opens (creating it and its folder if missing) the list at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(conn::io_err)?;
+        }
+        let conn = conn::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS peers(fingerprint TEXT PRIMARY KEY, name TEXT, \
+             identity_key TEXT, signing_key TEXT)",
+        )
+        .map_err(db_err)?;
+        Ok(Self { path, conn })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every contact, by name. An unnamed one is named by its id (as in an
+    /// identity's store); rows whose fingerprint is not a user id are
+    /// skipped.
+    pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, name, identity_key, signing_key FROM peers")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (fp, name, ik, sk) = row.map_err(db_err)?;
+            let Ok(id) = UserId::parse(&fp) else {
+                continue;
+            };
+            out.push(Contact {
+                name: name.filter(|n| !n.is_empty()).unwrap_or_else(|| fp.clone()),
+                id,
+                pin: ik.filter(|k| !k.is_empty()),
+                signing_key: sk.filter(|k| !k.is_empty()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Saves `id` under `name` (None: keeps the name it has, 0.3.0
+    /// `upsert_peer`); a name held by another fingerprint is taken from
+    /// it (the caller decides whether that is allowed).
+    pub fn upsert(&self, id: &UserId, name: Option<&str>) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(db_err)?;
+        if let Some(name) = name {
+            tx.execute(
+                "UPDATE peers SET name = NULL WHERE name = ?1 AND fingerprint != ?2",
+                params![name, id.as_str()],
+            )
+            .map_err(db_err)?;
+        }
+        tx.execute(
+            "INSERT INTO peers(fingerprint, name) VALUES(?1, ?2) ON CONFLICT(fingerprint) \
+             DO UPDATE SET name = COALESCE(excluded.name, peers.name)",
+            params![id.as_str(), name],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Records both keys of `id` (the caller checked they hash to it;
+    /// 0.3.0 `record_peer_keys`).
+    pub fn record_keys(
+        &self,
+        id: &UserId,
+        identity_key: &str,
+        signing_key: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO peers(fingerprint, identity_key, signing_key) VALUES(?1, ?2, ?3) \
+                 ON CONFLICT(fingerprint) DO UPDATE SET identity_key = excluded.identity_key, \
+                 signing_key = excluded.signing_key",
+                params![id.as_str(), identity_key, signing_key],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes `id`; returns whether it was there.
+    pub fn remove(&self, id: &UserId) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM peers WHERE fingerprint = ?1", [id.as_str()])
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    /// The saved entry for `id`, if any.
+    pub fn get(&self, id: &UserId) -> Result<Option<Contact>, StoreError> {
+        Ok(self.contacts()?.into_iter().find(|c| &c.id == id))
+    }
+
+    /// Whether `id` is saved (a point lookup).
+    pub fn contains(&self, id: &UserId) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM peers WHERE fingerprint = ?1",
+                [id.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(db_err)
+    }
+}
+
+/// The contacts an identity sees: `global` overlaid with the identity's
+/// `own`; an own entry hides a global one with the same id or the same
+/// name (0.3.0 `cli.py` `_effective_peers`).
+pub fn overlay(global: Vec<Contact>, own: Vec<Contact>) -> Vec<Contact> {
+    let mut out: Vec<Contact> = global
+        .into_iter()
+        .filter(|g| !own.iter().any(|o| o.id == g.id || o.name == g.name))
+        .collect();
+    out.extend(own);
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(n: u8) -> UserId {
+        UserId::parse(&format!("{n:032x}")).unwrap()
+    }
+
+    #[test]
+    fn upsert_names_keys_remove_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home").join(GLOBAL_CONTACTS_FILE);
+        let g = GlobalContacts::open(&path).unwrap();
+        g.upsert(&uid(1), Some("bob")).unwrap();
+        g.upsert(&uid(2), None).unwrap();
+        g.upsert(&uid(1), None).unwrap();
+        g.record_keys(&uid(1), "ik", "sk").unwrap();
+        drop(g);
+        let g = GlobalContacts::open(&path).unwrap();
+        let all = g.contacts().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].name, "bob");
+        assert!(all[1].verified());
+        assert_eq!(all[0].name, uid(2).as_str());
+        assert!(!all[0].verified());
+        // A name moves to the fingerprint that takes it.
+        g.upsert(&uid(2), Some("bob")).unwrap();
+        assert_eq!(g.get(&uid(1)).unwrap().unwrap().name, uid(1).as_str());
+        assert!(g.remove(&uid(2)).unwrap());
+        assert!(!g.remove(&uid(2)).unwrap());
+        assert!(!g.contains(&uid(2)).unwrap());
+    }
+
+    #[test]
+    fn own_entries_hide_global_ones_by_id_or_name() {
+        let c = |name: &str, n: u8| Contact {
+            name: name.into(),
+            id: uid(n),
+            pin: None,
+            signing_key: None,
+        };
+        let got = overlay(
+            vec![c("ann", 1), c("bob", 2), c("cy", 3)],
+            vec![c("ann-own", 1), c("bob", 9)],
+        );
+        let names: Vec<_> = got
+            .iter()
+            .map(|c| (c.name.as_str(), c.id.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [("ann-own", uid(1)), ("bob", uid(9)), ("cy", uid(3))]
+        );
+    }
+}
