@@ -432,4 +432,7 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         #[arg(long)]
         json: bool,
     },
+    /// Serve this identity to an AI agent over the Model Context Protocol
+    /// (stdio): tools to send, receive, add and verify contacts
+    Mcp(crate::mcp::McpArgs),
 }

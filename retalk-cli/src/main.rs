@@ -5,6 +5,7 @@ mod args;
 mod display;
 mod error;
 mod identity;
+mod mcp;
 mod receive;
 
 use std::io::{IsTerminal, Read, Write};
@@ -100,6 +101,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => block(&sel, peer, remove, list, json),
         Command::Send { args, peer } => send(&sel, &args, peer).await,
+        Command::Mcp(args) => mcp::run(&sel, args).await,
         Command::Receive {
             follow,
             json,
