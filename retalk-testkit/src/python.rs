@@ -45,13 +45,9 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
-fn imports(python: &Path, version: &str) -> bool {
-    let check = format!(
-        "import importlib.metadata as m, retalk, vodozemac; \
-         assert m.version('retalk') == '{version}'"
-    );
+fn imports(python: &Path, check: &str) -> bool {
     Command::new(python)
-        .args(["-c", &check])
+        .args(["-c", check])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -60,6 +56,27 @@ fn imports(python: &Path, version: &str) -> bool {
 /// The venv's `python` with `retalk==version` installed.
 pub fn python_with_retalk(version: &str) -> PathBuf {
     let tag: String = version.chars().filter(|c| c.is_ascii_digit()).collect();
+    let check = format!(
+        "import importlib.metadata as m, retalk, vodozemac; \
+         assert m.version('retalk') == '{version}'"
+    );
+    venv_with(&tag, &format!("retalk=={version}"), &check)
+}
+
+/// The official MCP Python SDK version the MCP server is tested with.
+pub const MCP_VERSION: &str = "2.3.0";
+
+/// The venv's `python` with the official MCP Python SDK (`mcp` from PyPI,
+/// [`MCP_VERSION`]): a real MCP client for `retalk mcp`'s tests.
+pub fn python_with_mcp() -> PathBuf {
+    let check =
+        format!("import importlib.metadata as m, mcp; assert m.version('mcp') == '{MCP_VERSION}'");
+    venv_with("mcp", &format!("mcp=={MCP_VERSION}"), &check)
+}
+
+/// The venv `target/pyenv-{tag}` with `requirement` installed from PyPI,
+/// built once (under a file lock) and reused while `check` runs in it.
+fn venv_with(tag: &str, requirement: &str, check: &str) -> PathBuf {
     let target = target_dir();
     std::fs::create_dir_all(&target).unwrap();
     let venv = target.join(format!("pyenv-{tag}"));
@@ -71,7 +88,7 @@ pub fn python_with_retalk(version: &str) -> PathBuf {
         .open(target.join(format!("pyenv-{tag}.lock")))
         .unwrap();
     FileExt::lock_exclusive(&lock).unwrap();
-    if imports(&python, version) {
+    if imports(&python, check) {
         return python;
     }
     let _ = std::fs::remove_dir_all(&venv);
@@ -96,23 +113,23 @@ pub fn python_with_retalk(version: &str) -> PathBuf {
             "install",
             "--disable-pip-version-check",
             "--quiet",
-            &format!("retalk=={version}"),
+            requirement,
         ])
         .output()
         .unwrap();
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&venv);
         panic!(
-            "could not install retalk=={version} from PyPI into {}.\n\
-             These interop tests need PyPI once (the venv is cached afterwards); \
+            "could not install {requirement} from PyPI into {}.\n\
+             These tests need PyPI once (the venv is cached afterwards); \
              check the network or pip's configuration.\n{}",
             venv.display(),
             describe(&out)
         );
     }
     assert!(
-        imports(&python, version),
-        "retalk=={version} installed into {} but does not import",
+        imports(&python, check),
+        "{requirement} installed into {} but does not import",
         venv.display()
     );
     python
