@@ -55,6 +55,17 @@ pub enum GroupError {
     TooLarge { size: usize, cap: usize },
     #[error("a group needs at least one member: --members NAME_OR_ID,...")]
     NoMembers,
+    #[error("no group '{0}' — see `retalk group list`")]
+    UnknownGroup(String),
+    #[error("'{0}' is not a group you left — see `retalk group list`")]
+    NotLeft(String),
+    #[error("none of those are members — see `retalk group members {0}`")]
+    NoneAreMembers(String),
+    /// Only the owner adds or removes others (see the module docs).
+    #[error(
+        "only the owner of '{group}' ({owner}) may add or remove members; members may only leave"
+    )]
+    NotOwner { group: String, owner: String },
 }
 
 /// A group id: `uuid4().hex` in Python, 32 lowercase hex characters.
@@ -155,8 +166,11 @@ pub struct Group {
     pub name: String,
     /// Everyone in the group, this client included.
     pub members: BTreeSet<UserId>,
-    /// Who may add and remove others (see the module docs).
-    pub owner: UserId,
+    /// Who may add and remove others (see the module docs). None for a
+    /// group imported from a Python 0.3.0 folder, which keeps no owner:
+    /// then only this client changes who else is in it, and incoming
+    /// copies may only remove their own senders.
+    pub owner: Option<UserId>,
     /// Unix seconds of the last change.
     pub ts: f64,
 }
@@ -173,7 +187,7 @@ impl Group {
             id: self.id.clone(),
             name: self.name.clone(),
             members: self.members.clone(),
-            owner: Some(self.owner.clone()),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -316,7 +330,7 @@ pub fn judge<'a>(
                 id: tag.id.clone(),
                 name: free_name(&tag.name, &tag.id, taken),
                 members: tag.members.clone(),
-                owner,
+                owner: Some(owner),
                 ts: now,
             },
             added: all,
@@ -340,7 +354,7 @@ pub fn judge<'a>(
         return refuse(RefuseReason::NotMember);
     }
     let only_self_leaves = added.is_empty() && removed == [sender.clone()];
-    if *sender != held.owner && !only_self_leaves {
+    if held.owner.as_ref() != Some(sender) && !only_self_leaves {
         return refuse(RefuseReason::NotOwner);
     }
     if tag.members.len() > cap {
@@ -398,7 +412,7 @@ mod tests {
             id: gid(),
             name: "team".into(),
             members: [u('a'), u('b'), u('c')].into(),
-            owner: u('a'),
+            owner: Some(u('a')),
             ts: 1.0,
         }
     }
@@ -425,7 +439,7 @@ mod tests {
             panic!("{v:?}")
         };
         assert!(new);
-        assert_eq!(group.owner, u('b'));
+        assert_eq!(group.owner, Some(u('b')));
         assert_eq!(group.name, "team-2");
         assert_eq!(added.len(), 3);
         // A named owner in the roster wins; one outside it does not.
@@ -438,7 +452,7 @@ mod tests {
             [],
             5.0,
         );
-        assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == u('a')));
+        assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == Some(u('a'))));
         let v = judge(
             None,
             false,
@@ -448,7 +462,7 @@ mod tests {
             [],
             5.0,
         );
-        assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == u('b')));
+        assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == Some(u('b'))));
     }
 
     #[test]
@@ -545,7 +559,7 @@ mod tests {
         };
         assert!(!new && added.is_empty());
         assert_eq!(removed, vec![u('b')]);
-        assert_eq!(group.owner, u('a'));
+        assert_eq!(group.owner, Some(u('a')));
         assert_eq!(group.members, [u('a'), u('c')].into());
     }
 
@@ -565,6 +579,40 @@ mod tests {
         assert_eq!(removed, vec![u('b')]);
         assert_eq!(group.name, "team");
         assert_eq!(group.ts, 2.0);
+    }
+
+    #[test]
+    fn an_unowned_group_only_shrinks_by_leaves() {
+        let g = Group {
+            owner: None,
+            ..held()
+        };
+        let v = judge(
+            Some(&g),
+            false,
+            &tag(&['a', 'b', 'c', 'e'], None),
+            &u('a'),
+            100,
+            [],
+            2.0,
+        );
+        assert!(matches!(
+            v,
+            Verdict::Refuse {
+                reason: RefuseReason::NotOwner,
+                ..
+            }
+        ));
+        let v = judge(
+            Some(&g),
+            false,
+            &tag(&['b', 'c'], None),
+            &u('a'),
+            100,
+            [],
+            2.0,
+        );
+        assert!(matches!(v, Verdict::Adopt { ref removed, .. } if removed == &[u('a')]));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use retalk_proto::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreError,
 };
+use retalk_proto::client::{Group, InviteRecord, LeftGroup};
+use retalk_proto::group::GroupId;
 use retalk_proto::ids::UserId;
+use retalk_proto::invite::InviteKind;
 use sled::IVec;
 
 use crate::codec::{be_u64, corrupt, key, ord_f64, user_id, Dec, Enc, ID_LEN};
@@ -52,8 +55,14 @@ const MESSAGE_IDS: usize = 14;
 const BLOCKED: usize = 15;
 /// card fingerprint -> staged contact card.
 const RECEIVED_CONTACTS: usize = 16;
+/// group id -> (name, members, owner, ts).
+const GROUPS: usize = 17;
+/// group id -> (name, ts): groups left.
+const LEFT_GROUPS: usize = 18;
+/// invite code -> its record.
+const INVITES: usize = 19;
 
-const TREES: [&str; 17] = [
+const TREES: [&str; 20] = [
     "meta",
     "identity",
     "settings",
@@ -71,6 +80,9 @@ const TREES: [&str; 17] = [
     "message_ids",
     "blocked",
     "received_contacts",
+    "groups",
+    "left_groups",
+    "invite_codes",
 ];
 
 /// The format marker of a client database.
@@ -319,6 +331,7 @@ fn encode_inbox(m: &InboxRecord) -> Vec<u8> {
         .str(&m.claimed_name)
         .str(&m.text)
         .f64(m.received_at)
+        .opt_str(m.extra.as_deref())
         .done()
 }
 
@@ -331,9 +344,100 @@ fn decode_inbox(v: &[u8]) -> Result<InboxRecord, StoreError> {
         claimed_name: d.str()?,
         text: d.str()?,
         received_at: d.f64()?,
+        // Missing in records written before it existed.
+        extra: if d.at_end() { None } else { d.opt_str()? },
     };
     d.end()?;
     Ok(m)
+}
+
+fn group_id(k: &[u8], what: &str) -> Result<GroupId, StoreError> {
+    std::str::from_utf8(k)
+        .ok()
+        .and_then(|s| GroupId::parse(s).ok())
+        .ok_or_else(|| corrupt(what))
+}
+
+fn encode_group(g: &Group) -> Vec<u8> {
+    let mut e = Enc::new().str(&g.name).u64(g.members.len() as u64);
+    for m in &g.members {
+        e = e.str(m.as_str());
+    }
+    e.opt_str(g.owner.as_ref().map(UserId::as_str))
+        .f64(g.ts)
+        .done()
+}
+
+fn decode_group(k: &[u8], v: &[u8]) -> Result<Group, StoreError> {
+    let mut d = Dec::new(v, "group")?;
+    let name = d.str()?;
+    let n = d.u64()?;
+    let mut members = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        members.insert(d.user()?);
+    }
+    let owner = d.opt_str()?.map(|o| user_id(o, "group")).transpose()?;
+    let g = Group {
+        id: group_id(k, "group")?,
+        name,
+        members,
+        owner,
+        ts: d.f64()?,
+    };
+    d.end()?;
+    Ok(g)
+}
+
+fn decode_left_group(k: &[u8], v: &[u8]) -> Result<LeftGroup, StoreError> {
+    let mut d = Dec::new(v, "left group")?;
+    let l = LeftGroup {
+        id: group_id(k, "left group")?,
+        name: d.str()?,
+        ts: d.f64()?,
+    };
+    d.end()?;
+    Ok(l)
+}
+
+fn encode_invite(r: &InviteRecord) -> Vec<u8> {
+    let mut e = Enc::new()
+        .str(r.kind.as_str())
+        .opt_str(r.peer.as_deref())
+        .f64(r.created)
+        .opt_f64(r.expires)
+        .u64(u64::from(r.uses))
+        .u64(r.used_by.len() as u64);
+    for u in &r.used_by {
+        e = e.str(u.as_str());
+    }
+    e.bool(r.revoked).done()
+}
+
+fn decode_invite(k: &[u8], v: &[u8]) -> Result<InviteRecord, StoreError> {
+    let code = String::from_utf8(k.to_vec()).map_err(|_| corrupt("invite"))?;
+    let mut d = Dec::new(v, "invite")?;
+    let kind = InviteKind::parse(&d.str()?).ok_or_else(|| corrupt("invite"))?;
+    let peer = d.opt_str()?;
+    let created = d.f64()?;
+    let expires = d.opt_f64()?;
+    let uses = u32::try_from(d.u64()?).map_err(|_| corrupt("invite"))?;
+    let n = d.u64()?;
+    let mut used_by = Vec::new();
+    for _ in 0..n {
+        used_by.push(d.user()?);
+    }
+    let r = InviteRecord {
+        code,
+        kind,
+        peer,
+        created,
+        expires,
+        uses,
+        used_by,
+        revoked: d.bool()?,
+    };
+    d.end()?;
+    Ok(r)
 }
 
 fn decode_contact(k: &[u8], v: &[u8]) -> Result<Contact, StoreError> {
@@ -506,6 +610,11 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
         blocked_removed,
         received_contacts,
         received_contacts_removed,
+        groups,
+        groups_removed,
+        left_groups,
+        left_groups_removed,
+        invites,
     } = c;
     if let Some(i) = identity {
         o.insert(IDENTITY, ACCOUNT, encode_identity(i))?;
@@ -591,6 +700,22 @@ fn apply(o: &mut Overlay<'_>, c: &Changes) -> Result<(), StoreError> {
     }
     for k in received_contacts_removed {
         o.remove(RECEIVED_CONTACTS, k.as_str().as_bytes())?;
+    }
+    for g in groups {
+        o.insert(GROUPS, g.id.as_str().as_bytes(), encode_group(g))?;
+    }
+    for k in groups_removed {
+        o.remove(GROUPS, k.as_str().as_bytes())?;
+    }
+    for l in left_groups {
+        let value = Enc::new().str(&l.name).f64(l.ts).done();
+        o.insert(LEFT_GROUPS, l.id.as_str().as_bytes(), value)?;
+    }
+    for k in left_groups_removed {
+        o.remove(LEFT_GROUPS, k.as_str().as_bytes())?;
+    }
+    for r in invites {
+        o.insert(INVITES, r.code.as_bytes(), encode_invite(r))?;
     }
     Ok(())
 }
@@ -746,5 +871,36 @@ impl Store for SledStore {
         })?;
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(v)
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.rows(GROUPS, decode_group)
+    }
+
+    fn left_groups(&self) -> Result<Vec<LeftGroup>, StoreError> {
+        self.rows(LEFT_GROUPS, decode_left_group)
+    }
+
+    fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        self.rows(INVITES, decode_invite)
+    }
+}
+
+impl SledStore {
+    /// Every row of a tree keyed by the record's own key.
+    fn rows<T>(
+        &self,
+        tree: usize,
+        decode: fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|b| {
+            b.tree(tree)?
+                .iter()
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode(&k, &v)
+                })
+                .collect::<Result<_, _>>()
+        })
     }
 }

@@ -289,6 +289,7 @@ fn client_batch(i: u64) -> Changes {
             claimed_name: "~bob".into(),
             text: format!("hello {i}"),
             received_at: i as f64,
+            extra: None,
         }],
         settings: vec![("count".into(), (i + 1).to_string())],
         ..Changes::default()

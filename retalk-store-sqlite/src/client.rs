@@ -11,7 +11,10 @@ use retalk_proto::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreError,
 };
+use retalk_proto::client::{Group, InviteRecord, LeftGroup};
+use retalk_proto::group::GroupId;
 use retalk_proto::ids::UserId;
+use retalk_proto::invite::InviteKind;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::conn::{self, db_err, finite, io_err};
@@ -22,8 +25,9 @@ pub const STORE_FILE: &str = "store.db";
 /// `PRAGMA user_version` of the schema below. 0 is an empty file or a
 /// Python retalk store (which never sets it); 1 lacks `outbox.reencrypt`;
 /// 2 lacks `contacts.signing_key`, `messages`, `blocked` (kept in the
-/// `blocked` setting) and `received_contacts`.
-const SCHEMA_VERSION: i64 = 3;
+/// `blocked` setting) and `received_contacts`; 3 lacks `inbox.extra`,
+/// `groups`, `left_groups` and `invite_codes`.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The value left under `meta.account`: Python retalk reads its account
 /// pickle there, fails to decrypt this, and refuses to open the folder
@@ -91,7 +95,8 @@ CREATE TABLE IF NOT EXISTS inbox(
     sender TEXT NOT NULL,
     claimed_name TEXT NOT NULL,
     text TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    extra TEXT
 );
 CREATE TABLE IF NOT EXISTS contacts(
     name TEXT PRIMARY KEY,
@@ -137,9 +142,38 @@ CREATE TABLE IF NOT EXISTS received_contacts(
 );
 ";
 
+/// The tables version 4 added (also created with [`SCHEMA`]): Python
+/// 0.3.0's `groups` (`store.py` `save_group`) plus our `owner` (NULL for a
+/// group imported from Python), `left_groups` and `invite_codes`
+/// (`store.py` `ensure_invites`; `used_by` a JSON list).
+const SCHEMA_4: &str = "
+CREATE TABLE IF NOT EXISTS groups(
+    gid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    members TEXT NOT NULL,
+    ts REAL NOT NULL,
+    owner TEXT
+);
+CREATE TABLE IF NOT EXISTS left_groups(
+    gid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invite_codes(
+    code TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('single', 'permanent')),
+    peer TEXT,
+    created REAL NOT NULL,
+    expires REAL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    used_by TEXT NOT NULL DEFAULT '[]',
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+";
+
 /// The tables of a Python retalk 0.0.1 `store.db` (`peers` comes from its
 /// CLI); renamed out of the way, imported, then dropped.
-const PYTHON_TABLES: [&str; 8] = [
+const PYTHON_TABLES: [&str; 11] = [
     "meta",
     "sessions",
     "outbox",
@@ -148,6 +182,9 @@ const PYTHON_TABLES: [&str; 8] = [
     "messages",
     "blocked",
     "received_contacts",
+    "groups",
+    "left_groups",
+    "invite_codes",
 ];
 
 /// A client [`Store`] in an identity folder's `store.db`.
@@ -382,7 +419,7 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    if version == 1 || version == 2 {
+    if (1..=3).contains(&version) {
         if version == 1 {
             // Version 1 marked a ciphertext that never left with this
             // prefix of `last_error`; version 2 says so in its own column.
@@ -392,7 +429,10 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
             )
             .map_err(db_err)?;
         }
-        upgrade_to_3(&tx).map_err(db_err)?;
+        if version <= 2 {
+            upgrade_to_3(&tx).map_err(db_err)?;
+        }
+        upgrade_to_4(&tx).map_err(db_err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
         return tx.commit().map_err(db_err);
@@ -415,6 +455,7 @@ fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.execute_batch(SCHEMA).map_err(db_err)?;
     tx.execute_batch(SCHEMA_3).map_err(db_err)?;
+    tx.execute_batch(SCHEMA_4).map_err(db_err)?;
     if from_python {
         import_python(&tx).map_err(db_err)?;
         for t in PYTHON_TABLES {
@@ -461,6 +502,15 @@ fn upgrade_to_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     }
     tx.execute("DELETE FROM settings WHERE k = 'blocked'", [])?;
     Ok(())
+}
+
+/// Version 3 to 4: the inbox's extra fields (group copies, roster and
+/// invite records), groups, their tombstones and invite codes.
+fn upgrade_to_4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    if !columns(tx, "inbox")?.iter().any(|c| c == "extra") {
+        tx.execute_batch("ALTER TABLE inbox ADD COLUMN extra TEXT;")?;
+    }
+    tx.execute_batch(SCHEMA_4)
 }
 
 /// Copies a Python retalk 0.0.1 store (tables renamed to `legacy_*`) into
@@ -644,6 +694,7 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         }
     }
 
+    import_python_groups(tx)?;
     // 0.3.0's block list, contact inbox and history have our columns;
     // rows naming something that is not a user id are skipped.
     if table_exists(tx, "legacy_blocked")? {
@@ -699,6 +750,100 @@ fn import_python(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Python 0.3.0's groups (no owner kept: imported as NULL, see
+/// [`Group::owner`]), tombstones and invite codes; rows whose ids are not
+/// 32 hex characters are skipped, and so are roster entries.
+fn import_python_groups(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let hex32 = |c: &str| format!("length({c}) = 32 AND {c} NOT GLOB '*[^0-9a-f]*'");
+    if table_exists(tx, "legacy_groups")? {
+        // gid, name, members (JSON), ts
+        type GroupRow = (String, Option<String>, Option<String>, Option<f64>);
+        let rows: Vec<GroupRow> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT gid, name, members, ts FROM legacy_groups WHERE {}",
+                hex32("gid")
+            ))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (gid, name, members, ts) in rows {
+            let list: Vec<String> = members
+                .and_then(|m| serde_json::from_str::<Vec<serde_json::Value>>(&m).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str().and_then(|s| UserId::parse(s).ok()))
+                .map(|u| u.to_string())
+                .collect();
+            let name = name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| gid[..8].to_owned());
+            tx.execute(
+                "INSERT OR IGNORE INTO groups(gid, name, members, ts, owner)                  VALUES(?1, ?2, ?3, ?4, NULL)",
+                params![
+                    gid,
+                    name,
+                    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()),
+                    ts.unwrap_or_else(unix_now)
+                ],
+            )?;
+        }
+    }
+    if table_exists(tx, "legacy_left_groups")? {
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO left_groups(gid, name, ts) SELECT gid,                  COALESCE(name, ''), COALESCE(ts, ?1) FROM legacy_left_groups WHERE {}",
+                hex32("gid")
+            ),
+            [unix_now()],
+        )?;
+    }
+    if table_exists(tx, "legacy_invite_codes")? {
+        tx.execute(
+            "INSERT OR IGNORE INTO invite_codes(code, kind, peer, created, expires, uses,              used_by, revoked) SELECT code, kind, peer, COALESCE(created, ?1), expires,              COALESCE(uses, 0), COALESCE(used_by, '[]'), COALESCE(revoked, 0)              FROM legacy_invite_codes WHERE code IS NOT NULL AND kind IN ('single', 'permanent')",
+            [unix_now()],
+        )?;
+    }
+    Ok(())
+}
+
+fn group_row(r: &Row<'_>) -> rusqlite::Result<Group> {
+    let gid: String = r.get(0)?;
+    let members: String = r.get(2)?;
+    let owner: Option<String> = r.get(4)?;
+    let list: Vec<String> =
+        serde_json::from_str(&members).map_err(|_| corrupt("group members", &members))?;
+    Ok(Group {
+        id: GroupId::parse(&gid).map_err(|_| corrupt("not a group id", &gid))?,
+        name: r.get(1)?,
+        members: list
+            .into_iter()
+            .map(user_id)
+            .collect::<rusqlite::Result<_>>()?,
+        ts: r.get(3)?,
+        owner: owner.map(user_id).transpose()?,
+    })
+}
+
+fn invite_row(r: &Row<'_>) -> rusqlite::Result<InviteRecord> {
+    let kind: String = r.get(1)?;
+    let used_by: String = r.get(6)?;
+    let list: Vec<String> =
+        serde_json::from_str(&used_by).map_err(|_| corrupt("invite used_by", &used_by))?;
+    Ok(InviteRecord {
+        code: r.get(0)?,
+        kind: InviteKind::parse(&kind).ok_or_else(|| corrupt("invite kind", &kind))?,
+        peer: r.get(2)?,
+        created: r.get(3)?,
+        expires: r.get(4)?,
+        uses: r.get(5)?,
+        used_by: list
+            .into_iter()
+            .map(user_id)
+            .collect::<rusqlite::Result<_>>()?,
+        revoked: r.get(7)?,
+    })
 }
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<SavedMessage> {
@@ -778,6 +923,11 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
         blocked_removed,
         received_contacts,
         received_contacts_removed,
+        groups,
+        groups_removed,
+        left_groups,
+        left_groups_removed,
+        invites,
     } = c;
     if let Some(i) = identity {
         tx.prepare_cached(
@@ -853,8 +1003,8 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
     }
     for m in inbox {
         tx.prepare_cached(
-            "INSERT INTO inbox(hash, envelope_id, sender, claimed_name, text, received_at) \
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hash) DO NOTHING",
+            "INSERT INTO inbox(hash, envelope_id, sender, claimed_name, text, received_at, \
+             extra) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(hash) DO NOTHING",
         )?
         .execute(params![
             m.hash,
@@ -862,7 +1012,8 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
             m.from.as_str(),
             m.claimed_name,
             m.text,
-            finite(m.received_at)
+            finite(m.received_at),
+            m.extra
         ])?;
     }
     for k in inbox_removed {
@@ -935,6 +1086,49 @@ fn apply(tx: &Transaction<'_>, c: &Changes) -> rusqlite::Result<()> {
     for k in received_contacts_removed {
         tx.prepare_cached("DELETE FROM received_contacts WHERE fingerprint = ?1")?
             .execute([k.as_str()])?;
+    }
+    for g in groups {
+        let members: Vec<&str> = g.members.iter().map(UserId::as_str).collect();
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO groups(gid, name, members, ts, owner) \
+             VALUES(?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            g.id.as_str(),
+            g.name,
+            serde_json::Value::from(members).to_string(),
+            finite(g.ts),
+            g.owner.as_ref().map(UserId::as_str)
+        ])?;
+    }
+    for k in groups_removed {
+        tx.prepare_cached("DELETE FROM groups WHERE gid = ?1")?
+            .execute([k.as_str()])?;
+    }
+    for l in left_groups {
+        tx.prepare_cached("INSERT OR REPLACE INTO left_groups(gid, name, ts) VALUES(?1, ?2, ?3)")?
+            .execute(params![l.id.as_str(), l.name, finite(l.ts)])?;
+    }
+    for k in left_groups_removed {
+        tx.prepare_cached("DELETE FROM left_groups WHERE gid = ?1")?
+            .execute([k.as_str()])?;
+    }
+    for r in invites {
+        let used_by: Vec<&str> = r.used_by.iter().map(UserId::as_str).collect();
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO invite_codes(code, kind, peer, created, expires, uses, \
+             used_by, revoked) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            r.code,
+            r.kind.as_str(),
+            r.peer,
+            finite(r.created),
+            r.expires.map(finite),
+            r.uses,
+            serde_json::Value::from(used_by).to_string(),
+            r.revoked
+        ])?;
     }
     Ok(())
 }
@@ -1057,8 +1251,8 @@ impl Store for SqliteStore {
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT hash, envelope_id, sender, claimed_name, text, received_at FROM inbox \
-                 ORDER BY seq",
+                "SELECT hash, envelope_id, sender, claimed_name, text, received_at, extra \
+                 FROM inbox ORDER BY seq",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(InboxRecord {
@@ -1068,6 +1262,7 @@ impl Store for SqliteStore {
                     claimed_name: r.get(3)?,
                     text: r.get(4)?,
                     received_at: r.get(5)?,
+                    extra: r.get(6)?,
                 })
             })?;
             rows.collect()
@@ -1136,6 +1331,40 @@ impl Store for SqliteStore {
                     at: r.get(7)?,
                 })
             })?;
+            rows.collect()
+        })
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT gid, name, members, ts, owner FROM groups")?;
+            let rows = stmt.query_map([], group_row)?;
+            rows.collect()
+        })
+    }
+
+    fn left_groups(&self) -> Result<Vec<LeftGroup>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT gid, name, ts FROM left_groups")?;
+            let rows = stmt.query_map([], |r| {
+                let gid: String = r.get(0)?;
+                Ok(LeftGroup {
+                    id: GroupId::parse(&gid).map_err(|_| corrupt("not a group id", &gid))?,
+                    name: r.get(1)?,
+                    ts: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT code, kind, peer, created, expires, uses, used_by, revoked \
+                 FROM invite_codes",
+            )?;
+            let rows = stmt.query_map([], invite_row)?;
             rows.collect()
         })
     }

@@ -638,6 +638,7 @@ fn client_commit_is_atomic() {
             claimed_name: String::new(),
             text: "t".into(),
             received_at: 1.0,
+            extra: None,
         }],
         ..Changes::default()
     };
@@ -688,6 +689,43 @@ fn client_upgrades_a_version_1_outbox() {
         .map(|e| (e.key, e.reencrypt))
         .collect();
     assert_eq!(flags, [("lost".into(), true), ("maybe".into(), false)]);
+}
+
+/// A version-3 store is upgraded in place: the inbox keeps its messages
+/// and gains the extra fields; groups, tombstones and invite codes start
+/// empty and are kept from then on.
+#[test]
+fn client_upgrades_a_version_3_store() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let op = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    op.execute_batch(
+        "DROP TABLE groups; DROP TABLE left_groups; DROP TABLE invite_codes;
+         ALTER TABLE inbox DROP COLUMN extra; PRAGMA user_version = 3;
+         INSERT INTO inbox(hash, envelope_id, sender, claimed_name, text, received_at)
+         VALUES('h', 'e', '00000000000000000000000000000002', '~bob', 'hi', 1);",
+    )
+    .unwrap();
+    drop(op);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let inbox = store.inbox().unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        (inbox[0].text.as_str(), inbox[0].extra.as_deref()),
+        ("hi", None)
+    );
+    assert!(store.groups().unwrap().is_empty());
+    assert!(store.invites().unwrap().is_empty());
+    let mut tx = retalk_proto::client::StoreTransaction::new(&store).unwrap();
+    tx.changes
+        .left_groups
+        .push(retalk_proto::client::LeftGroup {
+            id: retalk_proto::group::GroupId::parse(&"ab".repeat(16)).unwrap(),
+            name: "team".into(),
+            ts: 2.0,
+        });
+    tx.commit().unwrap();
+    assert_eq!(store.left_groups().unwrap()[0].name, "team");
 }
 
 /// A version-2 store is upgraded in place: the block list moves from its

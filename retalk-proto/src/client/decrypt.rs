@@ -224,21 +224,81 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 }
                 match envelope {
                     _ if seen => {}
-                    Envelope::Msg { id, text, name, .. } => tx.changes.inbox.push(InboxRecord {
-                        hash: record.hash.clone(),
-                        envelope_id: id,
-                        from: sender.clone(),
-                        claimed_name: name,
+                    Envelope::Msg {
+                        id,
                         text,
-                        received_at: now,
-                    }),
+                        name,
+                        group,
+                        mid,
+                    } => {
+                        let rec = InboxRecord {
+                            hash: record.hash.clone(),
+                            envelope_id: id,
+                            from: sender.clone(),
+                            claimed_name: name,
+                            text,
+                            received_at: now,
+                            extra: None,
+                        };
+                        match group {
+                            None => tx.changes.inbox.push(rec),
+                            // Group copies: the roster rule (client/group.rs).
+                            Some(g) => match self.file_group_copy(
+                                &mut tx,
+                                sender,
+                                &g,
+                                mid.as_deref(),
+                                &rec,
+                            )? {
+                                None => {
+                                    problem = Some("dropped a copy for a group you left".into())
+                                }
+                                Some((extra, event)) => {
+                                    tx.changes.inbox.extend(event);
+                                    tx.changes.inbox.push(InboxRecord {
+                                        extra: Some(extra).filter(|e| !e.is_empty()),
+                                        ..rec
+                                    });
+                                }
+                            },
+                        }
+                    }
                     // Shown by neither `receive` of ours yet (see the
                     // README); acked so the sender stops resending.
                     Envelope::Contact { .. } => {
                         problem = Some("ignored a shared contact card (not shown here yet)".into())
                     }
-                    Envelope::GroupLeave { .. } | Envelope::ContactRequest { .. } => {
-                        problem = Some("ignored a group or invite envelope (not handled yet)".into())
+                    Envelope::GroupLeave { id, group_id, .. } => {
+                        let rec = self.file_group_leave(
+                            &mut tx,
+                            sender,
+                            &group_id,
+                            InboxRecord {
+                                hash: record.hash.clone(),
+                                envelope_id: id,
+                                from: sender.clone(),
+                                claimed_name: String::new(),
+                                text: String::new(),
+                                received_at: now,
+                                extra: None,
+                            },
+                        )?;
+                        tx.changes.inbox.push(rec);
+                    }
+                    Envelope::ContactRequest { id, code, card } => {
+                        let rec = InboxRecord {
+                            hash: record.hash.clone(),
+                            envelope_id: id,
+                            from: sender.clone(),
+                            claimed_name: String::new(),
+                            text: String::new(),
+                            received_at: now,
+                            extra: None,
+                        };
+                        // Judged against our invite codes (client/invite.rs).
+                        let shown =
+                            self.file_contact_request(&mut tx, sender, &code, &card, rec)?;
+                        tx.changes.inbox.extend(shown);
                     }
                     Envelope::Other { kind, .. } => {
                         problem = Some(format!("ignored a '{kind}' envelope (not supported here)"))

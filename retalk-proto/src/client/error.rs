@@ -49,6 +49,13 @@ pub enum ClientError {
     /// The relay answered and refused the upload (a full mailbox, a message
     /// too large): unlike [`NotDelivered`](Self::NotDelivered) it is not a
     /// matter of reaching the relay, though the message is kept and resent.
+    /// A group operation refused before anything changed.
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
+    /// `invite watch` needs a relay that can show mail without consuming
+    /// it (`read_messages` with `peek`; Python relays from 0.3.0rc2, ours).
+    #[error("this relay is too old for `invite watch`: it cannot read the mailbox without consuming it, so watching would swallow mail meant for `receive`. Upgrade the relay to retalk 0.3.0rc2 or newer (this client is fine).")]
+    NoPeek,
     #[error("message {id} is saved in the outbox but the relay refused it ({source}); it will be resent")]
     RefusedByRelay {
         id: String,

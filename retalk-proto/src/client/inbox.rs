@@ -94,6 +94,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 id: r.envelope_id,
                 from: r.from,
                 text: r.text,
+                extra: r.extra,
             })
             .collect())
     }

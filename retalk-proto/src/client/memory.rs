@@ -20,6 +20,9 @@ struct State {
     messages: BTreeMap<i64, MessageRecord>,
     blocked: std::collections::BTreeSet<UserId>,
     received_contacts: BTreeMap<UserId, ReceivedContact>,
+    groups: BTreeMap<crate::group::GroupId, Group>,
+    left_groups: BTreeMap<crate::group::GroupId, LeftGroup>,
+    invites: BTreeMap<String, InviteRecord>,
     seq: u64,
 }
 
@@ -97,6 +100,11 @@ impl Store for MemoryStore {
             blocked_removed,
             received_contacts,
             received_contacts_removed,
+            groups,
+            groups_removed,
+            left_groups,
+            left_groups_removed,
+            invites,
         } = c;
         let mut s = self.state()?;
         if let Some(i) = identity {
@@ -165,6 +173,21 @@ impl Store for MemoryStore {
         }
         for k in received_contacts_removed {
             s.received_contacts.remove(&k);
+        }
+        for g in groups {
+            s.groups.insert(g.id.clone(), g);
+        }
+        for k in groups_removed {
+            s.groups.remove(&k);
+        }
+        for l in left_groups {
+            s.left_groups.insert(l.id.clone(), l);
+        }
+        for k in left_groups_removed {
+            s.left_groups.remove(&k);
+        }
+        for i in invites {
+            s.invites.insert(i.code.clone(), i);
         }
         Ok(())
     }
@@ -248,6 +271,18 @@ impl Store for MemoryStore {
         let mut v: Vec<_> = self.state()?.received_contacts.values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(v)
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        Ok(self.state()?.groups.values().cloned().collect())
+    }
+
+    fn left_groups(&self) -> Result<Vec<LeftGroup>, StoreError> {
+        Ok(self.state()?.left_groups.values().cloned().collect())
+    }
+
+    fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        Ok(self.state()?.invites.values().cloned().collect())
     }
 }
 

@@ -19,9 +19,11 @@ mod contacts;
 mod decrypt;
 mod error;
 mod follow;
+mod group;
 mod history;
 mod identity;
 mod inbox;
+mod invite;
 mod keys;
 mod locate;
 mod memory;
@@ -38,10 +40,16 @@ pub use config::{setting, ClientConfig};
 pub use contacts::{find_peer, pin_contact};
 pub use error::ClientError;
 pub use follow::{Follow, Followed};
+pub use group::{
+    cached_group_cap, create_group, delete_group, find_group, group_add, group_remove, groups,
+    join_group, left_groups, rename_group, save_group_cap, GroupSendReport, LeaveReport,
+    GROUP_CAP_SETTING,
+};
 pub use history::{
     save_requested, seal, unseal, Conversation, ConversationSummary, History, HistoryEntry,
 };
 pub use identity::{create_identity, identity_info, IdentityInfo};
+pub use invite::{invites, new_invite, revoke_invite, ACCEPTED, REJECTED};
 pub use keys::{MaintainReport, SyncReport};
 pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Selectors};
 pub use memory::{MemoryLock, MemoryStore};

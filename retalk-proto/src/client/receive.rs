@@ -20,6 +20,9 @@ pub struct Received {
     /// Saved name, else `~claimed`, else empty.
     pub name: String,
     pub text: String,
+    /// What else it shows (see [`InboxRecord::extra`](super::InboxRecord)
+    /// and [`Received::extra_fields`]).
+    pub extra: Option<String>,
 }
 
 /// Mail that could not be handled; reported, skipped, never fatal.

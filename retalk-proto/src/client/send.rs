@@ -67,7 +67,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         self.send_envelope(to, envelope).await
     }
 
-    async fn send_envelope(
+    pub(super) async fn send_envelope(
         &self,
         to: &UserId,
         envelope: Envelope,

@@ -109,6 +109,24 @@ pub struct InboxRecord {
     pub claimed_name: String,
     pub text: String,
     pub received_at: f64,
+    /// What else the record shows, as a JSON object's text: a group copy's
+    /// `group`, `group_id`, `mid` (and `member: false`), or, for a record
+    /// that is not a message (`text` empty), its `kind` and fields (a
+    /// roster change, a leave, an invite request). None for plain mail.
+    pub extra: Option<String>,
+}
+
+pub use crate::group::Group;
+pub use crate::invite::InviteRecord;
+
+/// A group this identity left (0.3.0's `left_groups`, `cli.py` `group
+/// leave`): its copies are dropped until `group join` clears it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftGroup {
+    pub id: crate::group::GroupId,
+    pub name: String,
+    /// When it was left, unix seconds.
+    pub ts: f64,
 }
 
 /// A saved peer (0.3.0's `peers` row: `fingerprint, name, identity_key,
@@ -251,6 +269,14 @@ pub struct Changes {
     /// Staged contact cards, upserted by card fingerprint, and removals.
     pub received_contacts: Vec<ReceivedContact>,
     pub received_contacts_removed: Vec<UserId>,
+    /// Groups upserted by id, and removed.
+    pub groups: Vec<Group>,
+    pub groups_removed: Vec<crate::group::GroupId>,
+    /// Leave tombstones upserted by id, and cleared.
+    pub left_groups: Vec<LeftGroup>,
+    pub left_groups_removed: Vec<crate::group::GroupId>,
+    /// Invite codes upserted by code.
+    pub invites: Vec<InviteRecord>,
 }
 
 impl Changes {
@@ -317,6 +343,12 @@ pub trait Store: Send + Sync {
     fn blocked(&self) -> Result<Vec<UserId>, StoreError>;
     /// Staged contact cards, by recommended name (then fingerprint).
     fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError>;
+    /// The groups held (any order).
+    fn groups(&self) -> Result<Vec<Group>, StoreError>;
+    /// The groups left (any order).
+    fn left_groups(&self) -> Result<Vec<LeftGroup>, StoreError>;
+    /// The invite codes minted (any order).
+    fn invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
 }
 
 /// The store's lock together with the batch to write under it (the shape
@@ -421,5 +453,14 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn received_contacts(&self) -> Result<Vec<ReceivedContact>, StoreError> {
         (**self).received_contacts()
+    }
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        (**self).groups()
+    }
+    fn left_groups(&self) -> Result<Vec<LeftGroup>, StoreError> {
+        (**self).left_groups()
+    }
+    fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        (**self).invites()
     }
 }

@@ -10,7 +10,10 @@ use crate::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreTransaction,
 };
+use crate::client::{Group, InviteRecord, LeftGroup};
+use crate::group::GroupId;
 use crate::ids::UserId;
+use crate::invite::InviteKind;
 
 fn identity(tag: &str, fallback: Option<f64>) -> IdentityRecord {
     IdentityRecord {
@@ -80,7 +83,61 @@ fn inbox(hash: &str, text: &str) -> InboxRecord {
         claimed_name: "~bob".to_string(),
         text: text.to_string(),
         received_at: 60.0,
+        extra: None,
     }
+}
+
+fn gid(n: u32) -> GroupId {
+    GroupId::parse(&format!("{n:032x}")).unwrap()
+}
+
+fn group(n: u32, name: &str, members: &[UserId], owner: Option<&UserId>) -> Group {
+    Group {
+        id: gid(n),
+        name: name.to_string(),
+        members: members.iter().cloned().collect(),
+        owner: owner.cloned(),
+        ts: 1.5 + f64::from(n),
+    }
+}
+
+fn left(n: u32, name: &str) -> LeftGroup {
+    LeftGroup {
+        id: gid(n),
+        name: name.to_string(),
+        ts: 7.25,
+    }
+}
+
+fn invite(code: &str, expires: Option<f64>, used_by: &[UserId]) -> InviteRecord {
+    InviteRecord {
+        code: code.to_string(),
+        kind: InviteKind::Single,
+        peer: Some("bob".into()),
+        created: 3.5,
+        expires,
+        uses: u32::try_from(used_by.len()).unwrap(),
+        used_by: used_by.to_vec(),
+        revoked: false,
+    }
+}
+
+fn sorted_groups<S: Store>(store: &S) -> Vec<Group> {
+    let mut v = store.groups().unwrap();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+fn sorted_left<S: Store>(store: &S) -> Vec<LeftGroup> {
+    let mut v = store.left_groups().unwrap();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+fn sorted_invites<S: Store>(store: &S) -> Vec<InviteRecord> {
+    let mut v = store.invites().unwrap();
+    v.sort_by(|a, b| a.code.cmp(&b.code));
+    v
 }
 
 fn contact(name: &str, id: &UserId, pin: Option<&str>) -> Contact {
@@ -167,6 +224,9 @@ struct Snapshot {
     messages: Vec<SavedMessage>,
     blocked: Vec<UserId>,
     received_contacts: Vec<ReceivedContact>,
+    groups: Vec<Group>,
+    left_groups: Vec<LeftGroup>,
+    invites: Vec<InviteRecord>,
 }
 
 fn snapshot<S: Store>(store: &S, peers: &[UserId], hashes: &[&str], settings: &[&str]) -> Snapshot {
@@ -187,6 +247,9 @@ fn snapshot<S: Store>(store: &S, peers: &[UserId], hashes: &[&str], settings: &[
         messages: store.messages(0).unwrap(),
         blocked: store.blocked().unwrap(),
         received_contacts: store.received_contacts().unwrap(),
+        groups: sorted_groups(store),
+        left_groups: sorted_left(store),
+        invites: sorted_invites(store),
     }
 }
 
@@ -203,6 +266,9 @@ fn assert_empty<S: Store>(store: &S) {
     assert!(store.messages(0).unwrap().is_empty());
     assert!(store.blocked().unwrap().is_empty());
     assert!(store.received_contacts().unwrap().is_empty());
+    assert!(store.groups().unwrap().is_empty());
+    assert!(store.left_groups().unwrap().is_empty());
+    assert!(store.invites().unwrap().is_empty());
 }
 
 /// A fresh store holds nothing.
@@ -767,6 +833,58 @@ pub fn received_contacts_upsert_order_removal<S: Store>(store: &S) {
     );
 }
 
+/// Groups upserted and removed by id (rosters, owner or none, kept
+/// exactly), tombstones likewise, invite codes upserted by code with their
+/// uses; an inbox record keeps its extra fields.
+pub fn groups_left_groups_invites<S: Store>(store: &S) {
+    let a = group(1, "team", &[uid(1), uid(2)], Some(&uid(1)));
+    let b = group(2, "ops", &[uid(3)], None);
+    let mut rec = inbox("x1", "");
+    rec.extra = Some(r#"{"kind": "group_update", "added": ["a"]}"#.into());
+    commit(
+        store,
+        Changes {
+            groups: vec![a.clone(), b.clone()],
+            left_groups: vec![left(5, "old"), left(6, "older")],
+            invites: vec![invite("c1", Some(9.5), &[]), invite("-never", None, &[])],
+            inbox: vec![rec.clone()],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(sorted_groups(store), vec![a.clone(), b]);
+    assert_eq!(store.inbox().unwrap(), vec![rec]);
+    let a2 = Group {
+        name: "team-2".into(),
+        members: [uid(1), uid(2), uid(4)].into(),
+        ..a
+    };
+    commit(
+        store,
+        Changes {
+            groups: vec![a2.clone()],
+            groups_removed: vec![gid(2), gid(9)],
+            left_groups_removed: vec![gid(5)],
+            invites: vec![InviteRecord {
+                revoked: true,
+                ..invite("c1", Some(9.5), &[uid(3), uid(4)])
+            }],
+            ..Changes::default()
+        },
+    );
+    assert_eq!(sorted_groups(store), vec![a2]);
+    assert_eq!(sorted_left(store), vec![left(6, "older")]);
+    assert_eq!(
+        sorted_invites(store),
+        vec![
+            invite("-never", None, &[]),
+            InviteRecord {
+                revoked: true,
+                ..invite("c1", Some(9.5), &[uid(3), uid(4)])
+            },
+        ]
+    );
+}
+
 /// A batch with every field set.
 fn full_batch() -> Changes {
     let (p, q) = (uid(1), uid(2));
@@ -783,7 +901,10 @@ fn full_batch() -> Changes {
         processed_forget_before: Some(1.0),
         incoming: vec![incoming("i1", "body")],
         incoming_removed: vec!["gone".into()],
-        inbox: vec![inbox("m1", "text")],
+        inbox: vec![InboxRecord {
+            extra: Some(r#"{"group": "team", "group_id": "g"}"#.into()),
+            ..inbox("m1", "text")
+        }],
         inbox_removed: vec!["gone".into()],
         contacts: vec![contact("bob", &q, Some("pin"))],
         contacts_removed: vec!["gone".into()],
@@ -793,6 +914,11 @@ fn full_batch() -> Changes {
         blocked_removed: vec![uid(9)],
         received_contacts: vec![received(&q, "bob", &p, 4.0)],
         received_contacts_removed: vec![uid(9)],
+        groups: vec![group(1, "team", &[p.clone(), q.clone()], Some(&q))],
+        groups_removed: vec![gid(9)],
+        left_groups: vec![left(2, "old")],
+        left_groups_removed: vec![gid(9)],
+        invites: vec![invite("code", Some(1.0), std::slice::from_ref(&p))],
     }
 }
 
@@ -831,6 +957,9 @@ pub fn one_batch_touches_everything<S: Store>(store: &S) {
     assert_eq!(message_ids(&store.messages(0).unwrap()), ["m1"]);
     assert_eq!(store.blocked().unwrap(), c.blocked);
     assert_eq!(store.received_contacts().unwrap(), c.received_contacts);
+    assert_eq!(store.groups().unwrap(), c.groups);
+    assert_eq!(store.left_groups().unwrap(), c.left_groups);
+    assert_eq!(store.invites().unwrap(), c.invites);
 }
 
 /// `lock` is exclusive between threads: no two hold it at once.

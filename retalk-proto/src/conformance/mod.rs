@@ -192,6 +192,7 @@ macro_rules! __store_checks {
             messages_dedupe_order_after,
             blocked_add_remove,
             received_contacts_upsert_order_removal,
+            groups_left_groups_invites,
             settings_upsert,
             one_batch_touches_everything,
             lock_serialises_threads,
