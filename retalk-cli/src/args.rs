@@ -435,4 +435,8 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
     /// Serve this identity to an AI agent over the Model Context Protocol
     /// (stdio): tools to send, receive, add and verify contacts
     Mcp(crate::mcp::McpArgs),
+    /// (0.3.0) Show a saved conversation as a chat (USER [PEER], or PEER
+    /// --dir DIR; --group NAME), live with --follow, or every saved
+    /// conversation as a local web page with --web
+    Show(crate::show::ShowArgs),
 }

@@ -73,6 +73,10 @@ pub enum CliError {
     /// failure. Whatever was not written stays in the local inbox.
     #[error("stdout was closed by its reader")]
     StdoutClosed,
+    /// `show --web` could not listen (the port is taken: pick another
+    /// with --port, or 0 for a free one) or stopped.
+    #[error("{0}")]
+    Web(#[from] retalk_webview::WebError),
 }
 
 /// The one place a library error becomes what a person reads: an unknown

@@ -7,6 +7,7 @@ mod error;
 mod identity;
 mod mcp;
 mod receive;
+mod show;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -102,6 +103,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => block(&sel, peer, remove, list, json),
         Command::Send { args, peer } => send(&sel, &args, peer).await,
         Command::Mcp(args) => mcp::run(&sel, args).await,
+        Command::Show(args) => show::run(&sel, args).await,
         Command::Receive {
             follow,
             json,

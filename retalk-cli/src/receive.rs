@@ -40,7 +40,7 @@ fn print(json: bool, m: &Received) -> Result<(), CliError> {
     print_stdout(&line)
 }
 
-fn report(inbox: &Inbox) {
+pub(crate) fn report(inbox: &Inbox) {
     for p in &inbox.problems {
         skipped(p);
     }
@@ -173,7 +173,7 @@ impl From<ClientError> for Stop {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -1,0 +1,623 @@
+//! `retalk show`: a saved conversation rendered as a chat in the terminal
+//! (0.3.0 `cli.py` `cmd_show`), live with `--follow`, or every saved
+//! conversation as a local web page with `--web` (the `retalk_webview`
+//! crate; 0.3.0 `cli.py` `_show_web`, `webview.py`).
+//!
+//! Both read only the saved history (`send --save`, `receive --save`,
+//! `RETALK_SAVE_MESSAGE`): a plain `show` and `show --web` never contact
+//! the relay; `show --follow` receives from the conversation's peers,
+//! saves what arrives and renders every new saved row, another process's
+//! included.
+//!
+//! What a sender writes cannot reach the terminal as a control character
+//! or pass for another line: names and texts go through
+//! [`display::escape`] (the rule of `receive`'s human output), a sender's
+//! self-chosen name is marked `~` as there, and a received text's lines
+//! start three columns in with no leading space (wrapped as 0.3.0 wraps
+//! them, `textwrap.wrap`), so they can pass neither for a header (column
+//! 0) nor for one of ours (right-aligned).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+use clap::Args;
+use retalk_proto::client::{
+    self, setting, Conversation, Direction, History, HistoryEntry, Received, Store,
+};
+use retalk_proto::{ClientError, UserId};
+use retalk_store_sqlite::SqliteStore;
+use unicode_width::UnicodeWidthStr;
+
+use crate::args::Selection;
+use crate::display;
+use crate::error::CliError;
+use crate::identity::{open_store, resolve, secret};
+
+/// `retalk show`'s arguments (0.3.0 `cli.py` `show` subparser).
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The identity to read (a name under $RETALK_HOME, as -u NAME); with
+    /// --dir DIR, the one positional is the PEER
+    #[arg(value_name = "USER")]
+    pub user: Option<String>,
+    /// The peer whose conversation to show: a saved name or a user id
+    #[arg(value_name = "PEER")]
+    pub peer: Option<String>,
+    /// Show a group's conversation (its name or id) instead of a peer's
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Keep going: receive from the conversation's peers (saving what
+    /// arrives, like `receive --save`) and show each new saved message,
+    /// another terminal's included, until Ctrl-C
+    #[arg(long)]
+    pub follow: bool,
+    /// Serve every saved conversation as a web page on 127.0.0.1 (it
+    /// prints the address to open, with its access token). It never
+    /// contacts the relay; messages saved meanwhile appear by themselves
+    #[arg(long)]
+    pub web: bool,
+    /// (with --web) The port to listen on; 0 picks a free one
+    #[arg(long, value_name = "N", requires = "web")]
+    pub port: Option<u16>,
+}
+
+/// `retalk show`.
+pub async fn run(sel: &Selection, args: ShowArgs) -> Result<(), CliError> {
+    let (sel, peer) = select(sel, args.user, args.peer)?;
+    if args.web {
+        if args.group.is_some() || peer.is_some() {
+            return Err(CliError::Usage(
+                "--web lists every conversation; give it alone (no PEER or --group)".into(),
+            ));
+        }
+        if args.follow {
+            return Err(CliError::Usage(
+                "--web updates by itself; --follow is for the terminal view".into(),
+            ));
+        }
+        return web(&sel, args.port.unwrap_or(retalk_webview::DEFAULT_PORT)).await;
+    }
+    let what = match (peer, args.group) {
+        (Some(_), Some(_)) => return Err(CliError::Usage("give PEER or --group, not both".into())),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "show needs a conversation: a PEER, --group NAME, or --web".into(),
+            ))
+        }
+        (Some(p), None) => Wanted::Peer(p),
+        (None, Some(g)) => Wanted::Group(g),
+    };
+    terminal(&sel, what, args.follow).await
+}
+
+/// The identity selection and the peer: `show USER [PEER]` selects USER as
+/// `-u USER` would; with a directory given (`--dir`, `-s`) the one
+/// positional is the PEER (0.3.0 `cmd_show`).
+fn select(
+    sel: &Selection,
+    user: Option<String>,
+    peer: Option<String>,
+) -> Result<(Selection, Option<String>), CliError> {
+    let mut sel = sel.clone();
+    if sel.dir_030.is_some() || sel.dir.is_some() {
+        if peer.is_some() {
+            return Err(CliError::Usage(
+                "with --dir, give just the PEER: retalk show PEER --dir DIR".into(),
+            ));
+        }
+        return Ok((sel, user));
+    }
+    let Some(user) = user else {
+        return Err(CliError::Usage(
+            "show needs an identity: a USER positional, or --dir DIR".into(),
+        ));
+    };
+    sel.user = Some(user);
+    Ok((sel, peer))
+}
+
+/// The selected identity's store and the secret that opens it, without
+/// its relay.
+struct Opened {
+    store: SqliteStore,
+    secret: String,
+}
+
+impl Opened {
+    fn open(sel: &Selection) -> Result<Opened, CliError> {
+        let located = resolve(sel, None)?;
+        let store = open_store(&located.dir)?;
+        let no_pass = store
+            .setting(setting::NO_PASSPHRASE)
+            .map_err(ClientError::from)?
+            .as_deref()
+            == Some("1");
+        let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+        // Fails here, with the usual message, on a wrong passphrase.
+        History::open(&store, &secret).map_err(|e| crate::unlock_error(e, &located.dir))?;
+        Ok(Opened { store, secret })
+    }
+
+    fn history(&self) -> Result<History<'_, SqliteStore>, ClientError> {
+        History::open(&self.store, &self.secret)
+    }
+}
+
+/// The name a sender is shown under: the saved name, else the name they
+/// chose marked `~` (as `receive` shows it), else the start of their id;
+/// escaped.
+fn sender_label(saved: &HashMap<UserId, String>, from: &UserId, claimed: &str) -> String {
+    display::escape(&match saved.get(from) {
+        Some(name) => name.clone(),
+        None if !claimed.is_empty() => format!("~{claimed}"),
+        None => short(from.as_str()),
+    })
+}
+
+/// The start of an id, as 0.3.0 shortens one (`fp[:12] + "…"`).
+fn short(id: &str) -> String {
+    format!("{}…", id.get(..12).unwrap_or(id))
+}
+
+/// Saved contacts by id (a contact saved under its own id has no name).
+fn saved_names(store: &SqliteStore) -> Result<HashMap<UserId, String>, ClientError> {
+    Ok(store
+        .contacts()?
+        .into_iter()
+        .filter(|c| c.name != c.id.as_str())
+        .map(|c| (c.id, c.name))
+        .collect())
+}
+
+// ---------------------------------------------------------------- web ----
+
+/// `show --web`: serves until Ctrl-C or SIGTERM.
+async fn web(sel: &Selection, port: u16) -> Result<(), CliError> {
+    let opened = Opened::open(sel)?;
+    let me = {
+        let h = opened.history()?;
+        display::escape(if h.my_name().is_empty() {
+            sel.user.as_deref().unwrap_or("me")
+        } else {
+            h.my_name()
+        })
+    };
+    let view = retalk_webview::WebView::bind(port, me.clone(), Arc::new(opened)).await?;
+    eprintln!("retalk web view for {me} — open:\n  {}", view.url());
+    eprintln!("127.0.0.1 only; the token in the URL is required. ctrl-c to stop.");
+    view.serve(crate::receive::interrupted()).await?;
+    Ok(())
+}
+
+impl retalk_webview::History for Opened {
+    fn conversations(
+        &self,
+    ) -> Result<Vec<retalk_webview::Conversation>, retalk_webview::Unreadable> {
+        let read = || -> Result<_, ClientError> {
+            let saved = saved_names(&self.store)?;
+            Ok(self
+                .history()?
+                .conversations()?
+                .into_iter()
+                .map(|c| retalk_webview::Conversation {
+                    id: c.conversation.key().to_owned(),
+                    name: match &c.conversation {
+                        Conversation::Peer(p) => {
+                            saved.get(p).cloned().unwrap_or_else(|| short(p.as_str()))
+                        }
+                        Conversation::Group { .. } => c.name.clone(),
+                    },
+                    kind: match c.conversation {
+                        Conversation::Peer(_) => retalk_webview::Kind::Peer,
+                        Conversation::Group { .. } => retalk_webview::Kind::Group,
+                    },
+                    count: c.count as u64,
+                    last_ts: c.last_at.map(|t| t as i64),
+                })
+                .map(|mut c| {
+                    c.name = display::escape(&c.name);
+                    c
+                })
+                .collect())
+        };
+        read().map_err(|e| retalk_webview::Unreadable(e.to_string()))
+    }
+
+    fn messages(
+        &self,
+        id: &str,
+        after: i64,
+    ) -> Result<Vec<retalk_webview::Message>, retalk_webview::Unreadable> {
+        let read = || -> Result<_, ClientError> {
+            let saved = saved_names(&self.store)?;
+            let history = self.history()?;
+            let me = display::escape(history.my_name());
+            Ok(history
+                .entries(None, after)?
+                .into_iter()
+                .filter(|e| e.conversation.key() == id)
+                .map(|e| retalk_webview::Message {
+                    rowid: e.rowid,
+                    direction: match e.direction {
+                        Direction::In => retalk_webview::Direction::In,
+                        Direction::Out => retalk_webview::Direction::Out,
+                    },
+                    name: match e.direction {
+                        Direction::Out => me.clone(),
+                        Direction::In => sender_label(&saved, &e.from, &e.from_name),
+                    },
+                    text: e.text,
+                    ts: e.at as i64,
+                })
+                .collect())
+        };
+        read().map_err(|e| retalk_webview::Unreadable(e.to_string()))
+    }
+}
+
+// ----------------------------------------------------------- terminal ----
+
+/// What `show` was asked to render.
+enum Wanted {
+    Peer(String),
+    Group(String),
+}
+
+async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), CliError> {
+    let opened = Opened::open(sel)?;
+    let saved = saved_names(&opened.store)?;
+    let (conversation, other, sub) = match &what {
+        Wanted::Peer(p) => {
+            let id = client::find_peer(&opened.store, p)?;
+            let other = match saved.get(&id) {
+                Some(name) => name.clone(),
+                None if UserId::parse(p).is_err() => p.clone(),
+                None => short(id.as_str()),
+            };
+            let sub = id.to_string();
+            (Conversation::Peer(id), other, sub)
+        }
+        Wanted::Group(g) => {
+            let (id, name, sub) = find_group(&opened, g)?;
+            (
+                Conversation::Group {
+                    id,
+                    name: name.clone(),
+                },
+                name,
+                sub,
+            )
+        }
+    };
+    let me = {
+        let h = opened.history()?;
+        if h.my_name().is_empty() {
+            sel.user.clone().unwrap_or_else(|| "me".into())
+        } else {
+            h.my_name().to_owned()
+        }
+    };
+    let tty = std::io::stdout().is_terminal();
+    let width = terminal_size::terminal_size()
+        .map_or(80, |(w, _)| usize::from(w.0))
+        .min(100);
+    let mut chat = Chat::new(&me, &other, &sub, width, tty, Clock::Local, saved);
+    chat.group = matches!(conversation, Conversation::Group { .. });
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock, text: String| -> Result<(), CliError> {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => CliError::StdoutClosed,
+                _ => CliError::Output(e),
+            })
+    };
+    write(&mut out, chat.header())?;
+    let entries = opened.history()?.entries(Some(&conversation), 0)?;
+    write(&mut out, chat.entries(&entries))?;
+    if !follow {
+        if entries.is_empty() {
+            write(&mut out, chat.nothing_saved())?;
+        }
+        return Ok(());
+    }
+    drop(out);
+    let peers: Vec<UserId> = match &conversation {
+        Conversation::Peer(p) => vec![p.clone()],
+        Conversation::Group { .. } => group_members(&opened, &conversation)?,
+    };
+    follow_saving(sel, &peers, || {
+        let entries = opened.history()?.entries(Some(&conversation), chat.rowid)?;
+        write(&mut std::io::stdout().lock(), chat.entries(&entries))
+    })
+    .await
+}
+
+/// `show --follow`'s loop (0.3.0 `cmd_show`): every 2 s, receives from
+/// each of `peers` (never anyone else, so the rest of the inbox stays for
+/// `receive`), saves what arrives as `receive --save` does, then calls
+/// `render` (which shows every new saved row, another process's
+/// included); key upkeep every 60 s without resending, until Ctrl-C.
+async fn follow_saving(
+    sel: &Selection,
+    peers: &[UserId],
+    mut render: impl FnMut() -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let (agent, _) = crate::open_agent(sel, false)?;
+    eprintln!("· listening for new messages — ctrl-c to stop ·");
+    let mut stop = std::pin::pin!(crate::receive::interrupted());
+    let mut last_sync = std::time::Instant::now();
+    loop {
+        for peer in peers {
+            match agent.fetch_from(peer).await {
+                Ok(inbox) => crate::receive::report(&inbox),
+                Err(e) => eprintln!("retalk: {} (retrying)", CliError::from(e)),
+            }
+        }
+        agent.take_messages_from(Some(peers), usize::MAX, |m| save_received(&agent, m))?;
+        render()?;
+        if last_sync.elapsed().as_secs() >= 60 {
+            if let Err(e) = agent.sync(false).await {
+                eprintln!("retalk: key maintenance failed: {e} (will retry)");
+            }
+            last_sync = std::time::Instant::now();
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Saves a message `--follow` received, as `receive --save` does.
+fn save_received(agent: &crate::Agent, m: &Received) -> Result<(), CliError> {
+    let claimed = m.name.strip_prefix('~').unwrap_or("");
+    agent.save_received(&m.id, &m.from, claimed, &m.text, None)?;
+    Ok(())
+}
+
+/// A group conversation's other members (whose mail `--follow` reads).
+fn group_members(opened: &Opened, conversation: &Conversation) -> Result<Vec<UserId>, CliError> {
+    let _ = (opened, conversation);
+    Ok(Vec::new())
+}
+
+/// A group by its name or id, among the saved conversations: its id,
+/// name and a line about it.
+fn find_group(opened: &Opened, reference: &str) -> Result<(String, String, String), CliError> {
+    opened
+        .history()?
+        .conversations()?
+        .into_iter()
+        .find_map(|c| match c.conversation {
+            Conversation::Group { id, name } if name == reference || id == reference => {
+                let sub = format!("group · {id}");
+                Some((id, name, sub))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| CliError::Usage(format!("no group '{reference}' — see `retalk group list`")))
+}
+
+/// How times are shown: local time (the command; `TZ` applies) or UTC
+/// (unit tests, which may not set `TZ`).
+#[derive(Clone, Copy)]
+pub enum Clock {
+    Local,
+    #[cfg(test)]
+    Utc,
+}
+
+impl Clock {
+    /// `(YYYY-MM-DD, HH:MM)` of Unix time `at`.
+    fn day_and_time(self, at: f64) -> (String, String) {
+        fn fmt<Tz: TimeZone>(t: DateTime<Tz>) -> (String, String)
+        where
+            Tz::Offset: std::fmt::Display,
+        {
+            (
+                t.format("%Y-%m-%d").to_string(),
+                t.format("%H:%M").to_string(),
+            )
+        }
+        let utc = DateTime::<Utc>::from_timestamp(at as i64, 0).unwrap_or_default();
+        match self {
+            Clock::Local => fmt(utc.with_timezone(&Local)),
+            #[cfg(test)]
+            Clock::Utc => fmt(utc),
+        }
+    }
+}
+
+/// Per-sender marker and colour in a group, by first appearance (0.3.0's
+/// palette).
+const PALETTE: [(&str, &str); 6] = [
+    ("🔵", "1;33"),
+    ("🟣", "1;35"),
+    ("🟡", "1;32"),
+    ("🟠", "1;34"),
+    ("🔴", "1;31"),
+    ("🟤", "1;36"),
+];
+
+/// The terminal chat of one conversation: 0.3.0's layout (the peer's
+/// messages on the left, ours right-aligned, a line per new day), colours
+/// only on a terminal.
+pub struct Chat {
+    me: String,
+    other: String,
+    sub: String,
+    width: usize,
+    bubble: usize,
+    tty: bool,
+    clock: Clock,
+    saved: HashMap<UserId, String>,
+    /// A group's conversation: each sender named, with a look of its own.
+    pub group: bool,
+    looks: HashMap<UserId, usize>,
+    /// The last row shown: a follow asks for rows after it.
+    pub rowid: i64,
+    day: Option<String>,
+}
+
+impl Chat {
+    /// `me`, `other`: names as shown (escaped here); `width`: the
+    /// terminal's columns (0.3.0 caps them at 100).
+    pub fn new(
+        me: &str,
+        other: &str,
+        sub: &str,
+        width: usize,
+        tty: bool,
+        clock: Clock,
+        saved: HashMap<UserId, String>,
+    ) -> Chat {
+        Chat {
+            me: display::escape(me),
+            other: display::escape(other),
+            sub: display::escape(sub),
+            width,
+            // 0.3.0: max(24, min(56, width - 16))
+            bubble: width.saturating_sub(16).clamp(24, 56),
+            tty,
+            clock,
+            saved,
+            group: false,
+            looks: HashMap::new(),
+            rowid: 0,
+            day: None,
+        }
+    }
+
+    /// `text` in SGR style `code` on a terminal, plain otherwise.
+    fn st(&self, text: &str, code: &str) -> String {
+        if self.tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// The title rule and the line under it (the peer's id, or the
+    /// group's size and id).
+    pub fn header(&self) -> String {
+        let bare = format!(" 💬 {} ⇄ {} ", self.me, self.other);
+        let side = ((self.width.saturating_sub(bare.width() + 1)) / 2).max(2);
+        let rule = self.st(&"─".repeat(side), "2");
+        format!(
+            "{rule} 💬 {} ⇄ {} {rule}\n{}\n",
+            self.st(&self.me, "1;36"),
+            self.st(&self.other, "1;33"),
+            self.st(&center(&self.sub, self.width), "2"),
+        )
+    }
+
+    /// 0.3.0's note for a conversation with nothing saved.
+    pub fn nothing_saved(&self) -> String {
+        format!(
+            "{}\n",
+            self.st(
+                "\n(no saved messages — save them with `--save` on send/receive, or RETALK_SAVE_MESSAGE=1)",
+                "2"
+            )
+        )
+    }
+
+    /// The lines of `entries` (oldest first) not shown yet.
+    pub fn entries(&mut self, entries: &[HistoryEntry]) -> String {
+        let mut out = String::new();
+        let shown = self.rowid;
+        for e in entries.iter().filter(|e| e.rowid > shown) {
+            self.rowid = e.rowid;
+            let (day, hhmm) = self.clock.day_and_time(e.at);
+            if self.day.as_deref() != Some(&day) {
+                out.push('\n');
+                out.push_str(&self.st(&center(&format!("·· 📅 {day} ··"), self.width), "2"));
+                out.push('\n');
+                self.day = Some(day);
+            }
+            out.push('\n');
+            let lines = self.wrap(&e.text);
+            match e.direction {
+                Direction::Out => {
+                    let head = format!("{hhmm} · {} 🟢", self.me);
+                    let pad = self.width.saturating_sub(head.width() + 1);
+                    out.push_str(&" ".repeat(pad));
+                    out.push_str(&self.st(&hhmm, "2;3"));
+                    out.push_str(&self.st(" · ", "2"));
+                    out.push_str(&self.st(&self.me, "1;36"));
+                    out.push_str(" 🟢\n");
+                    for line in lines {
+                        out.push_str(&" ".repeat(self.width.saturating_sub(line.width())));
+                        out.push_str(&self.st(&line, "36"));
+                        out.push('\n');
+                    }
+                }
+                Direction::In => {
+                    let (mark, colour, who) = if self.group {
+                        let next = self.looks.len();
+                        let look = *self.looks.entry(e.from.clone()).or_insert(next);
+                        let (mark, colour) = PALETTE[look % PALETTE.len()];
+                        (
+                            mark,
+                            colour,
+                            sender_label(&self.saved, &e.from, &e.from_name),
+                        )
+                    } else {
+                        ("🔵", "1;33", self.other.clone())
+                    };
+                    out.push_str(&format!(
+                        "{mark} {}{}{}\n",
+                        self.st(&who, colour),
+                        self.st(" · ", "2"),
+                        self.st(&hhmm, "2;3")
+                    ));
+                    for line in lines {
+                        out.push_str("   ");
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A text as bubble lines: each of its lines escaped, then wrapped to
+    /// the bubble's width with no leading or trailing spaces (0.3.0's
+    /// `textwrap.wrap`, which also drops them); an empty text is one
+    /// empty line.
+    fn wrap(&self, text: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for line in text.split('\n') {
+            let escaped = display::escape(line);
+            let options = textwrap::Options::new(self.bubble).break_words(true);
+            lines.extend(
+                textwrap::wrap(escaped.trim(), options)
+                    .into_iter()
+                    .map(|l| l.trim().to_owned()),
+            );
+        }
+        if lines.is_empty() {
+            lines.push(String::new());
+        }
+        lines
+    }
+}
+
+/// `text` centred in `width` columns, as Python's `str.center` does it
+/// (the odd space goes right unless both widths are odd).
+fn center(text: &str, width: usize) -> String {
+    let len = text.width();
+    if len >= width {
+        return text.to_owned();
+    }
+    let margin = width - len;
+    let left = margin / 2 + (margin & width & 1);
+    format!("{}{text}{}", " ".repeat(left), " ".repeat(margin - left))
+}
+
+#[cfg(test)]
+mod tests;
