@@ -78,7 +78,8 @@ where
         .filter(|p| !p.trim().is_empty())
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let shared = Arc::new(server::Shared::new(agent, receive_from));
+    let (shared, notes) = server::Shared::new(agent, receive_from, watch);
+    let shared = Arc::new(shared);
     let running = RetalkServer::new(shared.clone())
         .serve(transport)
         .await
@@ -90,8 +91,8 @@ where
     };
     let upkeep = tokio::spawn(upkeep::run(
         shared,
+        notes,
         follow,
-        watch,
         running.peer().clone(),
         stop.clone(),
     ));

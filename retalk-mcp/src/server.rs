@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ToolError;
@@ -39,14 +39,43 @@ pub(crate) struct Shared {
     /// Bumped by the upkeep task whenever new mail lands in the local
     /// inbox; a waiting `receive` looks again then.
     pub(crate) arrivals: watch::Sender<u64>,
+    /// `RETALK_WATCH_PEER`, resolved.
+    watch: Option<UserId>,
+    /// The watched peer's messages, to the notifier (which drops repeats).
+    notes: mpsc::UnboundedSender<Value>,
 }
 
 impl Shared {
-    pub(crate) fn new(agent: Agent, receive_from: Vec<UserId>) -> Self {
-        Self {
+    /// The shared state, and the receiving end of the watched peer's
+    /// messages for [`crate::upkeep::notify`].
+    pub(crate) fn new(
+        agent: Agent,
+        receive_from: Vec<UserId>,
+        watch: Option<UserId>,
+    ) -> (Self, mpsc::UnboundedReceiver<Value>) {
+        let (notes, rx) = mpsc::unbounded_channel();
+        let shared = Self {
             agent,
             receive_from,
             arrivals: watch::Sender::new(0),
+            watch,
+            notes,
+        };
+        (shared, rx)
+    }
+
+    /// A message was seen (by the upkeep task, or taken by `receive` before
+    /// the upkeep task saw it): the watched peer's go to the host.
+    pub(crate) fn saw(&self, m: &Received) {
+        if self.watch.as_ref() == Some(&m.from) {
+            let _ = self.notes.send(json!({
+                "type": "retalk_message",
+                "id": m.id,
+                "source": m.from.as_str(),
+                "from": m.from.as_str(),
+                "name": m.name,
+                "text": m.text,
+            }));
         }
     }
 }
@@ -487,6 +516,7 @@ impl RetalkServer {
         let mut out = Vec::new();
         self.agent()
             .take_messages_from(from, limit, |m: &Received| {
+                self.shared.saw(m);
                 let saved = contacts.iter().find(|c| c.id == m.from);
                 out.push(Shown {
                     id: m.id.clone(),

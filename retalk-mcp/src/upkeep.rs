@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retalk_proto::client::{Follow, Followed};
-use retalk_proto::{ClientError, UserId};
+use retalk_proto::ClientError;
 #[allow(deprecated)] // see `notify`
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::{Peer, RoleServer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +25,12 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// which it returns) and the notifier for `watch`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    notes: mpsc::UnboundedReceiver<Value>,
     follow: Follow,
-    watch: Option<UserId>,
     host: Peer<RoleServer>,
     stop: CancellationToken,
 ) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let notifier = tokio::spawn(notify(rx, host));
+    let notifier = tokio::spawn(notify(notes, host, stop.clone()));
     loop {
         let handled = shared
             .agent
@@ -39,16 +38,7 @@ pub(crate) async fn run(
                 match event {
                     Followed::Message(m) => {
                         shared.arrivals.send_modify(|n| *n += 1);
-                        if watch.as_ref() == Some(&m.from) {
-                            let _ = tx.send(json!({
-                                "type": "retalk_message",
-                                "id": m.id,
-                                "source": m.from.as_str(),
-                                "from": m.from.as_str(),
-                                "name": m.name,
-                                "text": m.text,
-                            }));
-                        }
+                        shared.saw(m);
                     }
                     Followed::Problem(p) => {
                         tracing::warn!("a message from {} was skipped: {}", p.from, p.reason)
@@ -74,7 +64,6 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(RESTART_AFTER) => {}
         }
     }
-    drop(tx);
     let _ = notifier.await;
 }
 
@@ -83,9 +72,16 @@ pub(crate) async fn run(
 /// notification is what hosts show today; rmcp marks it deprecated because
 /// a later protocol revision replaces it.
 #[allow(deprecated)]
-async fn notify(mut rx: mpsc::UnboundedReceiver<Value>, host: Peer<RoleServer>) {
+async fn notify(
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    host: Peer<RoleServer>,
+    stop: CancellationToken,
+) {
     let mut sent = HashSet::new();
-    while let Some(data) = rx.recv().await {
+    while let Some(data) = tokio::select! {
+        data = rx.recv() => data,
+        _ = stop.cancelled() => None,
+    } {
         let id = data["id"].as_str().unwrap_or_default().to_owned();
         if !sent.insert(id) {
             continue;

@@ -1,0 +1,201 @@
+//! `retalk mcp` driven by a real MCP client: the official MCP Python SDK
+//! (retalk_testkit::python::python_with_mcp), over stdio, against our relay
+//! on loopback. The scenarios are in tests/mcp/agents.py.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{describe, OurRelay};
+use retalk_testkit::python::python_with_mcp;
+
+const RETALK: &str = env!("CARGO_BIN_EXE_retalk");
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// `retalk` with a 0.3.0 identity in `dir`, selected as agent-talk's server
+/// selects it (RETALK_DIR), and nothing of the caller's environment.
+fn retalk(work: &Path, who: &str) -> Command {
+    let mut cmd = Command::new(RETALK);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RETALK_HOME", work.join("home"))
+        .env("RETALK_DIR", work.join(who))
+        .env("RETALK_PASSPHRASE", PASSPHRASE);
+    cmd
+}
+
+/// Creates the identity `who` on the relay; returns its fingerprint.
+fn init(work: &Path, who: &str, relay: &str) -> String {
+    let out = retalk(work, who)
+        .args(["--dir"])
+        .arg(work.join(who))
+        .args(["init", "-r", relay, "--display-name", who])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init {who}: {}", describe(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs `retalk mcp` for `who` with `stdin` as the host's side of the pipe.
+fn mcp_with_input(work: &Path, who: &str, passphrase: &str, stdin: &str) -> Output {
+    let mut child = retalk(work, who)
+        .env("RETALK_PASSPHRASE", passphrase)
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    work: std::path::PathBuf,
+    relay: OurRelay,
+    ids: serde_json::Value,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_path_buf();
+    let relay = OurRelay::start(&work);
+    let ids = serde_json::json!({
+        "alice": init(&work, "alice", &relay.url),
+        "bob": init(&work, "bob", &relay.url),
+        "carol": init(&work, "carol", &relay.url),
+    });
+    std::fs::write(work.join("ids.json"), ids.to_string()).unwrap();
+    Setup {
+        _dir: dir,
+        work,
+        relay,
+        ids,
+    }
+}
+
+#[test]
+fn two_agents_talk_through_the_python_mcp_client() {
+    let python = python_with_mcp();
+    let s = setup();
+    let script = s.work.join("agents.py");
+    std::fs::write(&script, include_str!("mcp/agents.py")).unwrap();
+    let tools = s.work.join("tools-list.json");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(RETALK)
+        .arg(&s.work)
+        .arg(PASSPHRASE)
+        .arg(&tools)
+        .output()
+        .unwrap();
+    let logs: String = ["alice", "bob"]
+        .iter()
+        .map(|who| {
+            let log = std::fs::read_to_string(s.work.join(format!("{who}.mcp.log")));
+            format!(
+                "--- {who}'s server stderr ---\n{}\n",
+                log.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(out.status.success(), "{}\n{logs}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for group in [
+        "ok initialize",
+        "ok tools/list",
+        "ok conversation",
+        "ok waiting receive",
+        "ok watch-peer notification",
+        "ok cancellation",
+        "ok stranger",
+        "ok bad arguments",
+        "ok other tools",
+    ] {
+        assert!(said.contains(group), "{group} did not pass:\n{said}");
+    }
+    // The relay saw the agents: alice's messages went through it.
+    assert!(s.relay.count("users") >= 3);
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tools).unwrap()).unwrap();
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 11);
+    if let Some(keep) = std::env::var_os("RETALK_MCP_TOOLS_LIST") {
+        std::fs::copy(&tools, keep).unwrap();
+    }
+}
+
+#[test]
+fn stdout_carries_only_the_protocol() {
+    let s = setup();
+    let host = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"id","arguments":{}}}"#,
+        "",
+    ]
+    .join("\n");
+    let out = mcp_with_input(&s.work, "alice", PASSPHRASE, &host);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON-RPC: {l:?}: {e}")))
+        .collect();
+    let ids: Vec<_> = answers.iter().filter_map(|a| a["id"].as_i64()).collect();
+    assert!(
+        [1, 2, 3].iter().all(|i| ids.contains(i)),
+        "{}",
+        describe(&out)
+    );
+    let id = answers.iter().find(|a| a["id"] == 3).unwrap();
+    assert_eq!(
+        id["result"]["structuredContent"]["fingerprint"], s.ids["alice"],
+        "{id}"
+    );
+    // The banner and logs went to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using alice"));
+}
+
+#[test]
+fn a_wrong_passphrase_is_a_clear_startup_error() {
+    let s = setup();
+    let host = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    let out = mcp_with_input(&s.work, "alice", "not the passphrase", host);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("passphrase") || stderr.contains("wrong"),
+        "{}",
+        describe(&out)
+    );
+    // A watched peer that names nobody is refused before serving too.
+    let out = {
+        let mut child = retalk(&s.work, "alice")
+            .args(["mcp", "--watch-peer", "nobody"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'nobody'"),
+        "{}",
+        describe(&out)
+    );
+}
