@@ -206,9 +206,29 @@ examples:
     )]
     Id {
         /// Emit JSON with user_id, identity_key (base64 Curve25519 public
-        /// key), and name
+        /// key), and name (0.3.0: the contact card, with `relay`)
         #[arg(long)]
         json: bool,
+        /// (0.3.0) The contact card for people: name, fingerprint, relay,
+        /// keys
+        #[arg(long)]
+        card: bool,
+        /// (0.3.0) A copy-paste snippet that onboards a peer who is not on
+        /// retalk yet and adds you
+        #[arg(long = "invite-message")]
+        invite_message: bool,
+        /// (0.3.0) With --invite-message: redeem this invite code instead of
+        /// a plain add (see `retalk invite new`)
+        #[arg(long, value_name = "CODE", requires = "invite_message")]
+        code: Option<String>,
+        /// (0.3.0) A copy-paste reply to someone's invite, so they add you
+        /// back
+        #[arg(long = "invite-reply")]
+        invite_reply: bool,
+        /// (0.3.0) The name to recommend for yourself in the card or
+        /// snippet (default: your display name)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
     },
     /// (0.3.0) Publish this identity's keys to the relay; prints the sync
     /// summary as JSON
@@ -250,6 +270,15 @@ second check of the full identity key for belt-and-braces."
         /// (0.3.0) Verify the peer's keys on the relay right away
         #[arg(long)]
         verify: bool,
+        /// (0.3.0) Take the name from another contact that has it (which is
+        /// left unnamed) instead of refusing
+        #[arg(long = "override")]
+        override_name: bool,
+        /// (0.3.0) Save to the owner-wide contacts ($RETALK_HOME/contacts.db,
+        /// seen by every identity) — the default when no identity is
+        /// selected
+        #[arg(long = "global")]
+        global: bool,
         /// Peer's full base64 identity key, verified against everything the
         /// server serves for this peer
         #[arg(long, value_name = "KEY")]
@@ -300,6 +329,10 @@ examples:
         /// (0.3.0) The recipient: a saved name or a 32-hex user id
         #[arg(long, value_name = "PEER")]
         peer: Option<String>,
+        /// (0.3.0) Keep the text in this identity's history (sealed with its
+        /// passphrase; see `retalk history`); also RETALK_SAVE_MESSAGE=1
+        #[arg(long = "save")]
+        save: bool,
     },
     /// Decrypt pending messages
     #[command(
@@ -382,6 +415,49 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// unopened, with a signed refusal (their resends stop)
         #[arg(long = "peers-only")]
         peers_only: bool,
+        /// (0.3.0) Keep each message in this identity's history (sealed
+        /// with its passphrase; see `retalk history`); also
+        /// RETALK_SAVE_MESSAGE=1
+        #[arg(long = "save")]
+        save: bool,
+        /// (0.3.0) Do not stage received contact cards for `retalk import
+        /// --inbox` (they are still printed)
+        #[arg(long = "no-save-contacts")]
+        no_save_contacts: bool,
+    },
+    /// (0.3.0) Print saved messages (kept by `send --save`, `receive
+    /// --save` or RETALK_SAVE_MESSAGE), oldest first, one JSON object per
+    /// line: {"id", "from", "name", "direction", "text"}, plus "group" and
+    /// "group_id" for group messages. Never contacts the relay
+    History {
+        /// Only the conversation with this peer (saved name or 32-hex id)
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
+        /// Only this group's messages (its name or id)
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+    },
+    /// (0.3.0) Save a contact card (JSON, from `contacts --show --json`,
+    /// `id --json` or a share) as a contact; its keys must hash to its
+    /// fingerprint. --inbox: import the cards received by `receive`
+    Import {
+        /// The card as JSON, or `-` (or nothing) to read it from standard
+        /// input; with --inbox: the staged contact (name or fingerprint) to
+        /// import, else all
+        #[arg(value_name = "CARD|-")]
+        card: Option<String>,
+        /// The name to save the contact under (default: the card's)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Import from the cards received by `receive` (staged)
+        #[arg(long)]
+        inbox: bool,
+        /// With --inbox: show the staged cards, import nothing
+        #[arg(long)]
+        list: bool,
+        /// With --inbox --list: one JSON object per line
+        #[arg(long)]
+        json: bool,
     },
     /// (0.3.0) Check a saved contact's keys against its id and pin them:
     /// fetched from the relay, or given with --identity-key and
@@ -412,10 +488,22 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
     /// with -r URL set the default relay (-r "" clears it)
     Config,
     /// (0.3.0) List saved contacts: `name<TAB>id<TAB>verified|unverified`
+    /// Without an identity selected: the owner-wide contacts; with one:
+    /// those overlaid with its own
     Contacts {
         /// One contact card per line as JSON
         #[arg(long)]
         json: bool,
+        /// Show one contact (saved name or 32-hex id): a line, or with
+        /// --json its card (what `share` sends and `import` reads)
+        #[arg(long, value_name = "CONTACT")]
+        show: Option<String>,
+        /// With --show: the name the card recommends
+        #[arg(long = "as", value_name = "NAME", requires = "show")]
+        as_name: Option<String>,
+        /// Delete a contact from the list that holds it
+        #[arg(long, value_name = "CONTACT")]
+        remove: Option<String>,
     },
     /// (0.3.0) Refuse a peer's mail unopened (a signed refusal tells their
     /// client to stop resending); local only

@@ -90,6 +90,14 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// A store's failure (an identity's or the owner-wide contact list): a
+/// local failure, as the client's.
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Client(ClientError::Store(e))
+    }
+}
+
 impl CliError {
     /// The exit status for an identity of `generation`. A 0.3.0 identity
     /// exits as Python 0.3.0 does (`cli.py`, `main`): 2 also when the relay

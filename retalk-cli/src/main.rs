@@ -2,8 +2,10 @@
 //! on the SQLite store and the HTTP transport.
 
 mod args;
+mod book;
 mod display;
 mod error;
+mod history;
 mod identity;
 mod mcp;
 mod receive;
@@ -68,7 +70,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             display_name,
             no_register,
         } => init(&sel, directory, name, display_name, no_register).await,
-        Command::Id { json } => id(&sel, json),
+        Command::Id {
+            json,
+            card,
+            invite_message,
+            code,
+            invite_reply,
+            as_name,
+        } => {
+            let shape = if invite_reply {
+                IdShape::InviteReply
+            } else if invite_message {
+                IdShape::InviteMessage(code)
+            } else if card {
+                IdShape::Card
+            } else if json {
+                IdShape::Json
+            } else {
+                IdShape::Plain
+            };
+            id(&sel, shape, as_name)
+        }
         Command::Register => sync(&sel, false).await,
         Command::Sync => sync(&sel, true).await,
         Command::Add {
@@ -76,8 +98,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             peer,
             pin,
             verify: check,
+            override_name,
+            global,
         } => {
-            let id = add(&sel, &args, peer, pin)?;
+            let id = match (args.as_slice(), pin) {
+                // 0.3.0: FINGERPRINT [--peer NAME].
+                ([fp], None) => book::add(&sel, fp, peer.as_deref(), override_name, global)?.0,
+                (_, pin) => add(&sel, &args, peer, pin)?,
+            };
             if check {
                 verify(&sel, id.as_str(), None, None).await?;
             }
@@ -94,14 +122,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             peer,
             as_name,
         } => share(&sel, &contact, &peer, as_name).await,
-        Command::Contacts { json } => contacts(&sel, json),
+        Command::Contacts {
+            json,
+            show,
+            as_name,
+            remove,
+        } => book::contacts(&sel, json, show, as_name, remove),
+        Command::History { peer, group } => history::run(&sel, peer, group),
+        Command::Import {
+            card,
+            as_name,
+            inbox,
+            list,
+            json,
+        } => book::import(&sel, card, as_name, inbox, list, json),
         Command::Block {
             peer,
             remove,
             list,
             json,
         } => block(&sel, peer, remove, list, json),
-        Command::Send { args, peer } => send(&sel, &args, peer).await,
+        Command::Send { args, peer, save } => send(&sel, &args, peer, save).await,
         Command::Mcp(args) => mcp::run(&sel, args).await,
         Command::Show(args) => show::run(&sel, args).await,
         Command::Receive {
@@ -113,6 +154,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             interval,
             quiet,
             peers_only,
+            save,
+            no_save_contacts,
         } => {
             let (agent, located) = open_agent(&sel, !quiet)?;
             let agent = agent.with_peers_only(peers_only);
@@ -125,10 +168,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     if peer.is_empty() && !all {
                         return Err(CliError::NoReceiveTarget);
                     }
-                    let from = peer
-                        .iter()
-                        .map(|p| agent.find_peer(p))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let contacts = book::effective(agent.store())?;
+                    let mut from = Vec::new();
+                    for p in &peer {
+                        let id = book::peer_to_id(&contacts, p)?;
+                        if !from.contains(&id) {
+                            from.push(id);
+                        }
+                    }
+                    let save = history::wanted(save)?;
+                    if save {
+                        history::warn_if_unsealed(agent.store())?;
+                    }
                     let pause = match interval {
                         Some(_) if !follow => {
                             return Err(CliError::Usage(
@@ -143,7 +194,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         Some(s) => s,
                         None => 2.0,
                     };
-                    receive::run_030(&agent, &from, follow, pause, limit).await
+                    let keep = receive::Keep {
+                        messages: save,
+                        contacts: !no_save_contacts,
+                    };
+                    receive::run_030(&agent, &from, follow, pause, limit, keep).await
                 }
             }
         }
@@ -301,7 +356,19 @@ async fn sync(sel: &Selection, resend: bool) -> Result<(), CliError> {
     ))
 }
 
-fn id(sel: &Selection, json: bool) -> Result<(), CliError> {
+/// What `id` prints.
+enum IdShape {
+    Plain,
+    Json,
+    /// 0.3.0 `--card`.
+    Card,
+    /// 0.3.0 `--invite-message [--code CODE]`.
+    InviteMessage(Option<String>),
+    /// 0.3.0 `--invite-reply`.
+    InviteReply,
+}
+
+fn id(sel: &Selection, shape: IdShape, as_name: Option<String>) -> Result<(), CliError> {
     let located = resolve(sel, None)?;
     let dir = &located.dir;
     let store = open_store(dir)?;
@@ -312,75 +379,76 @@ fn id(sel: &Selection, json: bool) -> Result<(), CliError> {
         == Some("1");
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
     let info = client::identity_info(&store, &secret).map_err(|e| unlock_error(e, dir))?;
-    if !json {
+    if let IdShape::Plain = shape {
         return print_stdout(info.user_id.as_str());
     }
-    let name = store
+    let saved_name = store
         .setting(setting::NAME)
         .map_err(ClientError::from)?
         .unwrap_or_default();
-    match located.generation {
-        Generation::V001 => print_stdout(&py_json(&[
+    if located.generation == Generation::V001 {
+        return print_stdout(&py_json(&[
             ("user_id", info.user_id.as_str()),
             ("identity_key", &info.identity_key),
-            ("name", &name),
-        ])),
-        Generation::V030 => {
-            // 0.3.0's own contact card (`cli.py`, `_self_card`), `relay`
-            // last and only when known.
-            let saved = store
-                .setting(setting::RELAY_URL)
-                .map_err(ClientError::from)?;
-            let relay = saved
-                .filter(|s| !s.is_empty())
-                .or_else(|| server_url(sel, Generation::V030, None).ok().flatten());
-            let mut card = py_json(&[
-                ("fingerprint", info.user_id.as_str()),
-                ("name", &name),
-                ("identity_key", &info.identity_key),
-                ("signing_key", &info.signing_key),
-            ]);
-            card.pop();
-            card.push_str(", \"verified\": true");
-            if let Some(relay) = relay {
-                card.push_str(", \"relay\": ");
-                push_json_string(&mut card, &relay);
-            }
-            card.push('}');
-            print_stdout(&card)
-        }
+            ("name", &saved_name),
+        ]));
     }
+    // 0.3.0's own contact card (`cli.py`, `_self_card`): `--as` names it,
+    // `relay` last and only when known.
+    let name = as_name.filter(|n| !n.is_empty()).unwrap_or(saved_name);
+    let saved = store
+        .setting(setting::RELAY_URL)
+        .map_err(ClientError::from)?;
+    let relay = saved
+        .filter(|s| !s.is_empty())
+        .or_else(|| server_url(sel, Generation::V030, None).ok().flatten());
+    let fp = info.user_id.as_str();
+    let text = match shape {
+        IdShape::Plain | IdShape::Json => {
+            let mut card = book::card_json(fp, &name, &info.identity_key, &info.signing_key, true);
+            if let Some(relay) = &relay {
+                card.pop();
+                card.push_str(", \"relay\": ");
+                push_json_string(&mut card, relay);
+                card.push('}');
+            }
+            card
+        }
+        IdShape::Card => book::card_text(
+            fp,
+            &name,
+            relay.as_deref(),
+            &info.identity_key,
+            &info.signing_key,
+        ),
+        IdShape::InviteMessage(code) => {
+            book::invite_message(fp, &name, relay.as_deref(), code.as_deref())
+        }
+        IdShape::InviteReply => book::invite_reply(fp, &name),
+    };
+    print_stdout(&text)
 }
 
-/// `add NAME USER_ID [--pin KEY]` (0.0.1) or `add FINGERPRINT --peer NAME`
-/// (0.3.0), by the number of positionals.
+/// `add NAME USER_ID [--pin KEY]` (0.0.1; the 0.3.0 form is
+/// [`book::add`]).
 fn add(
     sel: &Selection,
     args: &[String],
     peer: Option<String>,
     pin: Option<String>,
 ) -> Result<UserId, CliError> {
-    // An unnamed 0.3.0 contact is saved under its fingerprint.
-    let (name, user_id, generation, unnamed) = match (args, peer) {
-        ([name, user_id], None) => (name.clone(), user_id.clone(), Generation::V001, false),
-        ([fp], Some(name)) => (name, fp.clone(), Generation::V030, false),
-        ([fp], None) => (fp.clone(), fp.clone(), Generation::V030, true),
-        _ => {
-            return Err(CliError::Usage(
-                "add takes NAME USER_ID, or FINGERPRINT --peer NAME".into(),
-            ))
-        }
+    let ([name, user_id], None) = (args, peer) else {
+        return Err(CliError::Usage(
+            "add takes NAME USER_ID, or FINGERPRINT --peer NAME".into(),
+        ));
     };
     let located = resolve(sel, None)?;
-    let id = UserId::parse(&user_id).map_err(|_| match generation {
-        Generation::V001 => CliError::BadUserId,
-        Generation::V030 => CliError::Usage("fingerprint must be 32 hex characters".into()),
-    })?;
-    if !unnamed && is_user_id(&name) {
+    let id = UserId::parse(user_id).map_err(|_| CliError::BadUserId)?;
+    if is_user_id(name) {
         return Err(CliError::NameLooksLikeId);
     }
-    if !unnamed && !display::valid_saved_name(&name) {
-        return Err(CliError::BadPeerName(name));
+    if !display::valid_saved_name(name) {
+        return Err(CliError::BadPeerName(name.clone()));
     }
     let store = open_store(&located.dir)?;
     let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
@@ -388,16 +456,7 @@ fn add(
         .contacts()
         .map_err(ClientError::from)?
         .into_iter()
-        .find(|c| c.name == name);
-    if generation == Generation::V030 {
-        if let Some(old) = earlier.as_ref().filter(|c| c.id != id) {
-            // 0.3.0 refuses to take a name from another peer (`cmd_add`).
-            return Err(CliError::Usage(format!(
-                "a contact named '{name}' already exists (-> {}). Pick another name (e.g. '{name}-1')",
-                old.id
-            )));
-        }
-    }
+        .find(|c| &c.name == name);
     tx.changes.contacts.push(Contact {
         name: name.clone(),
         id: id.clone(),
@@ -405,60 +464,126 @@ fn add(
         signing_key: None,
     });
     tx.commit().map_err(ClientError::from)?;
-    match (generation, earlier) {
+    match earlier {
         // A replaced id is a different person under a familiar name: say so.
-        (Generation::V001, Some(old)) if old.id != id => {
-            eprintln!("replaced {name}: was {}, now {id}", old.id)
-        }
-        (Generation::V001, _) => eprintln!("added {name} -> {id}"),
-        (Generation::V030, old) => eprintln!(
-            "{} contact '{name}' ({id}) in your contacts.",
-            if old.is_some() { "Updated" } else { "Added" }
-        ),
+        Some(old) if old.id != id => eprintln!("replaced {name}: was {}, now {id}", old.id),
+        _ => eprintln!("added {name} -> {id}"),
     }
     Ok(id)
 }
 
-/// `verify PEER [--identity-key K --signing-key S]` and `add --verify`:
-/// pins the saved contact's keys once they hash to its id (0.3.0's
-/// `_record_keys`), from the relay unless both keys are given.
+/// `verify PEER [--identity-key K --signing-key S]` and `add --verify`
+/// (0.3.0 `cmd_verify`, `_record_keys`): records the contact's keys once
+/// they hash to its id, from the relay unless both are given, into the
+/// list that holds it (the identity's own, else the owner-wide one).
+/// Without an identity selected, a global contact is verified through an
+/// identity picked as 0.3.0's `_pick_signer` does.
 async fn verify(
     sel: &Selection,
     peer: &str,
     identity_key: Option<String>,
     signing_key: Option<String>,
 ) -> Result<(), CliError> {
-    let source = match (identity_key, signing_key) {
-        (Some(identity_key), Some(signing_key)) => {
-            let located = resolve(sel, None)?;
-            let store = open_store(&located.dir)?;
-            let id = client::find_peer(&store, peer)?;
-            let keys = retalk_proto::wire::PublicKeys {
-                identity_key,
-                signing_key,
-            };
-            client::pin_contact(&store, &id, &keys)?;
-            "supplied keys"
-        }
-        (None, None) => {
-            let (agent, _) = open_agent(sel, false)?;
-            let id = agent.find_peer(peer)?;
-            agent.verify_contact(&id).await?;
-            "the relay"
-        }
+    let manual = match (identity_key, signing_key) {
+        (Some(ik), Some(sk)) => Some(retalk_proto::wire::PublicKeys {
+            identity_key: ik,
+            signing_key: sk,
+        }),
+        (None, None) => None,
         _ => {
             return Err(CliError::Usage(
                 "manual verify needs both --identity-key and --signing-key: the fingerprint is the hash of the two together".into(),
             ))
         }
     };
+    let own = if book::identity_selected(sel)? {
+        Some(open_store(&resolve(sel, None)?.dir)?)
+    } else {
+        None
+    };
+    let global = book::global()?;
+    let view = match &own {
+        Some(store) => book::effective(store)?,
+        None => global.contacts()?,
+    };
+    let unknown = || {
+        CliError::Usage(format!(
+            "no saved contact '{peer}': add it first with `retalk add <fingerprint>`"
+        ))
+    };
+    let fp = book::resolve_peer(&view, peer).ok_or_else(unknown)?;
+    if !view.iter().any(|c| c.id == fp) {
+        return Err(unknown());
+    }
+    let mine = match &own {
+        Some(store) => store
+            .contacts()
+            .map_err(ClientError::from)?
+            .iter()
+            .any(|c| c.id == fp),
+        None => false,
+    };
+    let (keys, source) = match manual {
+        Some(keys) => (keys, "supplied keys"),
+        None => {
+            let signer = match own {
+                Some(_) => sel.clone(),
+                None => Selection {
+                    dir_030: Some(pick_signer().ok_or_else(|| CliError::Usage(
+                        "verifying against the relay needs an identity to sign the request, and none could be auto-picked: create one with `retalk init`, pass --user NAME (-u NAME) to choose which signs, or supply the keys with --identity-key/--signing-key".into(),
+                    ))?),
+                    ..sel.clone()
+                },
+            };
+            let (agent, _) = open_agent(&signer, false)?;
+            (agent.fetch_keys(&fp).await?, "the relay")
+        }
+    };
+    match &own {
+        Some(store) if mine => client::pin_contact(store, &fp, &keys)?,
+        _ => {
+            if !fp.matches_keys(&keys.identity_key, &keys.signing_key) {
+                return Err(ClientError::PinMismatch {
+                    peer: fp.clone(),
+                    detail: format!(
+                        "the supplied keys hash to '{}'",
+                        retalk_proto::ids::fingerprint(&keys.identity_key, &keys.signing_key)
+                    ),
+                }
+                .into());
+            }
+            global.record_keys(&fp, &keys.identity_key, &keys.signing_key)?;
+        }
+    }
     eprintln!("\n\u{2713} Verified {peer}\nKeys:        from {source}");
     Ok(())
 }
 
+/// An identity under `$RETALK_HOME` to sign a key fetch with (0.3.0
+/// `_pick_signer`): one without a passphrase, else the only one.
+fn pick_signer() -> Option<std::path::PathBuf> {
+    let mut ids: Vec<_> = std::fs::read_dir(identity::retalk_home())
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(STORE_FILE).exists())
+        .collect();
+    ids.sort();
+    let open = ids.iter().find(|d| {
+        open_store(d)
+            .ok()
+            .and_then(|s| s.setting(setting::NO_PASSPHRASE).ok().flatten())
+            .as_deref()
+            == Some("1")
+    });
+    match (open, ids.as_slice()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, [only]) => Some(only.clone()),
+        _ => None,
+    }
+}
+
 /// `share CONTACT --peer RECIPIENT [--as NAME]` (0.3.0's `cmd_share`): the
-/// card is `_build_card`'s, keys left empty (this store pins only the
-/// identity key, and a card carries both or neither).
+/// card is `_build_card`'s (keys only for a verified contact).
 async fn share(
     sel: &Selection,
     contact: &str,
@@ -466,28 +591,9 @@ async fn share(
     as_name: Option<String>,
 ) -> Result<(), CliError> {
     let (agent, _) = open_agent(sel, true)?;
-    let fp = client::find_peer(agent.store(), contact).map_err(|_| {
-        CliError::Usage(format!(
-            "unknown contact '{contact}': save it with `retalk add {contact}`, or pass a 32-hex user id"
-        ))
-    })?;
-    let saved = agent
-        .store()
-        .contacts()
-        .map_err(ClientError::from)?
-        .into_iter()
-        .find(|c| c.id == fp && c.name != fp.as_str())
-        .map(|c| c.name);
-    let name = as_name.or(saved).unwrap_or_default();
-    let mut card = py_json(&[
-        ("fingerprint", fp.as_str()),
-        ("name", &name),
-        ("identity_key", ""),
-        ("signing_key", ""),
-    ]);
-    card.pop();
-    card.push_str(", \"verified\": false}");
-    let to = agent.find_peer(peer)?;
+    let contacts = book::effective(agent.store())?;
+    let (fp, name, card, _) = book::build_card(&contacts, contact, as_name.as_deref())?;
+    let to = book::peer_to_id(&contacts, peer)?;
     agent.sync(true).await?;
     let receipt = agent.share(&to, card).await?;
     if receipt.delivery == Delivery::Refused {
@@ -539,7 +645,12 @@ fn config(sel: &Selection) -> Result<(), CliError> {
 /// `send PEER TEXT` (0.0.1) or `send TEXT --peer PEER` (0.3.0). What it
 /// prints follows the identity's generation: nothing on stdout (0.0.1),
 /// or `{"id", "to"}` (0.3.0).
-async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<(), CliError> {
+async fn send(
+    sel: &Selection,
+    args: &[String],
+    peer: Option<String>,
+    save: bool,
+) -> Result<(), CliError> {
     let (peer, text) = match (args, peer) {
         ([peer, text], None) => (peer.clone(), text.clone()),
         ([text], Some(peer)) => (peer, text.clone()),
@@ -554,12 +665,25 @@ async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<
     // usage error, found before a ratchet step is spent on it.
     let text = if text == "-" { read_stdin()? } else { text };
     let (agent, located) = open_agent(sel, true)?;
-    let to = agent.find_peer(&peer)?;
-    if located.generation == Generation::V030 {
+    let v030 = located.generation == Generation::V030;
+    let save = v030 && history::wanted(save)?;
+    let to = if v030 {
+        book::peer_to_id(&book::effective(agent.store())?, &peer)?
+    } else {
+        agent.find_peer(&peer)?
+    };
+    if v030 {
+        if save {
+            history::warn_if_unsealed(agent.store())?;
+        }
         // 0.3.0 syncs first (`cmd_send`); what is due goes out with it.
         agent.sync(true).await?;
     }
     let receipt = agent.send(&to, &text).await?;
+    if save && receipt.delivery != Delivery::Refused {
+        // Our side of the conversation, for `history` (0.3.0 `_save_sent`).
+        agent.save_sent(&receipt.id, to.as_str(), &text, None)?;
+    }
     match receipt.delivery {
         Delivery::Queued { .. } => {
             if located.generation == Generation::V030 {
@@ -570,45 +694,6 @@ async fn send(sel: &Selection, args: &[String], peer: Option<String>) -> Result<
         }
         Delivery::Refused => Err(CliError::RefusedByPeer(peer)),
     }
-}
-
-/// `contacts [--json]` (0.3.0's `cmd_contacts`): sorted by name, unnamed
-/// last, then by id. A contact is verified when both of its keys were
-/// checked against its id and recorded.
-fn contacts(sel: &Selection, json: bool) -> Result<(), CliError> {
-    let located = resolve(sel, None)?;
-    let store = open_store(&located.dir)?;
-    let mut all = store.contacts().map_err(ClientError::from)?;
-    let label = |c: &Contact| (c.name != c.id.as_str()).then(|| c.name.clone());
-    all.sort_by_key(|c| (label(c).unwrap_or_else(|| "~".into()), c.id.to_string()));
-    for c in &all {
-        let name = label(c);
-        let verified = c.verified();
-        let line = if json {
-            let mut card = py_json(&[
-                ("name", name.as_deref().unwrap_or("")),
-                ("fingerprint", c.id.as_str()),
-                ("identity_key", c.pin.as_deref().unwrap_or("")),
-                ("signing_key", c.signing_key.as_deref().unwrap_or("")),
-            ]);
-            card.pop();
-            card.push_str(if verified {
-                ", \"verified\": true}"
-            } else {
-                ", \"verified\": false}"
-            });
-            card
-        } else {
-            format!(
-                "{}\t{}\t{}",
-                name.as_deref().unwrap_or("(unnamed)"),
-                c.id,
-                if verified { "verified" } else { "unverified" }
-            )
-        };
-        print_stdout(&line)?;
-    }
-    Ok(())
 }
 
 /// `block PEER [--remove]`, `block --list [--json]` (0.3.0's `cmd_block`:
@@ -628,7 +713,7 @@ fn block(
                 "give a peer (to block, or --remove to unblock), or --list to show the block list -- not both".into(),
             ));
         }
-        let contacts = store.contacts().map_err(ClientError::from)?;
+        let contacts = book::effective(&store)?;
         for fp in client::blocked(&store)? {
             let name = contacts
                 .iter()
@@ -648,7 +733,7 @@ fn block(
             "block needs a peer (to block, or with --remove to unblock), or --list to show the block list".into(),
         ));
     };
-    let fp = client::find_peer(&store, &peer)?;
+    let fp = book::peer_to_id(&book::effective(&store)?, &peer)?;
     client::set_blocked(&store, &fp, !remove)?;
     eprintln!(
         "{} {peer} ({fp})",

@@ -7,8 +7,12 @@ use std::io::IsTerminal;
 use std::pin::pin;
 use std::task::Poll;
 
-use retalk_proto::client::{Follow, Followed, Inbox, Problem, Received};
+use retalk_proto::canonical::push_json_string;
+use retalk_proto::client::{
+    Follow, Followed, GroupTag, Inbox, Problem, Received, ReceivedContact, StoreTransaction,
+};
 use retalk_proto::{ClientError, UserId};
+use serde_json::Value;
 
 use crate::error::CliError;
 use crate::{display, print_stdout, py_json, Agent};
@@ -188,9 +192,20 @@ pub(crate) async fn interrupted() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// What a 0.3.0 `receive` keeps besides printing.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// Messages, in the history (`--save`, `RETALK_SAVE_MESSAGE`).
+    pub messages: bool,
+    /// Contact cards, staged for `import --inbox` (unless
+    /// `--no-save-contacts`).
+    pub contacts: bool,
+}
+
 /// 0.3.0's `receive --peer P... | --all`: one JSON line per message,
 /// `{"id", "from", "name", "text"}` as Python's `json.dumps` writes it
-/// (`cli.py`, `cmd_receive`). `from` empty: every sender. `--follow`
+/// (`cli.py`, `cmd_receive`), a shared card as `{"id", "from", "name",
+/// "kind": "contact", "card"}`. `from` empty: every sender. `--follow`
 /// reads again every `interval` seconds until Ctrl-C or SIGTERM.
 pub async fn run_030(
     agent: &Agent,
@@ -198,6 +213,7 @@ pub async fn run_030(
     follow: bool,
     interval: f64,
     limit: Option<usize>,
+    keep: Keep,
 ) -> Result<(), CliError> {
     let scope = (!from.is_empty()).then_some(from);
     let mut left = limit.unwrap_or(usize::MAX);
@@ -209,14 +225,7 @@ pub async fn run_030(
                 report(&agent.fetch_from(peer).await?);
             }
         }
-        left -= agent.take_messages_from(scope, left, |m| {
-            print_stdout(&py_json(&[
-                ("id", &m.id),
-                ("from", m.from.as_str()),
-                ("name", &m.name),
-                ("text", &m.text),
-            ]))
-        })?;
+        left -= agent.take_messages_from(scope, left, |m| deliver_030(agent, m, keep))?;
         if !follow || left == 0 {
             return Ok(());
         }
@@ -225,4 +234,110 @@ pub async fn run_030(
             _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval)) => {}
         }
     }
+}
+
+/// Prints one received record, first keeping what `keep` asks for (so a
+/// printed line is never missing from the history).
+fn deliver_030(agent: &Agent, m: &Received, keep: Keep) -> Result<(), CliError> {
+    let extra = m.extra_fields();
+    let kind = extra.get("kind").and_then(Value::as_str);
+    if kind == Some("contact") {
+        let card = extra.get("card").cloned().unwrap_or_default();
+        if keep.contacts {
+            stage_card(agent, m, &card)?;
+        }
+        let mut line = py_json(&[
+            ("id", &m.id),
+            ("from", m.from.as_str()),
+            ("name", &m.name),
+            ("kind", "contact"),
+        ]);
+        line.pop();
+        line.push_str(", \"card\": ");
+        line.push_str(&card_text(&card));
+        line.push('}');
+        return print_stdout(&line);
+    }
+    if keep.messages && kind.is_none() {
+        let group = match (extra.get("group_id"), extra.get("group")) {
+            (Some(Value::String(id)), name) => Some(GroupTag {
+                id: id.clone(),
+                name: name.and_then(Value::as_str).unwrap_or("").to_owned(),
+            }),
+            _ => None,
+        };
+        agent.save_received(&m.id, &m.from, &m.name, &m.text, group)?;
+    }
+    print_stdout(&py_json(&[
+        ("id", &m.id),
+        ("from", m.from.as_str()),
+        ("name", &m.name),
+        ("text", &m.text),
+    ]))
+}
+
+/// Stages a received card for `import --inbox` (0.3.0 `_stage_contact`):
+/// one per card fingerprint, the newest wins; a card without a valid
+/// fingerprint is not staged.
+fn stage_card(agent: &Agent, m: &Received, card: &Value) -> Result<(), CliError> {
+    let field = |k: &str| card.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let Ok(id) = UserId::parse(&field("fingerprint")) else {
+        return Ok(());
+    };
+    let mut tx = StoreTransaction::new(agent.store()).map_err(ClientError::from)?;
+    tx.changes.received_contacts.push(ReceivedContact {
+        id,
+        name: field("name"),
+        identity_key: field("identity_key"),
+        signing_key: field("signing_key"),
+        from: m.from.clone(),
+        from_name: m.name.clone(),
+        msg_id: m.id.clone(),
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default(),
+    });
+    tx.commit().map_err(ClientError::from)?;
+    Ok(())
+}
+
+/// A card as Python prints it: its keys in the order every 0.3.0 card is
+/// built in (`_build_card`, `_self_card`: fingerprint, name, identity_key,
+/// signing_key, verified, relay), then any others.
+fn card_text(card: &Value) -> String {
+    const ORDER: [&str; 6] = [
+        "fingerprint",
+        "name",
+        "identity_key",
+        "signing_key",
+        "verified",
+        "relay",
+    ];
+    let Value::Object(map) = card else {
+        return card.to_string();
+    };
+    let keys = ORDER
+        .iter()
+        .copied()
+        .filter(|k| map.contains_key(*k))
+        .chain(
+            map.keys()
+                .map(String::as_str)
+                .filter(|k| !ORDER.contains(k)),
+        );
+    let mut out = String::from("{");
+    for (i, k) in keys.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_json_string(&mut out, k);
+        out.push_str(": ");
+        match &map[k] {
+            Value::String(s) => push_json_string(&mut out, s),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out.push('}');
+    out
 }

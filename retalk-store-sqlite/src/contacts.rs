@@ -86,10 +86,17 @@ impl GlobalContacts {
         Ok(out)
     }
 
-    /// Saves `id` under `name` (None: keeps the name it has, 0.3.0
-    /// `upsert_peer`); a name held by another fingerprint is taken from
-    /// it (the caller decides whether that is allowed).
-    pub fn upsert(&self, id: &UserId, name: Option<&str>) -> Result<(), StoreError> {
+    /// Saves `id` under `name` (None: unnamed) with `keys` (identity,
+    /// signing; None: unverified), replacing what was saved for it, and
+    /// takes `name` from any other fingerprint holding it (which is left
+    /// unnamed): 0.3.0's `cmd_add` / `_save_card` (the caller decides
+    /// whether a name clash is allowed).
+    pub fn put(
+        &self,
+        id: &UserId,
+        name: Option<&str>,
+        keys: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(db_err)?;
         if let Some(name) = name {
             tx.execute(
@@ -99,9 +106,10 @@ impl GlobalContacts {
             .map_err(db_err)?;
         }
         tx.execute(
-            "INSERT INTO peers(fingerprint, name) VALUES(?1, ?2) ON CONFLICT(fingerprint) \
-             DO UPDATE SET name = COALESCE(excluded.name, peers.name)",
-            params![id.as_str(), name],
+            "INSERT INTO peers(fingerprint, name, identity_key, signing_key) VALUES(?1, ?2, ?3, ?4) \
+             ON CONFLICT(fingerprint) DO UPDATE SET name = excluded.name, \
+             identity_key = excluded.identity_key, signing_key = excluded.signing_key",
+            params![id.as_str(), name, keys.map(|k| k.0), keys.map(|k| k.1)],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)
@@ -180,9 +188,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("home").join(GLOBAL_CONTACTS_FILE);
         let g = GlobalContacts::open(&path).unwrap();
-        g.upsert(&uid(1), Some("bob")).unwrap();
-        g.upsert(&uid(2), None).unwrap();
-        g.upsert(&uid(1), None).unwrap();
+        g.put(&uid(1), Some("bob"), None).unwrap();
+        g.put(&uid(2), None, Some(("i", "s"))).unwrap();
+        g.put(&uid(2), None, None).unwrap();
         g.record_keys(&uid(1), "ik", "sk").unwrap();
         drop(g);
         let g = GlobalContacts::open(&path).unwrap();
@@ -193,7 +201,7 @@ mod tests {
         assert_eq!(all[0].name, uid(2).as_str());
         assert!(!all[0].verified());
         // A name moves to the fingerprint that takes it.
-        g.upsert(&uid(2), Some("bob")).unwrap();
+        g.put(&uid(2), Some("bob"), None).unwrap();
         assert_eq!(g.get(&uid(1)).unwrap().unwrap().name, uid(1).as_str());
         assert!(g.remove(&uid(2)).unwrap());
         assert!(!g.remove(&uid(2)).unwrap());

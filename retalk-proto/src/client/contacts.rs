@@ -61,12 +61,30 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// Fetches the saved contact `peer`'s keys from the relay and pins them
     /// ([`pin_contact`]); a relay serving keys of another id is refused.
     pub async fn verify_contact(&self, peer: &UserId) -> Result<PublicKeys, ClientError> {
+        let keys = self.fetch_keys(peer).await?;
+        pin_contact(&self.store, peer, &keys)?;
+        Ok(keys)
+    }
+
+    /// Fetches `peer`'s keys from the relay and checks that they hash to
+    /// its id, recording nothing (for a contact kept elsewhere, such as
+    /// the owner-wide list). Errors: [`ClientError::PinMismatch`], the
+    /// relay's.
+    pub async fn fetch_keys(&self, peer: &UserId) -> Result<PublicKeys, ClientError> {
         let keys: PublicKeys = self
             .call(crate::wire::Args::GetKeys {
                 peer: peer.to_string(),
             })
             .await?;
-        pin_contact(&self.store, peer, &keys)?;
+        if !peer.matches_keys(&keys.identity_key, &keys.signing_key) {
+            return Err(ClientError::PinMismatch {
+                peer: peer.clone(),
+                detail: format!(
+                    "the relay served keys hashing to '{}'",
+                    fingerprint(&keys.identity_key, &keys.signing_key)
+                ),
+            });
+        }
         Ok(keys)
     }
 

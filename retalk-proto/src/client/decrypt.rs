@@ -263,10 +263,23 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                             },
                         }
                     }
-                    // Shown by neither `receive` of ours yet (see the
-                    // README); acked so the sender stops resending.
-                    Envelope::Contact { .. } => {
-                        problem = Some("ignored a shared contact card (not shown here yet)".into())
+                    // A shared card (0.3.0 `retalk share`): a record of
+                    // kind `contact` carrying the card, for the
+                    // application to show and stage (`received_contacts`).
+                    Envelope::Contact { id, name, card } => {
+                        let card: serde_json::Value =
+                            serde_json::from_str(&card).unwrap_or_default();
+                        tx.changes.inbox.push(InboxRecord {
+                            hash: record.hash.clone(),
+                            envelope_id: id,
+                            from: sender.clone(),
+                            claimed_name: name,
+                            text: String::new(),
+                            received_at: now,
+                            extra: Some(
+                                serde_json::json!({"kind": "contact", "card": card}).to_string(),
+                            ),
+                        })
                     }
                     Envelope::GroupLeave { id, group_id, .. } => {
                         let rec = self.file_group_leave(
