@@ -333,6 +333,11 @@ examples:
         /// passphrase; see `retalk history`); also RETALK_SAVE_MESSAGE=1
         #[arg(long = "save")]
         save: bool,
+        /// (0.3.0) Send to every member of a group (a pairwise copy each);
+        /// prints {"id", "group", "group_id", "sent", "failed"} and exits 2
+        /// when any copy failed
+        #[arg(long, value_name = "NAME", conflicts_with = "peer")]
+        group: Option<String>,
     },
     /// Decrypt pending messages
     #[command(
@@ -519,6 +524,87 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// With --list: one JSON object per line
         #[arg(long)]
         json: bool,
+    },
+    /// (0.3.0) Groups: create, list, members, add, remove, rename, leave,
+    /// join, delete
+    #[command(
+        long_about = "\
+Groups are client-side: each group message is one pairwise encrypted copy
+per member, carrying the sender's roster.
+
+Who may change a roster: the group's owner is its creator (for a group you
+learn from an incoming copy, the owner that copy names, else its sender:
+trust on first use). Only the owner adds or removes others; any member may
+leave (`group leave`, or a copy whose roster drops only its sender). A copy
+from someone not in the roster you hold (a stranger, a former member) never
+changes it: its text is shown marked \"member\": false. Every roster change
+you adopt (group_joined, group_update) or refuse (group_update_refused,
+with a reason: not-member, not-owner, over-cap) is a record in `receive`'s
+output. Python 0.3.0 members interoperate: their copies arrive, and their
+roster changes pass the same rule.",
+        after_help = "\
+examples:
+  retalk group create team --members bob,carol
+  retalk send \"plan: ship friday\" --group team
+  retalk group add team dan          (owner only)
+  retalk group members team
+  retalk group leave team"
+    )]
+    Group {
+        #[arg(value_enum)]
+        action: crate::group::GroupAction,
+        /// The group's local name (or its id)
+        name: Option<String>,
+        /// Members as a comma list of saved names or 32-hex ids (the new
+        /// name for rename)
+        members: Option<String>,
+        /// Members as a comma list (same as MEMBERS)
+        #[arg(long = "members", value_name = "LIST")]
+        members_flag: Option<String>,
+        /// list: one JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// (0.3.0) Invite codes: new, list, revoke, watch
+    Invite {
+        #[arg(value_enum)]
+        action: crate::invite::InviteAction,
+        /// The code (revoke)
+        code: Option<String>,
+        /// new: the name to save the redeemer as
+        #[arg(long, value_name = "NAME")]
+        peer: Option<String>,
+        /// new: multi-use and no expiry (until revoked)
+        #[arg(long)]
+        permanent: bool,
+        /// new: days until the code expires (0: never; default 7 for a
+        /// single-use code)
+        #[arg(long, value_name = "DAYS")]
+        expires: Option<f64>,
+        /// list: one JSON object per line
+        #[arg(long)]
+        json: bool,
+        /// watch: keep watching until Ctrl-C
+        #[arg(long)]
+        follow: bool,
+        /// watch --follow: seconds between scans (default 2)
+        #[arg(long, value_name = "S")]
+        interval: Option<f64>,
+        /// watch: no banner on stderr
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// (0.3.0) Redeem an invite code: save the inviter (keys checked
+    /// against the id) and send it a contact request with your card
+    Request {
+        /// The inviter's 32-hex user id
+        inviter: String,
+        /// The invite code
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+        /// The name to save the inviter as
+        #[arg(long, value_name = "NAME")]
+        peer: Option<String>,
     },
     /// Serve this identity to an AI agent over the Model Context Protocol
     /// (stdio): tools to send, receive, add and verify contacts

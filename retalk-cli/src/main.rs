@@ -5,8 +5,10 @@ mod args;
 mod book;
 mod display;
 mod error;
+mod group;
 mod history;
 mod identity;
+mod invite;
 mod mcp;
 mod receive;
 mod show;
@@ -142,7 +144,70 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             list,
             json,
         } => block(&sel, peer, remove, list, json),
-        Command::Send { args, peer, save } => send(&sel, &args, peer, save).await,
+        Command::Send {
+            args,
+            group: Some(group),
+            save,
+            ..
+        } => {
+            let [text] = args.as_slice() else {
+                return Err(CliError::Usage(
+                    "send --group takes one TEXT: send TEXT --group NAME".into(),
+                ));
+            };
+            let text = if text == "-" { read_stdin()? } else { text.clone() };
+            let (agent, _) = open_agent(&sel, true)?;
+            let save = history::wanted(save)?;
+            if save {
+                history::warn_if_unsealed(agent.store())?;
+            }
+            group::send(&agent, &group, &text, save).await
+        }
+        Command::Send {
+            args, peer, save, ..
+        } => send(&sel, &args, peer, save).await,
+        Command::Group {
+            action,
+            name,
+            members,
+            members_flag,
+            json,
+        } => {
+            let (agent, _) = open_agent(&sel, false)?;
+            group::run(&agent, action, name, members_flag.or(members), json).await
+        }
+        Command::Invite {
+            action,
+            code,
+            peer,
+            permanent,
+            expires,
+            json,
+            follow,
+            interval,
+            quiet,
+        } => {
+            invite::run(
+                &sel,
+                invite::InviteArgs {
+                    action,
+                    code,
+                    peer,
+                    permanent,
+                    expires,
+                    json,
+                    follow,
+                    interval,
+                    quiet,
+                },
+            )
+            .await
+        }
+        Command::Request {
+            inviter,
+            code,
+            peer,
+        } => invite::request(&sel, &inviter, code, peer).await,
         Command::Mcp(args) => mcp::run(&sel, args).await,
         Command::Show(args) => show::run(&sel, args).await,
         Command::Receive {

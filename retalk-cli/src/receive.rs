@@ -268,12 +268,8 @@ fn deliver_030(agent: &Agent, m: &Received, keep: Keep) -> Result<(), CliError> 
         };
         agent.save_received(&m.id, &m.from, &m.name, &m.text, group)?;
     }
-    print_stdout(&py_json(&[
-        ("id", &m.id),
-        ("from", m.from.as_str()),
-        ("name", &m.name),
-        ("text", &m.text),
-    ]))
+    // Mail, group copies, and roster/leave/invite records (group.rs).
+    print_stdout(&crate::group::receive_line(m))
 }
 
 /// Stages a received card for `import --inbox` (0.3.0 `_stage_contact`):

@@ -1,0 +1,376 @@
+//! `retalk group ACTION NAME [MEMBERS]` and `send --group NAME` (0.3.0's
+//! `cmd_group`, `cmd_send`, `cli.py@HEAD:1192-1379`), over the library's
+//! groups ([`retalk_proto::client::group`] functions, [`Agent::send_group`]).
+//!
+//! Who may change a roster (the rule of [`retalk_proto::group`]): the
+//! owner (the creator; for a group learned from a copy, the owner it names
+//! or its sender) adds and removes members; anyone may leave; a copy from
+//! a non-member never changes a roster held here.
+
+use retalk_proto::canonical::{push_json_string, python_float_repr};
+use retalk_proto::client;
+use retalk_proto::group::Group;
+use retalk_proto::{ClientError, UserId};
+use serde_json::Value;
+
+use crate::error::CliError;
+use crate::{print_stdout, Agent};
+
+/// One of `group`'s actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupAction {
+    Create,
+    List,
+    Members,
+    Add,
+    Remove,
+    Rename,
+    Leave,
+    Join,
+    Delete,
+}
+
+fn push(out: &mut String, v: &Value) {
+    match v {
+        Value::String(s) => push_json_string(out, s),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push(out, x);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => push_pairs(out, m.iter().map(|(k, v)| (k.as_str(), v))),
+        Value::Number(n) if n.is_f64() => {
+            out.push_str(&python_float_repr(n.as_f64().unwrap_or_default()))
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn push_pairs<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a Value)>) {
+    out.push('{');
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_json_string(out, k);
+        out.push_str(": ");
+        push(out, v);
+    }
+    out.push('}');
+}
+
+/// An object as Python's `json.dumps` writes it (`", "`, `": "`,
+/// `ensure_ascii`, floats as `repr`), its keys in the order given.
+pub fn py_object(pairs: &[(&str, Value)]) -> String {
+    let mut out = String::new();
+    push_pairs(&mut out, pairs.iter().map(|(k, v)| (*k, v)));
+    out
+}
+
+fn ids<'a>(v: impl IntoIterator<Item = &'a UserId>) -> Value {
+    Value::Array(v.into_iter().map(|u| u.as_str().into()).collect())
+}
+
+/// The group as `list --json` and `create` print it: Python's keys, the
+/// members other than us, then ours: the owner.
+fn group_json(g: &Group, me: &UserId) -> String {
+    py_object(&[
+        ("group_id", g.id.as_str().into()),
+        ("name", g.name.clone().into()),
+        ("members", ids(g.recipients(me))),
+        ("owner", g.owner.as_ref().map(UserId::as_str).into()),
+    ])
+}
+
+/// Member references (saved names or 32-hex ids) to ids; an unknown one is
+/// a clear error before anything changes.
+fn resolve_members(agent: &Agent, list: Option<&str>) -> Result<Vec<UserId>, CliError> {
+    // The identity's contacts over the owner-wide ones, as `send` reads them.
+    let contacts = crate::book::effective(agent.store())?;
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            crate::book::peer_to_id(&contacts, r).map_err(|_| {
+                CliError::Usage(format!(
+                    "unknown member '{r}': use a saved contact name or a 32-hex fingerprint"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The relay's cap (`GET /info` `max_group_size`), cached; the cached one
+/// (else 100) when the relay cannot say.
+async fn cap(agent: &Agent) -> Result<usize, CliError> {
+    match agent.transport().max_group_size().await {
+        Ok(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            client::save_group_cap(agent.store(), n)?;
+            Ok(n)
+        }
+        Err(_) => Ok(client::cached_group_cap(agent.store())?),
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// `group ACTION [NAME] [MEMBERS] [--members LIST] [--json]`.
+pub async fn run(
+    agent: &Agent,
+    action: GroupAction,
+    name: Option<String>,
+    members: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let store = agent.store();
+    let me = agent.user_id().clone();
+    let name = name.unwrap_or_default();
+    let need_name = |what: &str| {
+        if name.is_empty() {
+            Err(CliError::Usage(format!("group {what} needs a NAME")))
+        } else {
+            Ok(())
+        }
+    };
+    match action {
+        GroupAction::Create => {
+            need_name("create")?;
+            let list = resolve_members(agent, members.as_deref())?;
+            // Checked before the relay is asked for its cap.
+            retalk_proto::group::check_name(&name).map_err(ClientError::from)?;
+            let cap = cap(agent).await?;
+            let g = client::create_group(store, &me, &name, &list, cap, now())?;
+            print_stdout(&py_object(&[
+                ("group_id", g.id.as_str().into()),
+                ("name", g.name.clone().into()),
+                ("members", ids(g.recipients(&me))),
+            ]))?;
+            eprintln!(
+                "created group '{}' with {} member(s); you own it (only you add or remove members). Send with: retalk send --group {} \"hello\"",
+                g.name,
+                g.members.len() - 1,
+                g.name
+            );
+        }
+        GroupAction::List => {
+            for g in client::groups(store)? {
+                if json {
+                    print_stdout(&group_json(&g, &me))?;
+                } else {
+                    print_stdout(&format!(
+                        "{}\t{}\t{} member(s)",
+                        g.name,
+                        g.id,
+                        g.members
+                            .len()
+                            .saturating_sub(usize::from(g.members.contains(&me)))
+                    ))?;
+                }
+            }
+        }
+        GroupAction::Join => {
+            need_name("join")?;
+            let left = client::join_group(store, &name)?;
+            eprintln!(
+                "rejoined '{}': ask its owner to add you back — the group reappears with their next group message",
+                left.name
+            );
+        }
+        GroupAction::Members => {
+            need_name("members")?;
+            let g = client::find_group(store, &name)?;
+            let contacts = crate::book::effective(store)?;
+            for fp in &g.members {
+                let label = if fp == &me {
+                    "(you)".to_owned()
+                } else {
+                    contacts
+                        .iter()
+                        .find(|c| &c.id == fp && c.name != fp.as_str())
+                        .map_or_else(|| "(unnamed)".to_owned(), |c| c.name.clone())
+                };
+                let owner = if g.owner.as_ref() == Some(fp) {
+                    "\towner"
+                } else {
+                    ""
+                };
+                print_stdout(&format!("{label}\t{fp}{owner}"))?;
+            }
+        }
+        GroupAction::Add => {
+            need_name("add")?;
+            let list = resolve_members(agent, members.as_deref())?;
+            if list.is_empty() {
+                return Err(CliError::Usage(
+                    "group add needs members: retalk group add NAME PEER[,PEER...]".into(),
+                ));
+            }
+            // Owner and name first: no relay call for a refused change.
+            let g = client::find_group(store, &name)?;
+            let mine = g.owner.as_ref().is_none_or(|o| o == &me);
+            let cap = if mine { cap(agent).await? } else { 0 };
+            let (g, added) = client::group_add(store, &me, &name, &list, cap, now())?;
+            eprintln!(
+                "added {added} member(s) to '{}' — the new roster reaches everyone on your next group send",
+                g.name
+            );
+        }
+        GroupAction::Remove => {
+            need_name("remove")?;
+            let list = resolve_members(agent, members.as_deref())?;
+            let (g, removed) = client::group_remove(store, &me, &name, &list, now())?;
+            eprintln!(
+                "removed {removed} member(s) from '{}' — they stop getting your copies now, and the others' once your next group send reaches them",
+                g.name
+            );
+        }
+        GroupAction::Rename => {
+            need_name("rename")?;
+            let new = members.filter(|m| !m.is_empty()).ok_or_else(|| {
+                CliError::Usage(
+                    "group rename needs the new name: retalk group rename OLD NEW".into(),
+                )
+            })?;
+            let old = client::find_group(store, &name)?;
+            let g = client::rename_group(store, &name, &new)?;
+            eprintln!(
+                "renamed group '{}' -> '{}' (your local label only — the group id stays the same and peers keep their own names)",
+                old.name, g.name
+            );
+        }
+        GroupAction::Leave => {
+            need_name("leave")?;
+            let r = agent.leave_group(&name).await?;
+            let others = r.told.len() + r.failed.len();
+            eprintln!(
+                "left '{}': told {}/{others} member(s); its copies are dropped from now on. Rejoin later with `retalk group join {}`",
+                r.group.name,
+                r.told.len(),
+                r.group.name
+            );
+        }
+        GroupAction::Delete => {
+            need_name("delete")?;
+            let g = client::delete_group(store, &name)?;
+            eprintln!(
+                "deleted group '{}' locally (peers keep their own copy)",
+                g.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `send TEXT --group NAME`: the receipt `{"id", "group", "group_id",
+/// "sent", "failed"}` (counts), each failure on stderr; exit 2 when any
+/// copy failed (`cmd_send`).
+pub async fn send(agent: &Agent, group: &str, text: &str, save: bool) -> Result<(), CliError> {
+    // Before the sync: an unknown group changes nothing.
+    client::find_group(agent.store(), group).map_err(|_| {
+        CliError::Usage(format!(
+            "no group '{group}' — create one with `retalk group create NAME --members ...`"
+        ))
+    })?;
+    agent.sync(true).await?;
+    let r = agent.send_group(group, text).await?;
+    if save && !r.sent.is_empty() {
+        // Our side of the thread, for `history --group` (0.3.0 `_save_sent`).
+        agent.save_sent(
+            &r.id,
+            r.group_id.as_str(),
+            text,
+            Some(client::GroupTag {
+                id: r.group_id.to_string(),
+                name: r.group.clone(),
+            }),
+        )?;
+    }
+    print_stdout(&py_object(&[
+        ("id", r.id.clone().into()),
+        ("group", r.group.clone().into()),
+        ("group_id", r.group_id.as_str().into()),
+        ("sent", r.sent.len().into()),
+        ("failed", r.failed.len().into()),
+    ]))?;
+    eprintln!(
+        "sent to group '{}' ({}/{} members)",
+        r.group,
+        r.sent.len(),
+        r.sent.len() + r.failed.len()
+    );
+    for (fp, err) in &r.failed {
+        eprintln!("  \u{2717} {fp}: {err}");
+    }
+    if r.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} of the group's copies failed",
+            r.failed.len()
+        )))
+    }
+}
+
+/// The order the extra fields of a record are printed in; others follow.
+const FIELD_ORDER: [&str; 10] = [
+    "kind", "group", "group_id", "owner", "added", "removed", "reason", "code", "card", "member",
+];
+
+/// One `receive` line (0.3.0): `{"id", "from", "name", "text"}` for mail;
+/// a group copy adds `group`, `group_id` (Python's flat tags; `mid` is
+/// dropped as Python's CLI does) and `member: false` when its sender is
+/// not in the roster held here; a record (a roster change adopted or
+/// refused, a leave, an invite request) has `kind` and its fields instead
+/// of `text`. Invite records have Python's shape (`invite_watch`).
+pub fn receive_line(m: &retalk_proto::client::Received) -> String {
+    let extra = m.extra_fields();
+    let kind = extra.get("kind").and_then(Value::as_str).map(str::to_owned);
+    let s = |v: &str| Value::from(v);
+    let mut pairs: Vec<(&str, Value)> = Vec::new();
+    match kind.as_deref() {
+        Some(client::REJECTED) => {
+            pairs.push(("kind", s(client::REJECTED)));
+            pairs.push(("from", s(m.from.as_str())));
+            pairs.push(("reason", extra.get("reason").cloned().unwrap_or_default()));
+            return py_object(&pairs);
+        }
+        Some(client::ACCEPTED) => {
+            pairs.push(("kind", s(client::ACCEPTED)));
+            pairs.push(("code", extra.get("code").cloned().unwrap_or_default()));
+            pairs.push(("from", s(m.from.as_str())));
+            pairs.push(("name", extra.get("name").cloned().unwrap_or_default()));
+            pairs.push(("card", extra.get("card").cloned().unwrap_or_default()));
+            return py_object(&pairs);
+        }
+        _ => {}
+    }
+    pairs.push(("id", s(&m.id)));
+    pairs.push(("from", s(m.from.as_str())));
+    pairs.push(("name", s(&m.name)));
+    if kind.is_none() {
+        pairs.push(("text", s(&m.text)));
+    }
+    for k in FIELD_ORDER {
+        if let Some(v) = extra.get(k) {
+            pairs.push((k, v.clone()));
+        }
+    }
+    for (k, v) in &extra {
+        if !FIELD_ORDER.contains(&k.as_str()) && k != "mid" {
+            pairs.push((k, v.clone()));
+        }
+    }
+    py_object(&pairs)
+}
