@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent030;
+
 use std::path::{Path, PathBuf};
 
 use retalk_relay::{open_store, Backend, Config, RelayServer};

@@ -1,0 +1,353 @@
+//! Groups through the real `retalk` binary and the real Python retalk
+//! 0.3.0 command line (PyPI venv), on our relay on loopback: mixed
+//! rosters, fan-out, replies, add/remove, leave, a member that does not
+//! exist, and each roster attack on its own.
+//!
+//! The roster rule under test (README, `retalk_proto::group`): the owner
+//! (creator) adds and removes members; a member's copy may only remove its
+//! sender; a non-member's copy never changes a roster held here; every
+//! change adopted or refused is a record in `receive`'s output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::agent030::{ids, Agent};
+use common::OurRelay;
+use retalk_testkit::python::python_with_retalk;
+use serde_json::Value;
+
+fn text_from<'a>(got: &'a [Value], from: &Agent) -> Vec<&'a Value> {
+    got.iter()
+        .filter(|m| m["from"] == from.id.as_str() && m.get("text").is_some())
+        .collect()
+}
+
+fn kind<'a>(got: &'a [Value], k: &str) -> Vec<&'a Value> {
+    got.iter().filter(|m| m["kind"] == k).collect()
+}
+
+/// Everyone saves everyone.
+fn introduce(all: &[&Agent]) {
+    for a in all {
+        for b in all {
+            if a.id != b.id {
+                a.add(b);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_mixed_group_fans_out_replies_adds_removes_and_leaves() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::python(&python, tmp.path(), "bob", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    let dan = Agent::python(&python, tmp.path(), "dan", &relay.url);
+    introduce(&[&alice, &bob, &carol, &dan]);
+
+    // Clear errors that change nothing.
+    let (_, err) = alice.fails(&["group", "create", "team", "--members", "bob,nobody"], 2);
+    assert!(err.contains("unknown member 'nobody'"), "{err}");
+    let (_, err) = alice.fails(&["group", "create", &bob.id, "--members", "bob"], 2);
+    assert!(err.contains("looks like a fingerprint"), "{err}");
+    assert!(alice.groups().is_empty());
+
+    let created: Value =
+        serde_json::from_str(&alice.ok(&["group", "create", "team", "--members", "bob,carol"]))
+            .unwrap();
+    let gid = created["group_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["members"], serde_json::json!(ids(&[&bob, &carol])));
+    let (_, err) = alice.fails(&["group", "create", "team", "--members", "dan"], 2);
+    assert!(err.contains("already exists"), "{err}");
+
+    // Fan-out: one copy each, the receipt counts them.
+    let receipt: Value =
+        serde_json::from_str(&alice.ok(&["send", "plan: ship friday", "--group", "team"])).unwrap();
+    assert_eq!(receipt["group"], "team");
+    assert_eq!(receipt["group_id"], gid.as_str());
+    assert_eq!(receipt["sent"], 2);
+    assert_eq!(receipt["failed"], 0);
+
+    let got = bob.receive();
+    let m = text_from(&got, &alice);
+    assert_eq!(m.len(), 1, "{got:?}");
+    assert_eq!(m[0]["text"], "plan: ship friday");
+    assert_eq!(m[0]["group"], "team");
+    assert_eq!(m[0]["group_id"], gid.as_str());
+
+    let got = carol.receive();
+    let m = text_from(&got, &alice);
+    assert_eq!(m.len(), 1, "{got:?}");
+    assert_eq!(m[0]["group"], "team");
+    assert_eq!(m[0]["group_id"], gid.as_str());
+    assert!(m[0].get("mid").is_none(), "{got:?}");
+    let joined = kind(&got, "group_joined");
+    assert_eq!(joined.len(), 1, "{got:?}");
+    assert_eq!(joined[0]["owner"], alice.id.as_str());
+    assert_eq!(carol.members("team"), ids(&[&alice, &bob]));
+
+    // A Python member replies to the group: alice and carol get it.
+    let reply: Value =
+        serde_json::from_str(&bob.ok(&["send", "bob: on it", "--group", "team"])).unwrap();
+    assert_eq!(reply["sent"], 2, "{reply}");
+    for a in [&alice, &carol] {
+        let got = a.receive();
+        let m = text_from(&got, &bob);
+        assert_eq!(m.len(), 1, "{}: {got:?}", a.name);
+        assert_eq!(m[0]["text"], "bob: on it");
+        assert_eq!(m[0]["group_id"], gid.as_str());
+        assert!(kind(&got, "group_update_refused").is_empty(), "{got:?}");
+    }
+    // Ours replies too; the owner's roster is unchanged by the copies.
+    carol.ok(&["send", "carol: reviewing", "--group", "team"]);
+    assert_eq!(
+        text_from(&bob.receive(), &carol)[0]["text"],
+        "carol: reviewing"
+    );
+    assert_eq!(text_from(&alice.receive(), &carol).len(), 1);
+    assert_eq!(alice.members("team"), ids(&[&bob, &carol]));
+
+    // The owner adds a Python member: everyone adopts it from the copy.
+    alice.ok(&["group", "add", "team", "dan"]);
+    let r: Value =
+        serde_json::from_str(&alice.ok(&["send", "welcome dan", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 3);
+    assert_eq!(text_from(&dan.receive(), &alice)[0]["text"], "welcome dan");
+    let got = carol.receive();
+    let upd = kind(&got, "group_update");
+    assert_eq!(upd.len(), 1, "{got:?}");
+    assert_eq!(upd[0]["from"], alice.id.as_str());
+    assert_eq!(upd[0]["added"], serde_json::json!([dan.id]));
+    assert_eq!(carol.members("team"), ids(&[&alice, &bob, &dan]));
+    bob.receive();
+    // dan (Python) replies; the group reaches everyone.
+    let r: Value = serde_json::from_str(&dan.ok(&["send", "dan here", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 3, "{r}");
+    assert_eq!(text_from(&carol.receive(), &dan).len(), 1);
+
+    // The owner removes bob.
+    alice.ok(&["group", "remove", "team", "bob"]);
+    let r: Value =
+        serde_json::from_str(&alice.ok(&["send", "bob is off", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 2);
+    let got = carol.receive();
+    let upd = kind(&got, "group_update");
+    assert_eq!(upd[0]["removed"], serde_json::json!([bob.id]), "{got:?}");
+    assert_eq!(carol.members("team"), ids(&[&alice, &dan]));
+
+    // carol leaves: alice drops her, and carol's later copies go nowhere.
+    carol.ok(&["group", "leave", "team"]);
+    assert!(carol.groups().is_empty());
+    let got = alice.receive();
+    let left = kind(&got, "group_leave");
+    assert_eq!(left.len(), 1, "{got:?}");
+    assert_eq!(left[0]["from"], carol.id.as_str());
+    assert_eq!(left[0]["group_id"], gid.as_str());
+    assert_eq!(alice.members("team"), ids(&[&dan]));
+    // dan (Python) still has carol; its copy to her is dropped there.
+    dan.receive();
+    dan.ok(&["send", "still there?", "--group", "team"]);
+    assert!(text_from(&carol.receive(), &dan).is_empty());
+    assert!(carol.groups().is_empty());
+    // join clears the tombstone only.
+    carol.ok(&["group", "join", "team"]);
+    carol.fails(&["group", "join", "team"], 2);
+}
+
+#[test]
+fn a_member_that_does_not_exist_fails_alone_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    introduce(&[&alice, &carol]);
+    let ghost = "0123456789abcdef0123456789abcdef";
+    alice.ok(&[
+        "group",
+        "create",
+        "team",
+        "--members",
+        &format!("carol,{ghost}"),
+    ]);
+    let (out, err) = alice.fails(&["send", "hello", "--group", "team"], 2);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["sent"], 1, "{out}");
+    assert_eq!(r["failed"], 1);
+    assert!(err.contains(ghost), "{err}");
+    assert_eq!(text_from(&carol.receive(), &alice)[0]["text"], "hello");
+}
+
+#[test]
+fn the_cap_from_the_relays_info_refuses_a_group_too_large() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start_with(tmp.path(), |c| c.max_group_size = 2);
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    introduce(&[&alice, &bob, &carol]);
+    let (_, err) = alice.fails(&["group", "create", "team", "--members", "bob,carol"], 2);
+    assert!(
+        err.contains("group too large: 3 users, and this relay allows 2"),
+        "{err}"
+    );
+    assert!(alice.groups().is_empty());
+    alice.ok(&["group", "create", "team", "--members", "bob"]);
+    alice.fails(&["group", "add", "team", "carol"], 2);
+    assert_eq!(alice.members("team"), ids(&[&bob]));
+}
+
+/// The three of the attacks share this: alice (ours) owns `team` with bob
+/// (Python) and carol (ours); carol has learned the group.
+struct Team {
+    _tmp: tempfile::TempDir,
+    _relay: OurRelay,
+    python: std::path::PathBuf,
+    alice: Agent,
+    bob: Agent,
+    carol: Agent,
+    gid: String,
+}
+
+fn team() -> Team {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::python(&python, tmp.path(), "bob", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    introduce(&[&alice, &bob, &carol]);
+    let created: Value =
+        serde_json::from_str(&alice.ok(&["group", "create", "team", "--members", "bob,carol"]))
+            .unwrap();
+    let gid = created["group_id"].as_str().unwrap().to_owned();
+    alice.ok(&["send", "kickoff", "--group", "team"]);
+    carol.receive();
+    bob.receive();
+    assert_eq!(carol.members("team"), ids(&[&alice, &bob]));
+    let tmp_path = tmp.path().to_path_buf();
+    let _ = tmp_path;
+    Team {
+        _tmp: tmp,
+        _relay: relay,
+        python,
+        alice,
+        bob,
+        carol,
+        gid,
+    }
+}
+
+/// Writes a roster into a Python 0.3.0 user's own store (its `groups`
+/// table, `store.py`), as a modified client could: its next `send
+/// --group` carries it.
+fn forge_python_roster(who: &Agent, gid: &str, name: &str, members: &[&str]) {
+    let db = who.home.join(&who.name).join("store.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS groups(gid TEXT PRIMARY KEY, name TEXT, members TEXT, ts REAL)",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT OR REPLACE INTO groups(gid, name, members, ts) VALUES(?1, ?2, ?3, 0)",
+        rusqlite::params![gid, name, serde_json::to_string(members).unwrap()],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_stranger_who_knows_the_group_id_cannot_join_or_change_it() {
+    let t = team();
+    let tmp = tempfile::tempdir().unwrap();
+    let mallory = Agent::python(&t.python, tmp.path(), "mallory", &t.alice.relay);
+    mallory.add(&t.carol);
+    // mallory claims a roster of everyone plus itself.
+    forge_python_roster(
+        &mallory,
+        &t.gid,
+        "team",
+        &[&t.alice.id, &t.bob.id, &t.carol.id],
+    );
+    let r: Value =
+        serde_json::from_str(&mallory.ok(&["send", "I'm in the team now", "--group", "team"]))
+            .unwrap();
+    assert!(r["sent"].as_u64().unwrap() >= 1, "{r}");
+    let got = t.carol.receive();
+    let m = text_from(&got, &mallory);
+    assert_eq!(m.len(), 1, "{got:?}");
+    // Shown, marked as not from a member; the roster is unchanged.
+    assert_eq!(m[0]["member"], false, "{got:?}");
+    let refused = kind(&got, "group_update_refused");
+    assert_eq!(refused.len(), 1, "{got:?}");
+    assert_eq!(refused[0]["reason"], "not-member");
+    assert_eq!(refused[0]["added"], serde_json::json!([mallory.id]));
+    assert_eq!(t.carol.members("team"), ids(&[&t.alice, &t.bob]));
+    // carol's next copies do not go to mallory.
+    let r: Value =
+        serde_json::from_str(&t.carol.ok(&["send", "who was that?", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 2);
+    assert!(text_from(&mallory.receive(), &t.carol).is_empty());
+}
+
+#[test]
+fn a_removed_member_cannot_rewrite_the_roster() {
+    let t = team();
+    t.alice.ok(&["group", "remove", "team", "bob"]);
+    t.alice.ok(&["send", "bob is out", "--group", "team"]);
+    t.carol.receive();
+    assert_eq!(t.carol.members("team"), ids(&[&t.alice]));
+    // bob (Python) still holds the old roster and writes to the group.
+    let r: Value =
+        serde_json::from_str(&t.bob.ok(&["send", "I'm still here", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 2, "{r}");
+    let got = t.carol.receive();
+    let m = text_from(&got, &t.bob);
+    assert_eq!(m.len(), 1, "{got:?}");
+    assert_eq!(m[0]["member"], false);
+    let refused = kind(&got, "group_update_refused");
+    assert_eq!(refused.len(), 1, "{got:?}");
+    assert_eq!(refused[0]["reason"], "not-member");
+    assert_eq!(refused[0]["added"], serde_json::json!([t.bob.id]));
+    assert_eq!(t.carol.members("team"), ids(&[&t.alice]));
+    let got = t.alice.receive();
+    assert_eq!(kind(&got, "group_update_refused").len(), 1, "{got:?}");
+    assert_eq!(t.alice.members("team"), ids(&[&t.carol]));
+}
+
+#[test]
+fn a_member_cannot_add_an_outsider() {
+    let t = team();
+    let tmp = tempfile::tempdir().unwrap();
+    let eve = Agent::python(&t.python, tmp.path(), "eve", &t.alice.relay);
+    t.bob.add(&eve);
+    // bob (Python, not the owner) adds eve and writes to the group.
+    t.bob.ok(&["group", "add", "team", "eve"]);
+    let r: Value =
+        serde_json::from_str(&t.bob.ok(&["send", "meet eve", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 3, "{r}");
+    for a in [&t.alice, &t.carol] {
+        let got = a.receive();
+        let m = text_from(&got, &t.bob);
+        assert_eq!(m.len(), 1, "{}: {got:?}", a.name);
+        assert!(m[0].get("member").is_none(), "bob is a member: {got:?}");
+        let refused = kind(&got, "group_update_refused");
+        assert_eq!(refused.len(), 1, "{}: {got:?}", a.name);
+        assert_eq!(refused[0]["reason"], "not-owner");
+        assert_eq!(refused[0]["added"], serde_json::json!([eve.id]));
+    }
+    assert_eq!(t.carol.members("team"), ids(&[&t.alice, &t.bob]));
+    // Our own members may not do it either: a clear error, nothing changed.
+    t.carol.add(&eve);
+    let (_, err) = t.carol.fails(&["group", "add", "team", "eve"], 2);
+    assert!(err.contains("only the owner"), "{err}");
+    let (_, err) = t.carol.fails(&["group", "remove", "team", "bob"], 2);
+    assert!(err.contains("only the owner"), "{err}");
+    // carol's copies never reach eve.
+    let r: Value =
+        serde_json::from_str(&t.carol.ok(&["send", "not for eve", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 2);
+    assert!(text_from(&eve.receive(), &t.carol).is_empty());
+}
