@@ -333,13 +333,20 @@ pub fn contacts(
     for c in &all {
         let verified = c.verified();
         let line = if json {
-            card_json(
-                c.id.as_str(),
-                label(c).unwrap_or(""),
-                c.pin.as_deref().unwrap_or(""),
-                c.signing_key.as_deref().unwrap_or(""),
-                verified,
-            )
+            // `cmd_contacts` lists `name` first, unlike a card.
+            let mut line = py_json(&[
+                ("name", label(c).unwrap_or("")),
+                ("fingerprint", c.id.as_str()),
+                ("identity_key", c.pin.as_deref().unwrap_or("")),
+                ("signing_key", c.signing_key.as_deref().unwrap_or("")),
+            ]);
+            line.pop();
+            line.push_str(if verified {
+                ", \"verified\": true}"
+            } else {
+                ", \"verified\": false}"
+            });
+            line
         } else {
             format!(
                 "{}\t{}\t{}",

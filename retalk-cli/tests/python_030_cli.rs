@@ -493,3 +493,350 @@ fn a_blocked_sender_and_a_stranger_are_refused_unopened_as_by_python() {
     assert_eq!(by("block --list").stdout, "<sender>\tsender\n");
     assert_eq!(by("receive --all --peers-only").stdout, "");
 }
+
+/// Masks the `"msg_id"` of each JSON line (a staged card's share).
+fn mask_msg_ids(run: Run) -> Run {
+    let stdout = run
+        .stdout
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => match v["msg_id"].as_str() {
+                Some(id) => format!("{}\n", l.replace(id, "<msg id>")),
+                None => format!("{l}\n"),
+            },
+            Err(_) => format!("{l}\n"),
+        })
+        .collect();
+    Run { stdout, ..run }
+}
+
+/// Replaces the value of a JSON line's `"ts"` (a save time) with `<ts>`.
+fn mask_ts(run: Run) -> Run {
+    let stdout = run
+        .stdout
+        .lines()
+        .map(|l| match l.find("\"ts\": ") {
+            Some(at) => {
+                let start = at + "\"ts\": ".len();
+                let end = l[start..].find([',', '}']).map_or(l.len(), |e| start + e);
+                format!("{}<ts>{}\n", &l[..start], &l[end..])
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    Run { stdout, ..run }
+}
+
+/// One side's session of saved history and the address book with carol
+/// (Python 0.3.0): every envelope kind both ways (msg, ack, contact).
+fn book_session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
+    let mut steps = Vec::new();
+    let mut step = |label: &str, run: Run| steps.push((label.to_owned(), run));
+    let init = me.command(&["init"]).output().unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", describe(&init));
+    let fp = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    me.mask(&fp, "<me>");
+    let own = me.name.clone();
+    me.mask(&format!("\"name\": \"{own}\""), "\"name\": \"<own name>\"");
+    let card: Value = serde_json::from_str(&me.run(&["id", "--json"]).stdout).unwrap();
+    me.mask(card["identity_key"].as_str().unwrap(), "<identity key>");
+    me.mask(card["signing_key"].as_str().unwrap(), "<signing key>");
+    me.mask(&carol.fingerprint(), "<carol>");
+    let theirs: Value = serde_json::from_str(&carol.run(&["id", "--json"]).stdout).unwrap();
+    me.mask(theirs["identity_key"].as_str().unwrap(), "<carol ik>");
+    me.mask(theirs["signing_key"].as_str().unwrap(), "<carol sk>");
+    assert_eq!(carol.run(&["add", &fp, "--peer", &own]).code, Some(0));
+    let carol_reads = |want: &str| {
+        let got = carol.run(&["receive", "--peer", &own]);
+        assert!(got.stdout.contains(want), "{want}: {got:?}");
+    };
+
+    // Saved history, both directions.
+    step(
+        "add",
+        me.run(&["add", &carol.fingerprint(), "--peer", "carol"]),
+    );
+    step(
+        "send --save",
+        mask_ids(me.run(&["send", "saved hello", "--peer", "carol", "--save"])),
+    );
+    carol_reads("saved hello");
+    assert_eq!(python_outbox(carol), 0, "nothing of carol's is waiting");
+    let got = carol.run(&["send", "reply \u{2603}", "--peer", &own]);
+    assert_eq!(got.code, Some(0));
+    assert_eq!(python_outbox(carol), 1);
+    step(
+        "receive --save",
+        mask_ids(me.run(&["receive", "--peer", "carol", "--save"])),
+    );
+    let mut c = me.command(&["send", "saved by the environment", "--peer", "carol"]);
+    c.env("RETALK_SAVE_MESSAGE", " Yes ");
+    step("send, RETALK_SAVE_MESSAGE", mask_ids(me.run_with(c)));
+    carol_reads("saved by the environment");
+    // Our ack of carol's reply reached her: her outbox is empty.
+    assert_eq!(python_outbox(carol), 0, "our ack was taken");
+    let mut c = me.command(&["send", "not saved", "--peer", "carol"]);
+    c.env("RETALK_SAVE_MESSAGE", "off");
+    step("send, not saved", mask_ids(me.run_with(c)));
+    carol_reads("not saved");
+    step(
+        "history --peer carol",
+        mask_ids(me.run(&["history", "--peer", "carol"])),
+    );
+    step("history", mask_ids(me.run(&["history"])));
+    step(
+        "history --peer nobody",
+        me.run(&["history", "--peer", "nobody"]),
+    );
+    let mut c = me.command(&["history"]);
+    c.env("RETALK_PASSPHRASE", "wrong");
+    step("history, wrong passphrase", me.run_with(c));
+
+    // The address book.
+    step("verify", me.run(&["verify", "carol"]));
+    step("contacts --show", me.run(&["contacts", "--show", "carol"]));
+    step(
+        "contacts --show --json --as",
+        me.run(&["contacts", "--show", "carol", "--json", "--as", "cc"]),
+    );
+    let dan = "0123456789abcdef0123456789abcdef";
+    me.mask(dan, "<dan>");
+    step("add, name clash", me.run(&["add", dan, "--peer", "carol"]));
+    step("add dan", me.run(&["add", dan, "--peer", "dan"]));
+    step(
+        "contacts --remove",
+        me.run(&["contacts", "--remove", "dan"]),
+    );
+    step(
+        "contacts --remove, unknown",
+        me.run(&["contacts", "--remove", "dan"]),
+    );
+    let erin = "fedcba9876543210fedcba9876543210";
+    me.mask(erin, "<erin>");
+    step(
+        "add --global",
+        me.run(&["add", erin, "--peer", "erin", "--global"]),
+    );
+    step("contacts, merged", me.run(&["contacts", "--json"]));
+    let mut c = me.command(&["contacts"]);
+    c.env_remove("RETALK_USER");
+    step("contacts, no identity", me.run_with(c));
+    let gus = "11111111111111111111111111111111";
+    me.mask(gus, "<gus>");
+    let mut c = me.command(&["add", gus, "--peer", "erin"]);
+    c.env_remove("RETALK_USER");
+    step("add, no identity, clash", me.run_with(c));
+    let mut c = me.command(&["add", gus, "--peer", "gus"]);
+    c.env_remove("RETALK_USER");
+    step("add, no identity", me.run_with(c));
+    let mut c = me.command(&["contacts", "--remove", "gus"]);
+    c.env_remove("RETALK_USER");
+    step("contacts --remove, no identity", me.run_with(c));
+    step("contacts, after", me.run(&["contacts"]));
+
+    // Cards.
+    let hal = "22222222222222222222222222222222";
+    me.mask(hal, "<hal>");
+    step(
+        "import, unverified card",
+        me.run(&[
+            "import",
+            &format!("{{\"fingerprint\": \"{hal}\", \"name\": \"hal\"}}"),
+        ]),
+    );
+    step(
+        "import, PIN MISMATCH",
+        me.run(&[
+            "import",
+            &format!(
+                "{{\"fingerprint\": \"{hal}\", \"name\": \"hal\", \"identity_key\": \"a\", \"signing_key\": \"b\"}}"
+            ),
+        ]),
+    );
+    step(
+        "import, no name",
+        me.run(&["import", &format!("{{\"fingerprint\": \"{hal}\"}}")]),
+    );
+    step("import, not JSON", me.run(&["import", "{nope"]));
+    let verified = me.run(&["contacts", "--show", "carol", "--json"]).stdout;
+    let mut verified = verified.trim().to_owned();
+    for (value, name) in &me.masks {
+        verified = verified.replace(name.as_str(), value);
+    }
+    step(
+        "import, verified card --as",
+        me.run(&["import", &verified, "--as", "carol2"]),
+    );
+    step("contacts, imported", me.run(&["contacts"]));
+
+    // A card from carol: shown, staged, imported.
+    let ivy = "33333333333333333333333333333333";
+    me.mask(ivy, "<ivy>");
+    let got = carol.run(&["share", ivy, "--peer", &own, "--as", "ivy"]);
+    assert_eq!(got.code, Some(0), "{got:?}");
+    step(
+        "receive a card",
+        mask_ids(me.run(&["receive", "--peer", "carol2"])),
+    );
+    step(
+        "import --inbox --list",
+        me.run(&["import", "--inbox", "--list"]),
+    );
+    step(
+        "import --inbox --list --json",
+        mask_ts(mask_msg_ids(
+            me.run(&["import", "--inbox", "--list", "--json"]),
+        )),
+    );
+    step(
+        "import --inbox, unknown",
+        me.run(&["import", "--inbox", "nobody"]),
+    );
+    step("import --inbox", me.run(&["import", "--inbox"]));
+    step("contacts, from the inbox", me.run(&["contacts"]));
+    let jo = "44444444444444444444444444444444";
+    me.mask(jo, "<jo>");
+    let got = carol.run(&["share", jo, "--peer", &own, "--as", "jo"]);
+    assert_eq!(got.code, Some(0), "{got:?}");
+    step(
+        "receive --no-save-contacts",
+        mask_ids(me.run(&["receive", "--peer", "carol2", "--no-save-contacts"])),
+    );
+    step(
+        "import --inbox --list, empty",
+        me.run(&["import", "--inbox", "--list"]),
+    );
+    step("import --inbox, empty", me.run(&["import", "--inbox"]));
+
+    // Our own card, for people and as onboarding snippets.
+    step("id --card --as", me.run(&["id", "--card", "--as", "bob"]));
+    step(
+        "id --invite-message",
+        me.run(&["id", "--invite-message", "--as", "bob"]),
+    );
+    step(
+        "id --invite-message --code",
+        me.run(&["id", "--invite-message", "--code", "k7Qx2", "--as", "bob"]),
+    );
+    step(
+        "id --invite-reply",
+        me.run(&["id", "--invite-reply", "--as", "bob"]),
+    );
+    step(
+        "add --override",
+        me.run(&["add", dan, "--peer", "carol2", "--override"]),
+    );
+    step("contacts, overridden", me.run(&["contacts"]));
+    steps
+}
+
+#[test]
+fn history_and_the_address_book_as_python_030_has_them() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let python_user = |name: &str| {
+        let mut u = User::python(&python, tmp.path(), name, &relay.url);
+        let out = u.command(&["init"]).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        u.mask(&fp, "<me>");
+        u
+    };
+    let (carol1, carol2) = (python_user("carol1"), python_user("carol2"));
+    let mut py = User::python(&python, tmp.path(), "fay", &relay.url);
+    let mut rs = User::ours(tmp.path(), "fayrs", &relay.url);
+    let theirs = book_session(&mut py, &carol1);
+    let ours = book_session(&mut rs, &carol2);
+    for ((label, want), (_, got)) in theirs.iter().zip(&ours) {
+        assert_eq!(got, want, "step {label}");
+    }
+    assert_eq!(theirs.len(), ours.len());
+    let by = |l: &str| &theirs.iter().find(|(x, _)| x == l).unwrap().1;
+    assert_eq!(
+        by("history --peer carol").stdout,
+        "{\"id\": \"<id>\", \"from\": \"<me>\", \"name\": \"<own name>\", \"direction\": \"out\", \"text\": \"saved hello\"}\n\
+         {\"id\": \"<id>\", \"from\": \"<carol>\", \"name\": \"carol\", \"direction\": \"in\", \"text\": \"reply \\u2603\"}\n\
+         {\"id\": \"<id>\", \"from\": \"<me>\", \"name\": \"<own name>\", \"direction\": \"out\", \"text\": \"saved by the environment\"}\n"
+    );
+    assert_eq!(by("add, name clash").code, Some(2));
+    assert_eq!(by("import, PIN MISMATCH").code, Some(2));
+    assert_eq!(
+        by("import --inbox --list").stdout,
+        "ivy\t<ivy>\tunverified\tfrom carol2\n"
+    );
+    assert!(by("receive a card")
+        .stdout
+        .contains("\"kind\": \"contact\""));
+    assert_eq!(by("import --inbox --list, empty").stdout, "");
+    assert!(by("id --invite-message --code")
+        .stdout
+        .contains("retalk request <me> --code k7Qx2 --peer bob"));
+    // The store keeps no plaintext of a saved message.
+    let db = std::fs::read(rs.home.join("fayrs").join("store.db")).unwrap();
+    let wal = std::fs::read(rs.home.join("fayrs").join("store.db-wal")).unwrap_or_default();
+    for text in ["saved hello", "saved by the environment"] {
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+                "{text} in the store"
+            );
+        }
+    }
+}
+
+/// A Python 0.3.0 folder's saved history (sealed by Python) opens with
+/// ours, and our saves add to it.
+#[test]
+fn python_sealed_history_opens_with_ours() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let mut carol = User::python(&python, tmp.path(), "carol", &relay.url);
+    let out = carol.command(&["init"]).output().unwrap();
+    let carol_fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    carol.mask(&carol_fp, "<carol>");
+    let gil = User::python(&python, tmp.path(), "gil", &relay.url);
+    let out = gil.command(&["init"]).output().unwrap();
+    let gil_fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        gil.run(&["add", &carol_fp, "--peer", "carol"]).code,
+        Some(0)
+    );
+    assert_eq!(carol.run(&["add", &gil_fp, "--peer", "gil"]).code, Some(0));
+    let sent = gil.run(&["send", "python saved \u{e9}", "--peer", "carol", "--save"]);
+    assert_eq!(sent.code, Some(0));
+    assert!(carol
+        .run(&["receive", "--peer", "gil"])
+        .stdout
+        .contains("python saved"));
+    assert_eq!(
+        carol.run(&["send", "to gil", "--peer", "gil"]).code,
+        Some(0)
+    );
+    assert_eq!(
+        gil.run(&["receive", "--peer", "carol", "--save"]).code,
+        Some(0)
+    );
+    let before = gil.run(&["history", "--peer", "carol"]);
+    assert_eq!(before.stdout.lines().count(), 2, "{before:?}");
+
+    let ours = User {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_retalk")),
+        path: "/usr/bin:/bin".into(),
+        ..gil
+    };
+    assert_eq!(ours.run(&["history", "--peer", "carol"]), before);
+    assert_eq!(
+        ours.run(&["send", "ours saved", "--peer", "carol", "--save"])
+            .code,
+        Some(0)
+    );
+    let after = ours.run(&["history", "--peer", "carol"]);
+    assert!(after.stdout.starts_with(&before.stdout), "{after:?}");
+    let last: Value = serde_json::from_str(after.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["text"], "ours saved");
+    assert_eq!(last["direction"], "out");
+    let first: Value = serde_json::from_str(after.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["text"], "python saved \u{e9}");
+}
