@@ -561,20 +561,6 @@ fn staged_json(r: &ReceivedContact, verified: bool) -> String {
     line
 }
 
-#[cfg(test)]
-mod tests {
-    use super::suggest_free_name;
-
-    #[test]
-    fn free_names_as_python_suggests_them() {
-        let taken = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(suggest_free_name(&taken(&["bob"]), "bob"), "bob-1");
-        assert_eq!(suggest_free_name(&taken(&["bob", "bob-1"]), "bob"), "bob-2");
-        assert_eq!(suggest_free_name(&taken(&["bob-1"]), "bob-1"), "bob-2");
-        assert_eq!(suggest_free_name(&taken(&[]), "a-b"), "a-b-1");
-    }
-}
-
 /// 0.3.0's `_bash_block` without colour (it colours only a terminal's
 /// stderr; these go to stdout): a fenced `bash` block.
 fn bash_block(lines: &[String]) -> String {
@@ -640,4 +626,18 @@ pub fn card_text(fp: &str, name: &str, relay: Option<&str>, ik: &str, sk: &str) 
     out.push(format!("Identity key: {ik}"));
     out.push(format!("Signing key:  {sk}"));
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest_free_name;
+
+    #[test]
+    fn free_names_as_python_suggests_them() {
+        let taken = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(suggest_free_name(&taken(&["bob"]), "bob"), "bob-1");
+        assert_eq!(suggest_free_name(&taken(&["bob", "bob-1"]), "bob"), "bob-2");
+        assert_eq!(suggest_free_name(&taken(&["bob-1"]), "bob-1"), "bob-2");
+        assert_eq!(suggest_free_name(&taken(&[]), "a-b"), "a-b-1");
+    }
 }
