@@ -158,3 +158,16 @@ fn invite_usage_errors_change_nothing() {
     assert_eq!(rows[0]["expires"], Value::Null);
     assert_eq!(rows[0]["active"], true);
 }
+
+/// A Python 0.0.1 relay has no `peek`: `invite watch` refuses, clearly,
+/// before reading (and so consuming) anything.
+#[test]
+fn invite_watch_refuses_a_relay_without_peek() {
+    let python = python_with_retalk("0.0.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = common::PythonRelay::start(&python, tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let (out, err) = alice.fails(&["invite", "watch"], 2);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("too old for `invite watch`"), "{err}");
+}
