@@ -5,10 +5,10 @@
 //! (`_effective_peers`, `_build_card`, `cmd_add`, `cmd_contacts`,
 //! `_save_card`, `cmd_import`).
 
-use retalk_proto::client::{Contact, ReceivedContact, Store, StoreTransaction};
+use retalk_proto::client::{overlay, Contact, ReceivedContact, Store, StoreTransaction};
 use retalk_proto::ids::fingerprint;
 use retalk_proto::{ClientError, UserId};
-use retalk_store_sqlite::{overlay, GlobalContacts, SqliteStore, GLOBAL_CONTACTS_FILE};
+use retalk_store_sqlite::{GlobalContacts, SqliteStore, GLOBAL_CONTACTS_FILE};
 use serde_json::Value;
 
 use crate::args::Selection;

@@ -162,19 +162,6 @@ impl GlobalContacts {
     }
 }
 
-/// The contacts an identity sees: `global` overlaid with the identity's
-/// `own`; an own entry hides a global one with the same id or the same
-/// name (0.3.0 `cli.py` `_effective_peers`).
-pub fn overlay(global: Vec<Contact>, own: Vec<Contact>) -> Vec<Contact> {
-    let mut out: Vec<Contact> = global
-        .into_iter()
-        .filter(|g| !own.iter().any(|o| o.id == g.id || o.name == g.name))
-        .collect();
-    out.extend(own);
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,27 +193,5 @@ mod tests {
         assert!(g.remove(&uid(2)).unwrap());
         assert!(!g.remove(&uid(2)).unwrap());
         assert!(!g.contains(&uid(2)).unwrap());
-    }
-
-    #[test]
-    fn own_entries_hide_global_ones_by_id_or_name() {
-        let c = |name: &str, n: u8| Contact {
-            name: name.into(),
-            id: uid(n),
-            pin: None,
-            signing_key: None,
-        };
-        let got = overlay(
-            vec![c("ann", 1), c("bob", 2), c("cy", 3)],
-            vec![c("ann-own", 1), c("bob", 9)],
-        );
-        let names: Vec<_> = got
-            .iter()
-            .map(|c| (c.name.as_str(), c.id.clone()))
-            .collect();
-        assert_eq!(
-            names,
-            [("ann-own", uid(1)), ("bob", uid(9)), ("cy", uid(3))]
-        );
     }
 }

@@ -62,5 +62,5 @@ mod relay;
 mod writer;
 
 pub use client::{SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
-pub use contacts::{overlay, GlobalContacts, GLOBAL_CONTACTS_FILE};
+pub use contacts::{GlobalContacts, GLOBAL_CONTACTS_FILE};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};

@@ -6,6 +6,20 @@ use crate::clock::Clock;
 use crate::ids::{fingerprint, UserId};
 use crate::wire::PublicKeys;
 
+/// The contacts an identity sees: `global` (kept outside its store, such
+/// as the user's owner-wide list) overlaid with its `own`; an own entry
+/// hides a global one with the same id or the same name (0.3.0 `cli.py`
+/// `_effective_peers`). Sorted by name.
+pub fn overlay(global: Vec<Contact>, own: Vec<Contact>) -> Vec<Contact> {
+    let mut out: Vec<Contact> = global
+        .into_iter()
+        .filter(|g| !own.iter().any(|o| o.id == g.id || o.name == g.name))
+        .collect();
+    out.extend(own);
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// The peer a person means by `reference`: a saved name, else a 32-hex
 /// user id (saved or not). A name cannot look like an id (`add` refuses
 /// such names), so the two never compete. Rule of both generations
@@ -106,9 +120,31 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         Ok(())
     }
 
-    /// The peer `reference` names (see [`find_peer`]).
+    /// The peer `reference` names among [`contacts`](Self::contacts): a
+    /// saved name, else a user id.
     pub fn find_peer(&self, reference: &str) -> Result<UserId, ClientError> {
-        find_peer(&self.store, reference)
+        if let Some(c) = self.contacts()?.into_iter().find(|c| c.name == reference) {
+            return Ok(c.id);
+        }
+        UserId::parse(reference).map_err(|_| ClientError::UnknownPeer(reference.to_owned()))
+    }
+
+    /// Adds contacts kept outside the store (the user's owner-wide list):
+    /// they name senders, count as known for peers-only, and their pins
+    /// are checked, unless the store's own contacts hide them
+    /// ([`overlay`]).
+    pub fn with_global_contacts(mut self, contacts: Vec<Contact>) -> Self {
+        self.global_contacts = contacts;
+        self
+    }
+
+    /// The contacts this client sees: the global ones overlaid with the
+    /// store's own.
+    pub fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
+        Ok(overlay(
+            self.global_contacts.clone(),
+            self.store.contacts()?,
+        ))
     }
 
     /// Refuses keys that do not hash to the peer's id or contradict a pin.
@@ -126,7 +162,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 ),
             });
         }
-        let contacts = self.store.contacts()?;
+        let contacts = self.contacts()?;
         if let Some(pin) = contacts
             .iter()
             .filter(|c| &c.id == peer)
@@ -143,5 +179,28 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, n: u8) -> Contact {
+        Contact {
+            name: name.into(),
+            id: UserId::parse(&format!("{n:032x}")).unwrap(),
+            pin: None,
+            signing_key: None,
+        }
+    }
+
+    #[test]
+    fn own_entries_hide_global_ones_by_id_or_name() {
+        let got = overlay(
+            vec![c("ann", 1), c("bob", 2), c("cy", 3)],
+            vec![c("ann-own", 1), c("bob", 9)],
+        );
+        assert_eq!(got, vec![c("ann-own", 1), c("bob", 9), c("cy", 3)]);
     }
 }

@@ -343,7 +343,10 @@ fn sent_row(
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// This identity's history (see [`History`]); never calls the relay.
     pub fn history(&self) -> Result<History<'_, S>, ClientError> {
-        History::with_key(&self.store, self.key.clone(), self.user_id.clone())
+        Ok(
+            History::with_key(&self.store, self.key.clone(), self.user_id.clone())?
+                .with_contacts(self.contacts()?),
+        )
     }
 
     /// Seals `text` under this identity's at-rest key ([`seal`]).

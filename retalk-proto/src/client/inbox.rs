@@ -79,7 +79,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let contacts = self.store.contacts()?;
+        let contacts = self.contacts()?;
         let saved = |id: &UserId| {
             contacts
                 .iter()

@@ -37,7 +37,7 @@ mod unwedge;
 mod wait;
 
 pub use config::{setting, ClientConfig};
-pub use contacts::{find_peer, pin_contact};
+pub use contacts::{find_peer, overlay, pin_contact};
 pub use error::ClientError;
 pub use follow::{Follow, Followed};
 pub use group::{
@@ -89,6 +89,9 @@ pub struct Client<S, T, C> {
     published: AtomicBool,
     /// Refuse mail from senders that are not saved contacts.
     peers_only: bool,
+    /// Contacts kept outside the store (the user's owner-wide list),
+    /// overlaid by the store's own (see [`overlay`]).
+    global_contacts: Vec<Contact>,
     /// When the relay last would not hold a read (a Python relay, or one
     /// at its cap); `None`: ask it to.
     wait_refused_at: Mutex<Option<f64>>,
@@ -126,6 +129,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             config: ClientConfig::default(),
             published: AtomicBool::new(false),
             peers_only: false,
+            global_contacts: Vec::new(),
             wait_refused_at: Mutex::new(None),
         })
     }

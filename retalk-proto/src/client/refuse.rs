@@ -76,7 +76,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         if blocked(&self.store)?.contains(sender) {
             return Ok(true);
         }
-        Ok(self.peers_only && !self.store.contacts()?.iter().any(|c| &c.id == sender))
+        Ok(self.peers_only && !self.contacts()?.iter().any(|c| &c.id == sender))
     }
 
     /// Signs and sends a `nack` for the ciphertext whose body hashes to
