@@ -4,6 +4,7 @@
 
 use retalk_proto::client::{self, setting, Conversation, Direction, History, Store};
 use retalk_proto::ClientError;
+use retalk_store_sqlite::SqliteStore;
 
 use crate::args::Selection;
 use crate::error::CliError;
@@ -30,20 +31,28 @@ pub fn warn_if_unsealed<S: Store + ?Sized>(store: &S) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `history [--peer P | --group NAME]` (0.3.0 `cmd_history`): one JSON
-/// line per saved message, oldest first, `{"id", "from", "name",
-/// "direction", "text"}` plus `group`, `group_id` for group rows. Never
-/// contacts the relay.
-pub fn run(sel: &Selection, peer: Option<String>, group: Option<String>) -> Result<(), CliError> {
+/// Opens the selected identity for reading its history without its
+/// relay: its store and passphrase, checked (a wrong one is refused as
+/// everywhere). `history` and `show` share it.
+pub fn open_reader(sel: &Selection) -> Result<(SqliteStore, String), CliError> {
     let located = resolve(sel, None)?;
-    let dir = &located.dir;
-    let store = open_store(dir)?;
+    let store = open_store(&located.dir)?;
     let no_pass = store
         .setting(setting::NO_PASSPHRASE)
         .map_err(ClientError::from)?
         .as_deref()
         == Some("1");
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+    History::open(&store, &secret).map_err(|e| unlock_error(e, &located.dir))?;
+    Ok((store, secret))
+}
+
+/// `history [--peer P | --group NAME]` (0.3.0 `cmd_history`): one JSON
+/// line per saved message, oldest first, `{"id", "from", "name",
+/// "direction", "text"}` plus `group`, `group_id` for group rows. Never
+/// contacts the relay.
+pub fn run(sel: &Selection, peer: Option<String>, group: Option<String>) -> Result<(), CliError> {
+    let (store, secret) = open_reader(sel)?;
     if peer.is_some() && group.is_some() {
         return Err(CliError::Usage("give --peer or --group, not both".into()));
     }
@@ -53,9 +62,7 @@ pub fn run(sel: &Selection, peer: Option<String>, group: Option<String>) -> Resu
         (None, Some(g)) => Some(find_group(&store, g)?),
         _ => None,
     };
-    let history = History::open(&store, &secret)
-        .map_err(|e| unlock_error(e, dir))?
-        .with_contacts(contacts);
+    let history = History::open(&store, &secret)?.with_contacts(contacts);
     // 0.3.0 names our own rows "me" when the identity has no name.
     let me = if history.my_name().is_empty() {
         "me".to_owned()

@@ -239,13 +239,8 @@ pub async fn run_030(
 /// Prints one received record, first keeping what `keep` asks for (so a
 /// printed line is never missing from the history).
 fn deliver_030(agent: &Agent, m: &Received, keep: Keep) -> Result<(), CliError> {
-    let extra = m.extra_fields();
-    let kind = extra.get("kind").and_then(Value::as_str);
-    if kind == Some("contact") {
-        let card = extra.get("card").cloned().unwrap_or_default();
-        if keep.contacts {
-            stage_card(agent, m, &card)?;
-        }
+    let card = kept(agent, m, keep)?;
+    if let Some(card) = card {
         let mut line = py_json(&[
             ("id", &m.id),
             ("from", m.from.as_str()),
@@ -258,6 +253,23 @@ fn deliver_030(agent: &Agent, m: &Received, keep: Keep) -> Result<(), CliError> 
         line.push('}');
         return print_stdout(&line);
     }
+    // Mail, group copies, and roster/leave/invite records (group.rs).
+    print_stdout(&crate::group::receive_line(m))
+}
+
+/// Keeps what `keep` asks for of one received record: a message (a group
+/// copy under its group) in the history, a contact card staged; returns
+/// the card when the record is one. Also `show --follow`'s saving.
+pub(crate) fn kept(agent: &Agent, m: &Received, keep: Keep) -> Result<Option<Value>, CliError> {
+    let extra = m.extra_fields();
+    let kind = extra.get("kind").and_then(Value::as_str);
+    if kind == Some("contact") {
+        let card = extra.get("card").cloned().unwrap_or_default();
+        if keep.contacts {
+            stage_card(agent, m, &card)?;
+        }
+        return Ok(Some(card));
+    }
     if keep.messages && kind.is_none() {
         let group = match (extra.get("group_id"), extra.get("group")) {
             (Some(Value::String(id)), name) => Some(GroupTag {
@@ -268,8 +280,7 @@ fn deliver_030(agent: &Agent, m: &Received, keep: Keep) -> Result<(), CliError> 
         };
         agent.save_received(&m.id, &m.from, &m.name, &m.text, group)?;
     }
-    // Mail, group copies, and roster/leave/invite records (group.rs).
-    print_stdout(&crate::group::receive_line(m))
+    Ok(None)
 }
 
 /// Stages a received card for `import --inbox` (0.3.0 `_stage_contact`):

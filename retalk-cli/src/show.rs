@@ -23,17 +23,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
 use clap::Args;
-use retalk_proto::client::{
-    self, setting, Conversation, Direction, History, HistoryEntry, Received, Store,
-};
-use retalk_proto::{ClientError, UserId};
+use retalk_proto::client::{self, Conversation, Direction, History, HistoryEntry};
+use retalk_proto::UserId;
 use retalk_store_sqlite::SqliteStore;
 use unicode_width::UnicodeWidthStr;
 
 use crate::args::Selection;
 use crate::display;
 use crate::error::CliError;
-use crate::identity::{open_store, resolve, secret};
 
 /// `retalk show`'s arguments (0.3.0 `cli.py` `show` subparser).
 #[derive(Args, Debug)]
@@ -127,21 +124,15 @@ struct Opened {
 
 impl Opened {
     fn open(sel: &Selection) -> Result<Opened, CliError> {
-        let located = resolve(sel, None)?;
-        let store = open_store(&located.dir)?;
-        let no_pass = store
-            .setting(setting::NO_PASSPHRASE)
-            .map_err(ClientError::from)?
-            .as_deref()
-            == Some("1");
-        let (secret, _) = secret(sel, located.generation, false, no_pass)?;
-        // Fails here, with the usual message, on a wrong passphrase.
-        History::open(&store, &secret).map_err(|e| crate::unlock_error(e, &located.dir))?;
+        let (store, secret) = crate::history::open_reader(sel)?;
         Ok(Opened { store, secret })
     }
 
-    fn history(&self) -> Result<History<'_, SqliteStore>, ClientError> {
-        History::open(&self.store, &self.secret)
+    /// The history, naming peers from the contacts this identity sees
+    /// (the owner-wide list overlaid with its own).
+    fn history(&self) -> Result<History<'_, SqliteStore>, CliError> {
+        Ok(History::open(&self.store, &self.secret)?
+            .with_contacts(crate::book::effective(&self.store)?))
     }
 }
 
@@ -151,6 +142,7 @@ impl Opened {
 fn sender_label(saved: &HashMap<UserId, String>, from: &UserId, claimed: &str) -> String {
     display::escape(&match saved.get(from) {
         Some(name) => name.clone(),
+        None if claimed.starts_with('~') => claimed.to_owned(),
         None if !claimed.is_empty() => format!("~{claimed}"),
         None => short(from.as_str()),
     })
@@ -161,10 +153,10 @@ fn short(id: &str) -> String {
     format!("{}…", id.get(..12).unwrap_or(id))
 }
 
-/// Saved contacts by id (a contact saved under its own id has no name).
-fn saved_names(store: &SqliteStore) -> Result<HashMap<UserId, String>, ClientError> {
-    Ok(store
-        .contacts()?
+/// Saved names by id, of the contacts this identity sees (a contact
+/// saved under its own id has no name).
+fn saved_names(store: &SqliteStore) -> Result<HashMap<UserId, String>, CliError> {
+    Ok(crate::book::effective(store)?
         .into_iter()
         .filter(|c| c.name != c.id.as_str())
         .map(|c| (c.id, c.name))
@@ -195,7 +187,7 @@ impl retalk_webview::History for Opened {
     fn conversations(
         &self,
     ) -> Result<Vec<retalk_webview::Conversation>, retalk_webview::Unreadable> {
-        let read = || -> Result<_, ClientError> {
+        let read = || -> Result<_, CliError> {
             let saved = saved_names(&self.store)?;
             Ok(self
                 .history()?
@@ -230,7 +222,7 @@ impl retalk_webview::History for Opened {
         id: &str,
         after: i64,
     ) -> Result<Vec<retalk_webview::Message>, retalk_webview::Unreadable> {
-        let read = || -> Result<_, ClientError> {
+        let read = || -> Result<_, CliError> {
             let saved = saved_names(&self.store)?;
             let history = self.history()?;
             let me = display::escape(history.my_name());
@@ -268,28 +260,22 @@ enum Wanted {
 async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), CliError> {
     let opened = Opened::open(sel)?;
     let saved = saved_names(&opened.store)?;
-    let (conversation, other, sub) = match &what {
+    let (conversation, other, sub, peers) = match &what {
         Wanted::Peer(p) => {
-            let id = client::find_peer(&opened.store, p)?;
+            let id = crate::book::peer_to_id(&crate::book::effective(&opened.store)?, p)?;
             let other = match saved.get(&id) {
                 Some(name) => name.clone(),
                 None if UserId::parse(p).is_err() => p.clone(),
                 None => short(id.as_str()),
             };
-            let sub = id.to_string();
-            (Conversation::Peer(id), other, sub)
-        }
-        Wanted::Group(g) => {
-            let (id, name, sub) = find_group(&opened, g)?;
             (
-                Conversation::Group {
-                    id,
-                    name: name.clone(),
-                },
-                name,
-                sub,
+                Conversation::Peer(id.clone()),
+                other,
+                id.to_string(),
+                vec![id],
             )
         }
+        Wanted::Group(g) => find_group(&opened, g)?,
     };
     let me = {
         let h = opened.history()?;
@@ -324,11 +310,7 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
         return Ok(());
     }
     drop(out);
-    let peers: Vec<UserId> = match &conversation {
-        Conversation::Peer(p) => vec![p.clone()],
-        Conversation::Group { .. } => group_members(&opened, &conversation)?,
-    };
-    follow_saving(sel, &peers, || {
+    follow_saving(sel, &peers, width, || {
         let entries = opened.history()?.entries(Some(&conversation), chat.rowid)?;
         write(&mut std::io::stdout().lock(), chat.entries(&entries))
     })
@@ -343,10 +325,20 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
 async fn follow_saving(
     sel: &Selection,
     peers: &[UserId],
+    width: usize,
     mut render: impl FnMut() -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let (agent, _) = crate::open_agent(sel, false)?;
-    eprintln!("· listening for new messages — ctrl-c to stop ·");
+    // Kept as `receive --save` keeps them: messages in the history (this
+    // is what --follow is for), cards staged for `import --inbox`.
+    let keep = crate::receive::Keep {
+        messages: true,
+        contacts: true,
+    };
+    eprintln!(
+        "\n{}",
+        center("· listening for new messages — ctrl-c to stop ·", width)
+    );
     let mut stop = std::pin::pin!(crate::receive::interrupted());
     let mut last_sync = std::time::Instant::now();
     loop {
@@ -356,7 +348,9 @@ async fn follow_saving(
                 Err(e) => eprintln!("retalk: {} (retrying)", CliError::from(e)),
             }
         }
-        agent.take_messages_from(Some(peers), usize::MAX, |m| save_received(&agent, m))?;
+        agent.take_messages_from(Some(peers), usize::MAX, |m| {
+            crate::receive::kept(&agent, m, keep).map(drop)
+        })?;
         render()?;
         if last_sync.elapsed().as_secs() >= 60 {
             if let Err(e) = agent.sync(false).await {
@@ -371,34 +365,22 @@ async fn follow_saving(
     }
 }
 
-/// Saves a message `--follow` received, as `receive --save` does.
-fn save_received(agent: &crate::Agent, m: &Received) -> Result<(), CliError> {
-    let claimed = m.name.strip_prefix('~').unwrap_or("");
-    agent.save_received(&m.id, &m.from, claimed, &m.text, None)?;
-    Ok(())
-}
-
-/// A group conversation's other members (whose mail `--follow` reads).
-fn group_members(opened: &Opened, conversation: &Conversation) -> Result<Vec<UserId>, CliError> {
-    let _ = (opened, conversation);
-    Ok(Vec::new())
-}
-
-/// A group by its name or id, among the saved conversations: its id,
-/// name and a line about it.
-fn find_group(opened: &Opened, reference: &str) -> Result<(String, String, String), CliError> {
-    opened
-        .history()?
-        .conversations()?
-        .into_iter()
-        .find_map(|c| match c.conversation {
-            Conversation::Group { id, name } if name == reference || id == reference => {
-                let sub = format!("group · {id}");
-                Some((id, name, sub))
-            }
-            _ => None,
-        })
-        .ok_or_else(|| CliError::Usage(format!("no group '{reference}' — see `retalk group list`")))
+/// A group held by this identity, by its name or id (`client::find_group`):
+/// its conversation, its name, the line under the title (0.3.0: `N
+/// member(s) · GID`), and the other members (whose mail `--follow` reads).
+fn find_group(
+    opened: &Opened,
+    reference: &str,
+) -> Result<(Conversation, String, String, Vec<UserId>), CliError> {
+    let g = client::find_group(&opened.store, reference)?;
+    let me = opened.history()?.me().clone();
+    let sub = format!("{} member(s) · {}", g.members.len(), g.id.as_str());
+    let others = g.members.into_iter().filter(|m| *m != me).collect();
+    let conversation = Conversation::Group {
+        id: g.id.as_str().to_owned(),
+        name: g.name.clone(),
+    };
+    Ok((conversation, g.name, sub, others))
 }
 
 /// How times are shown: local time (the command; `TZ` applies) or UTC

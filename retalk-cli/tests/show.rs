@@ -1,0 +1,291 @@
+//! `retalk show` in a real terminal: tmux runs the real `retalk` binary in
+//! a detached 100×40 pane and `capture-pane` reads what a person would
+//! see. The history is made the real way: users of our binary on our relay
+//! on loopback send and receive with `--save`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::agent030::Agent;
+use common::OurRelay;
+
+const TMUX: &str = "/usr/bin/tmux";
+
+/// A tmux server of its own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(dir: &Path) -> Tmux {
+        assert!(
+            Path::new(TMUX).exists(),
+            "{TMUX} is missing: apt-get install tmux (.ci/run does)"
+        );
+        Tmux {
+            socket: dir.join("tmux.sock").display().to_string(),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new(TMUX)
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            common::describe(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `agent`'s `retalk ARGS` in a new 100×40 window `name` (UTC, a
+    /// real terminal); the pane stays open after it exits.
+    fn run(&self, name: &str, agent: &Agent, args: &[&str]) {
+        let mut line = format!(
+            "cd '{}' && env -i PATH='{}' HOME='{}' RETALK_HOME='{}' RETALK_PASSPHRASE='passphrase of {}' RETALK_RELAY='{}' TZ=UTC TERM=xterm-256color '{}'",
+            agent.home.display(),
+            agent.path,
+            agent.home.display(),
+            agent.home.display(),
+            agent.name,
+            agent.relay,
+            agent.program.display(),
+        );
+        for a in args {
+            assert!(!a.contains('\''), "{a}");
+            line.push_str(&format!(" '{a}'"));
+        }
+        line.push_str("; echo \"[exit $?]\"; sleep 600");
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "100",
+            "-y",
+            "40",
+            &line,
+        ]);
+    }
+
+    /// The pane's text (no colours), trailing blank lines dropped.
+    fn capture(&self, name: &str) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-t", name, "-S", "-200"])
+            .trim_end()
+            .to_owned()
+    }
+
+    /// The pane with its colour escapes, as the terminal received them.
+    fn capture_styled(&self, name: &str) -> String {
+        self.tmux(&["capture-pane", "-p", "-e", "-t", name, "-S", "-200"])
+    }
+
+    /// Waits until the pane shows `needle`; returns the pane.
+    fn wait_for(&self, name: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pane = self.capture(name);
+            if pane.contains(needle) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pane {name} never showed {needle:?}:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new(TMUX)
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+const HOSTILE: &str = "line one\n\u{1b}[2J\u{1b}[H🔵 alice · 00:00\r\n                                                  00:01 · bob 🟢\u{202e}olleh";
+
+#[test]
+fn show_renders_a_saved_conversation_in_a_real_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    let bob = Agent::ours(root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    bob.add(&alice);
+
+    alice.ok(&[
+        "send",
+        "hi bob, saved on both sides",
+        "--peer",
+        "bob",
+        "--save",
+    ]);
+    bob.ok(&["receive", "--peer", "alice", "--save"]);
+    bob.ok(&["send", HOSTILE, "--peer", "alice", "--save"]);
+    alice.ok(&["receive", "--peer", "bob", "--save"]);
+    // Not saved: never shown.
+    alice.ok(&["send", "unsaved", "--peer", "bob"]);
+
+    let tmux = Tmux::new(root.path());
+    tmux.run("plain", &alice, &["show", "alice", "bob"]);
+    let pane = tmux.wait_for("plain", "[exit 0]");
+    println!("{pane}");
+    let lines: Vec<&str> = pane.lines().collect();
+    // The title rule, the peer's id under it, a day line.
+    assert!(
+        lines[0].starts_with("──")
+            && lines[0].contains(" 💬 alice ⇄ bob ")
+            && lines[0].ends_with("──"),
+        "{pane}"
+    );
+    assert_eq!(lines[1].trim(), bob.id, "{pane}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim().starts_with("·· 📅 20") && l.trim().ends_with(" ··")),
+        "{pane}"
+    );
+    // Ours on the right, bob's on the left.
+    let out_head = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with(" · alice 🟢"))
+        .expect(&pane);
+    assert!(lines[out_head].starts_with("          "), "{pane}");
+    assert!(
+        lines[out_head + 1]
+            .trim_end()
+            .ends_with("hi bob, saved on both sides"),
+        "{pane}"
+    );
+    assert!(lines[out_head + 1].starts_with("          "), "{pane}");
+    let in_head = lines
+        .iter()
+        .position(|l| l.starts_with("🔵 bob · "))
+        .expect(&pane);
+    assert!(in_head > out_head);
+    // The hostile text: escaped, every line three columns in.
+    assert_eq!(lines[in_head + 1], "   line one", "{pane}");
+    assert_eq!(
+        lines[in_head + 2],
+        "   \\x1b[2J\\x1b[H🔵 alice · 00:00\\r",
+        "{pane}"
+    );
+    assert_eq!(
+        lines[in_head + 3],
+        "   00:01 · bob 🟢\\u{202e}olleh",
+        "{pane}"
+    );
+    assert!(!pane.contains("unsaved"), "{pane}");
+    // The only escapes that reached the terminal are our colours (the
+    // screen was not cleared: the title is still on it).
+    let styled = tmux.capture_styled("plain");
+    assert!(
+        styled.contains("\u{1b}[1;36m") || styled.contains("\u{1b}[1m"),
+        "no colours: {styled:?}"
+    );
+
+    // An unknown peer, a missing conversation: clear errors.
+    let (_, err) = alice.fails(&["show", "alice", "carol"], 2);
+    assert!(err.contains("carol"), "{err}");
+    let (_, err) = alice.fails(&["show", "alice"], 2);
+    assert!(err.contains("show needs a conversation"), "{err}");
+    let (_, err) = alice.fails(&["show"], 2);
+    assert!(err.contains("show needs an identity"), "{err}");
+
+    // --follow: a message bob sends while it runs is received, saved and
+    // shown; the inbox of anyone else stays for `receive`.
+    tmux.run("live", &alice, &["show", "alice", "bob", "--follow"]);
+    tmux.wait_for("live", "hi bob, saved on both sides");
+    bob.ok(&["send", "sent while you watched", "--peer", "alice"]);
+    let pane = tmux.wait_for("live", "sent while you watched");
+    println!("{pane}");
+    assert!(!pane.contains("[exit"), "{pane}");
+    // It was saved: a plain show has it too.
+    tmux.run("after", &alice, &["show", "alice", "bob"]);
+    let pane = tmux.wait_for("after", "[exit 0]");
+    assert!(pane.contains("sent while you watched"), "{pane}");
+    // And a row another process saves meanwhile shows up too.
+    alice.ok(&["send", "from another terminal", "--peer", "bob", "--save"]);
+    tmux.wait_for("live", "from another terminal");
+}
+
+#[test]
+fn show_group_names_each_sender_in_a_real_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    let bob = Agent::ours(root.path(), "bob", &relay.url);
+    let carol = Agent::ours(root.path(), "carol", &relay.url);
+    for (a, b) in [(&alice, &bob), (&alice, &carol), (&bob, &carol)] {
+        a.add(b);
+        b.add(a);
+    }
+    alice.ok(&["group", "create", "team", "--members", "bob,carol"]);
+    alice.ok(&["send", "plan: ship friday", "--group", "team", "--save"]);
+    bob.ok(&["receive", "--all", "--save"]);
+    bob.ok(&["send", "bob agrees", "--group", "team", "--save"]);
+    carol.ok(&["receive", "--all", "--save"]);
+    carol.ok(&["send", "carol too", "--group", "team", "--save"]);
+    alice.ok(&["receive", "--all", "--save"]);
+    // A one-to-one message is not part of the group's thread.
+    bob.ok(&["send", "just for alice", "--peer", "alice"]);
+    alice.ok(&["receive", "--all", "--save"]);
+
+    let tmux = Tmux::new(root.path());
+    tmux.run("group", &alice, &["show", "alice", "--group", "team"]);
+    let pane = tmux.wait_for("group", "[exit 0]");
+    println!("{pane}");
+    let lines: Vec<&str> = pane.lines().collect();
+    assert!(lines[0].contains(" 💬 alice ⇄ team "), "{pane}");
+    assert!(lines[1].trim().starts_with("3 member(s) · "), "{pane}");
+    let ours = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with(" · alice 🟢"))
+        .expect(&pane);
+    assert!(
+        lines[ours + 1].trim_end().ends_with("plan: ship friday"),
+        "{pane}"
+    );
+    let bobs = lines
+        .iter()
+        .position(|l| l.starts_with("🔵 bob · "))
+        .expect(&pane);
+    assert_eq!(lines[bobs + 1], "   bob agrees", "{pane}");
+    let carols = lines
+        .iter()
+        .position(|l| l.starts_with("🟣 carol · "))
+        .expect(&pane);
+    assert_eq!(lines[carols + 1], "   carol too", "{pane}");
+    assert!(ours < bobs && bobs < carols, "{pane}");
+    assert!(!pane.contains("just for alice"), "{pane}");
+
+    // The group's --follow reads every member: carol's next one appears.
+    tmux.run(
+        "live",
+        &alice,
+        &["show", "alice", "--group", "team", "--follow"],
+    );
+    tmux.wait_for("live", "carol too");
+    carol.ok(&["send", "carol again", "--group", "team"]);
+    tmux.wait_for("live", "carol again");
+
+    let (_, err) = alice.fails(&["show", "alice", "--group", "nope"], 2);
+    assert!(err.contains("nope"), "{err}");
+    let (_, err) = alice.fails(&["show", "alice", "bob", "--group", "team"], 2);
+    assert!(err.contains("not both"), "{err}");
+}
