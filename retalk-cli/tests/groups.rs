@@ -351,3 +351,49 @@ fn a_member_cannot_add_an_outsider() {
     assert_eq!(r["sent"], 2);
     assert!(text_from(&eve.receive(), &t.carol).is_empty());
 }
+
+/// A Python 0.3.0 folder's groups, tombstones and invite codes open with
+/// ours: the group has no recorded owner, so this user may change it, and
+/// its copies reach the members.
+#[test]
+fn a_python_folders_groups_open_with_ours() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let mut dave = Agent::python(&python, tmp.path(), "dave", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    introduce(&[&dave, &bob, &carol]);
+    let created: Value =
+        serde_json::from_str(&dave.ok(&["group", "create", "team", "--members", "bob"])).unwrap();
+    dave.ok(&["group", "create", "old", "--members", "carol"]);
+    dave.ok(&["group", "leave", "old"]);
+    let code: Value = serde_json::from_str(&dave.ok(&["invite", "new", "--permanent"])).unwrap();
+
+    // dave now runs our binary on the same folder.
+    dave.program = std::path::PathBuf::from(env!("CARGO_BIN_EXE_retalk"));
+    dave.path = "/usr/bin:/bin".into();
+    dave.python = false;
+    let groups = dave.groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["group_id"], created["group_id"]);
+    assert_eq!(groups[0]["owner"], Value::Null);
+    assert_eq!(dave.members("team"), ids(&[&bob]));
+    let invites = common::agent030::lines(&dave.ok(&["invite", "list", "--json"]));
+    assert_eq!(invites[0]["code"], code["code"]);
+    // The tombstone came along: join clears it.
+    dave.ok(&["group", "join", "old"]);
+    // Ownerless: dave may add; the copies carry the roster.
+    dave.ok(&["group", "add", "team", "carol"]);
+    let r: Value = serde_json::from_str(&dave.ok(&["send", "hi all", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 2);
+    for a in [&bob, &carol] {
+        let got = a.receive();
+        assert_eq!(text_from(&got, &dave)[0]["text"], "hi all", "{got:?}");
+        assert_eq!(a.members("team"), {
+            let mut v = ids(&[&bob, &carol, &dave]);
+            v.retain(|m| *m != a.id);
+            v
+        });
+    }
+}
