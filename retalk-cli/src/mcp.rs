@@ -9,7 +9,12 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
+use retalk_mcp::{AddressBook, Agent, BookError};
+use retalk_proto::client::Contact;
+use retalk_proto::UserId;
+
 use crate::args::Selection;
+use crate::book;
 use crate::error::CliError;
 
 /// `retalk mcp`'s own options (the identity options are the shared ones).
@@ -57,10 +62,31 @@ pub async fn run(sel: &Selection, args: McpArgs) -> Result<(), CliError> {
         receive_from: args.receive_from,
         follow: Default::default(),
     };
-    retalk_mcp::serve_stdio(agent, options)
+    retalk_mcp::serve_stdio(agent, CommandLineBook, options)
         .await
         .map_err(|e| match e {
-            retalk_mcp::ServeError::Peer(..) => CliError::Usage(e.to_string()),
+            retalk_mcp::ServeError::Peer(..) | retalk_mcp::ServeError::Book(_) => {
+                CliError::Usage(e.to_string())
+            }
             retalk_mcp::ServeError::Start(_) => CliError::Output(std::io::Error::other(e)),
         })
+}
+
+/// The command line's address book: a peer means in a tool call what it
+/// means to `send`, `receive` and `share` (`book.rs`).
+struct CommandLineBook;
+
+impl AddressBook for CommandLineBook {
+    fn contacts(&self, agent: &Agent) -> Result<Vec<Contact>, BookError> {
+        Ok(book::effective(agent.store())?)
+    }
+
+    fn resolve(&self, contacts: &[Contact], reference: &str) -> Option<UserId> {
+        book::resolve_peer(contacts, reference)
+    }
+
+    fn card(&self, agent: &Agent, reference: &str) -> Result<(UserId, String), BookError> {
+        let (fp, _, card, _) = book::build_card(&self.contacts(agent)?, reference, None)?;
+        Ok((fp, card))
+    }
 }

@@ -121,6 +121,7 @@ fn two_agents_talk_through_the_python_mcp_client() {
         "ok stranger",
         "ok bad arguments",
         "ok other tools",
+        "ok global contacts",
     ] {
         assert!(said.contains(group), "{group} did not pass:\n{said}");
     }

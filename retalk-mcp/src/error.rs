@@ -7,8 +7,11 @@ use retalk_proto::ClientError;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// `RETALK_WATCH_PEER` or `RETALK_RECEIVE_FROM` names nobody.
-    #[error("RETALK_WATCH_PEER / RETALK_RECEIVE_FROM: '{0}' is neither a saved contact nor a 32-hex fingerprint ({1})")]
-    Peer(String, ClientError),
+    #[error("RETALK_WATCH_PEER / RETALK_RECEIVE_FROM: '{0}' is neither a saved contact nor a 32-hex fingerprint")]
+    Peer(String),
+    /// The address book could not be read.
+    #[error("contacts: {0}")]
+    Book(String),
     /// The MCP handshake or the connection to the host failed.
     #[error("MCP connection: {0}")]
     Start(String),
@@ -29,6 +32,9 @@ pub enum ToolError {
     Refused(String),
     #[error("{}", advice(.0))]
     Client(#[from] ClientError),
+    /// The address book failed (a contact list that cannot be read).
+    #[error("contacts: {0}")]
+    Book(#[from] crate::BookError),
 }
 
 /// The text a model sees for a library error: what happened and what to do.

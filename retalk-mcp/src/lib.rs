@@ -14,6 +14,7 @@
 //!
 //! Nothing but protocol goes to stdout; logs go to stderr (`tracing`).
 
+mod book;
 mod error;
 mod server;
 mod upkeep;
@@ -27,6 +28,7 @@ use retalk_transport_http::{HttpTransport, SystemClock};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
+pub use book::{AddressBook, BookError};
 pub use error::ServeError;
 pub use server::RetalkServer;
 
@@ -56,20 +58,31 @@ pub struct Options {
 /// Errors: [`ServeError::Peer`] when `watch_peer` or a `receive_from` entry
 /// names no saved contact nor a fingerprint (found before anything is
 /// served), [`ServeError::Start`] when the MCP handshake fails.
-pub async fn serve_stdio(agent: Agent, options: Options) -> Result<(), ServeError> {
-    serve(agent, options, rmcp::transport::stdio()).await
+pub async fn serve_stdio(
+    agent: Agent,
+    book: impl AddressBook,
+    options: Options,
+) -> Result<(), ServeError> {
+    serve(agent, book, options, rmcp::transport::stdio()).await
 }
 
 /// [`serve_stdio`] over any transport rmcp accepts (a duplex pipe in tests).
-pub async fn serve<T, E, A>(agent: Agent, options: Options, transport: T) -> Result<(), ServeError>
+pub async fn serve<T, E, A>(
+    agent: Agent,
+    book: impl AddressBook,
+    options: Options,
+    transport: T,
+) -> Result<(), ServeError>
 where
     T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let contacts = book
+        .contacts(&agent)
+        .map_err(|e| ServeError::Book(e.to_string()))?;
     let resolve = |p: &str| {
-        agent
-            .find_peer(p.trim())
-            .map_err(|e| ServeError::Peer(p.to_owned(), e))
+        book.resolve(&contacts, p.trim())
+            .ok_or_else(|| ServeError::Peer(p.to_owned()))
     };
     let watch: Option<UserId> = options.watch_peer.as_deref().map(resolve).transpose()?;
     let receive_from = options
@@ -78,7 +91,7 @@ where
         .filter(|p| !p.trim().is_empty())
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let (shared, notes) = server::Shared::new(agent, receive_from, watch);
+    let (shared, notes) = server::Shared::new(agent, Box::new(book), receive_from, watch);
     let shared = Arc::new(shared);
     let running = RetalkServer::new(shared.clone())
         .serve(transport)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use retalk_proto::client::{self, Delivery, Received, Store};
+use retalk_proto::client::{self, Contact, Delivery, Received};
 use retalk_proto::{ClientError, UserId};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::book::AddressBook;
 use crate::error::ToolError;
 use crate::{Agent, MAX_WAIT};
 
@@ -34,6 +35,7 @@ const PROGRESS_EVERY: f64 = 1.0;
 /// What the tools and the upkeep task share.
 pub(crate) struct Shared {
     pub(crate) agent: Agent,
+    book: Box<dyn AddressBook>,
     /// `RETALK_RECEIVE_FROM`, resolved; empty: every saved contact.
     receive_from: Vec<UserId>,
     /// Bumped by the upkeep task whenever new mail lands in the local
@@ -50,12 +52,14 @@ impl Shared {
     /// messages for [`crate::upkeep::notify`].
     pub(crate) fn new(
         agent: Agent,
+        book: Box<dyn AddressBook>,
         receive_from: Vec<UserId>,
         watch: Option<UserId>,
     ) -> (Self, mpsc::UnboundedReceiver<Value>) {
         let (notes, rx) = mpsc::unbounded_channel();
         let shared = Self {
             agent,
+            book,
             receive_from,
             arrivals: watch::Sender::new(0),
             watch,
@@ -211,6 +215,20 @@ impl RetalkServer {
         &self.shared.agent
     }
 
+    /// Every contact the identity sees (the address book's).
+    fn book_contacts(&self) -> Result<Vec<Contact>, ToolError> {
+        Ok(self.shared.book.contacts(self.agent())?)
+    }
+
+    /// The peer `reference` (a saved name, else a 32-hex fingerprint) means.
+    fn find(&self, reference: &str) -> Result<UserId, ToolError> {
+        let reference = reference.trim();
+        self.shared
+            .book
+            .resolve(&self.book_contacts()?, reference)
+            .ok_or_else(|| ClientError::UnknownPeer(reference.to_owned()).into())
+    }
+
     #[tool(
         name = "id",
         description = "Your own retalk contact card: your fingerprint (a 32-hex id that is both your address and the proof of your keys; give it to peers so they can `add` you), your name, your public keys and your relay.",
@@ -279,10 +297,8 @@ impl RetalkServer {
                 ));
             }
         }
-        let store = self.agent().store();
-        if let Some(other) = store
-            .contacts()
-            .map_err(ClientError::from)?
+        if let Some(other) = self
+            .book_contacts()?
             .into_iter()
             .find(|c| c.name == name && c.id != id)
         {
@@ -292,10 +308,9 @@ impl RetalkServer {
             )));
         }
         self.agent().add_contact(&name, id.clone(), None)?;
-        let mut verified = false;
-        if args.verify.unwrap_or(false) {
+        let verified = args.verify.unwrap_or(false);
+        if verified {
             self.agent().verify_contact(&id).await?;
-            verified = true;
         }
         Ok(done(
             format!(
@@ -317,8 +332,16 @@ impl RetalkServer {
 
     async fn do_verify(&self, args: JsonObject) -> Outcome {
         let args: PeerArgs = parse(args)?;
-        let id = self.agent().find_peer(&args.peer)?;
-        self.agent().verify_contact(&id).await?;
+        let id = self.find(&args.peer)?;
+        match self.agent().verify_contact(&id).await {
+            Err(ClientError::UnknownPeer(_)) => {
+                return Err(ToolError::Invalid(format!(
+                    "'{}' is not one of this identity's own contacts (it may be on the owner-wide list): save it here with `add` first, then verify",
+                    args.peer
+                )))
+            }
+            other => other?,
+        };
         Ok(done(
             format!("Verified {} ({id})", args.peer),
             json!({"peer": args.peer, "fingerprint": id.as_str(), "verified": true}),
@@ -336,9 +359,8 @@ impl RetalkServer {
 
     fn do_contacts(&self, args: JsonObject) -> Outcome {
         parse::<NoArgs>(args)?;
-        let store = self.agent().store();
-        let blocked = client::blocked(store)?;
-        let mut all = store.contacts().map_err(ClientError::from)?;
+        let blocked = client::blocked(self.agent().store())?;
+        let mut all = self.book_contacts()?;
         all.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         let list: Vec<Value> = all
             .iter()
@@ -346,7 +368,7 @@ impl RetalkServer {
                 json!({
                     "name": c.name,
                     "fingerprint": c.id.as_str(),
-                    "verified": c.pin.is_some(),
+                    "verified": c.verified(),
                     "blocked": blocked.contains(&c.id),
                 })
             })
@@ -360,7 +382,7 @@ impl RetalkServer {
                         "{}\t{}\t{}{}",
                         c.name,
                         c.id,
-                        if c.pin.is_some() {
+                        if c.verified() {
                             "verified"
                         } else {
                             "unverified"
@@ -389,7 +411,7 @@ impl RetalkServer {
 
     async fn do_send(&self, args: JsonObject) -> Outcome {
         let args: SendArgs = parse(args)?;
-        let to = self.agent().find_peer(&args.peer)?;
+        let to = self.find(&args.peer)?;
         let receipt = self.agent().send(&to, &args.text).await?;
         if receipt.delivery == Delivery::Refused {
             return Err(ToolError::Refused(args.peer));
@@ -436,7 +458,7 @@ impl RetalkServer {
         }
         let strangers = args.include_strangers.unwrap_or(false);
         let from = match &args.peer {
-            Some(p) => Some(vec![self.agent().find_peer(p)?]),
+            Some(p) => Some(vec![self.find(p)?]),
             None => self.default_senders(strangers)?,
         };
         let mut arrivals = self.shared.arrivals.subscribe();
@@ -505,14 +527,14 @@ impl RetalkServer {
         if !self.shared.receive_from.is_empty() {
             return Ok(Some(self.shared.receive_from.clone()));
         }
-        let contacts = self.agent().store().contacts().map_err(ClientError::from)?;
+        let contacts = self.book_contacts()?;
         Ok(Some(contacts.into_iter().map(|c| c.id).collect()))
     }
 
     /// Takes at most `limit` messages from `from` (everyone: `None`) out of
     /// the local inbox.
     fn take(&self, from: Option<&[UserId]>, limit: usize) -> Result<Vec<Shown>, ToolError> {
-        let contacts = self.agent().store().contacts().map_err(ClientError::from)?;
+        let contacts = self.book_contacts()?;
         let mut out = Vec::new();
         self.agent()
             .take_messages_from(from, limit, |m: &Received| {
@@ -524,7 +546,7 @@ impl RetalkServer {
                     name: m.name.clone(),
                     text: m.text.clone(),
                     contact: saved.is_some(),
-                    verified: saved.is_some_and(|c| c.pin.is_some()),
+                    verified: saved.is_some_and(|c| c.verified()),
                 });
                 Ok::<_, ClientError>(())
             })?;
@@ -543,7 +565,7 @@ impl RetalkServer {
     async fn do_check_inbox(&self, args: JsonObject) -> Outcome {
         let args: CheckInboxArgs = parse(args)?;
         self.agent().fetch().await?;
-        let contacts = self.agent().store().contacts().map_err(ClientError::from)?;
+        let contacts = self.book_contacts()?;
         let mut counts: BTreeMap<(bool, String), (String, usize)> = BTreeMap::new();
         let mut strangers = 0;
         let mut total = 0;
@@ -635,7 +657,7 @@ impl RetalkServer {
 
     fn set_blocked(&self, args: JsonObject, on: bool) -> Outcome {
         let args: PeerArgs = parse(args)?;
-        let id = self.agent().find_peer(&args.peer)?;
+        let id = self.find(&args.peer)?;
         client::set_blocked(self.agent().store(), &id, on)?;
         Ok(done(
             format!(
@@ -658,34 +680,8 @@ impl RetalkServer {
 
     async fn do_share(&self, args: JsonObject) -> Outcome {
         let args: ShareArgs = parse(args)?;
-        let store = self.agent().store();
-        let fp = self.agent().find_peer(&args.contact)?;
-        let name = store
-            .contacts()
-            .map_err(ClientError::from)?
-            .into_iter()
-            .find(|c| c.id == fp && c.name != fp.as_str())
-            .map(|c| c.name)
-            .unwrap_or_default();
-        let to = self.agent().find_peer(&args.peer)?;
-        // 0.3.0's card (`cli.py` `_build_card`), keys left out as the CLI's
-        // `share` leaves them: a card carries both keys or neither.
-        #[derive(Serialize)]
-        struct Card<'a> {
-            fingerprint: &'a str,
-            name: &'a str,
-            identity_key: &'a str,
-            signing_key: &'a str,
-            verified: bool,
-        }
-        let card = serde_json::to_string(&Card {
-            fingerprint: fp.as_str(),
-            name: &name,
-            identity_key: "",
-            signing_key: "",
-            verified: false,
-        })
-        .map_err(|e| ToolError::Invalid(e.to_string()))?;
+        let (fp, card) = self.shared.book.card(self.agent(), &args.contact)?;
+        let to = self.find(&args.peer)?;
         let receipt = self.agent().share(&to, card).await?;
         if receipt.delivery == Delivery::Refused {
             return Err(ToolError::Refused(args.peer));

@@ -184,5 +184,16 @@ async def main():
         assert synced["unclaimed"] > 0, synced
         print("ok other tools")
 
+        # -- the owner-wide contact list counts, as on the command line:
+        # `retalk add` with no identity selected saves there
+        subprocess.run([RETALK, "add", IDS["carol"], "--peer", "carol"],
+                       env={"PATH": os.environ["PATH"], "RETALK_HOME": os.path.join(WORK, "home")},
+                       check=True, capture_output=True)
+        listed = data(await b.call_tool("contacts", {}))["contacts"]
+        assert ("carol", IDS["carol"]) in [(c["name"], c["fingerprint"]) for c in listed], listed
+        to_carol = data(await b.call_tool("send", {"peer": "carol", "text": "hello carol"}))
+        assert to_carol["to"] == IDS["carol"], to_carol
+        print("ok global contacts")
+
 
 anyio.run(main)
