@@ -108,7 +108,7 @@ fn resolve_members(agent: &Agent, list: Option<&str>) -> Result<Vec<UserId>, Cli
 
 /// The relay's cap (`GET /info` `max_group_size`), cached; the cached one
 /// (else 100) when the relay cannot say.
-async fn cap(agent: &Agent) -> Result<usize, CliError> {
+pub(crate) async fn cap(agent: &Agent) -> Result<usize, CliError> {
     match agent.transport().max_group_size().await {
         Ok(n) => {
             let n = usize::try_from(n).unwrap_or(usize::MAX);

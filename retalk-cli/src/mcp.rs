@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use retalk_mcp::{AddressBook, Agent, BookError};
+use retalk_mcp::{AddressBook, Agent, BookError, BookFuture};
 use retalk_proto::client::Contact;
 use retalk_proto::UserId;
 
@@ -88,5 +88,9 @@ impl AddressBook for CommandLineBook {
     fn card(&self, agent: &Agent, reference: &str) -> Result<(UserId, String), BookError> {
         let (fp, _, card, _) = book::build_card(&self.contacts(agent)?, reference, None)?;
         Ok((fp, card))
+    }
+
+    fn group_cap<'a>(&'a self, agent: &'a Agent) -> BookFuture<'a, usize> {
+        Box::pin(async move { Ok(crate::group::cap(agent).await?) })
     }
 }

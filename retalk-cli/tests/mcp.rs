@@ -122,6 +122,7 @@ fn two_agents_talk_through_the_python_mcp_client() {
         "ok bad arguments",
         "ok other tools",
         "ok global contacts",
+        "ok groups",
     ] {
         assert!(said.contains(group), "{group} did not pass:\n{said}");
     }
@@ -129,7 +130,7 @@ fn two_agents_talk_through_the_python_mcp_client() {
     assert!(s.relay.count("users") >= 3);
     let listed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&tools).unwrap()).unwrap();
-    assert_eq!(listed["tools"].as_array().unwrap().len(), 11);
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 17);
     if let Some(keep) = std::env::var_os("RETALK_MCP_TOOLS_LIST") {
         std::fs::copy(&tools, keep).unwrap();
     }

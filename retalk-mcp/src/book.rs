@@ -4,6 +4,8 @@
 //! same in a tool call as on the command line.
 
 use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
 
 use retalk_proto::client::Contact;
 use retalk_proto::UserId;
@@ -23,4 +25,10 @@ pub trait AddressBook: Send + Sync + 'static {
     /// The card `share` sends for the contact `reference`: its fingerprint
     /// and the card's JSON text (0.3.0 `cli.py` `_build_card`).
     fn card(&self, agent: &Agent, reference: &str) -> Result<(UserId, String), BookError>;
+    /// The most members a group may have on this relay (its `GET /info`
+    /// `max_group_size`, cached; the cached one when it cannot say).
+    fn group_cap<'a>(&'a self, agent: &'a Agent) -> BookFuture<'a, usize>;
 }
+
+/// What [`AddressBook::group_cap`] returns.
+pub type BookFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BookError>> + Send + 'a>>;

@@ -28,7 +28,7 @@ use retalk_transport_http::{HttpTransport, SystemClock};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-pub use book::{AddressBook, BookError};
+pub use book::{AddressBook, BookError, BookFuture};
 pub use error::ServeError;
 pub use server::RetalkServer;
 

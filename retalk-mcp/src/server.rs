@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retalk_proto::client::{self, Contact, Delivery, Received};
+use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
@@ -18,7 +19,7 @@ use rmcp::{tool, tool_handler, tool_router, Peer, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -164,6 +165,57 @@ struct ShareArgs {
     peer: String,
 }
 
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupCreateArgs {
+    /// A local name for the group (e.g. "reviewers"); not a fingerprint.
+    name: String,
+    /// The other members: saved contacts' names or 32-hex fingerprints.
+    members: Vec<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupMembersArgs {
+    /// The group's local name or its 32-hex group id.
+    group: String,
+    /// Saved contacts' names or 32-hex fingerprints.
+    members: Vec<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupArgs {
+    /// The group's local name or its 32-hex group id.
+    group: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GroupSendArgs {
+    /// The group's local name or its 32-hex group id.
+    group: String,
+    /// The message text; each member gets their own encrypted copy.
+    text: String,
+}
+
+/// A group as the tools show it.
+fn group_json(g: &Group) -> Value {
+    json!({
+        "name": g.name,
+        "group_id": g.id.as_str(),
+        "members": g.members.iter().map(UserId::as_str).collect::<Vec<_>>(),
+        "owner": g.owner.as_ref().map(UserId::as_str),
+    })
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 /// The input schema of a tool taking `T`.
 fn schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     rmcp::handler::server::common::schema_for_type::<T>()
@@ -200,6 +252,10 @@ struct Shown {
     text: String,
     contact: bool,
     verified: bool,
+    /// A group copy's `group`, `group_id`, `mid` (and `member: false` from
+    /// a sender not in the roster held here); a record's `kind` and fields.
+    #[serde(flatten)]
+    extra: Map<String, Value>,
 }
 
 #[tool_router]
@@ -506,11 +562,19 @@ impl RetalkServer {
             got.iter()
                 .map(|m| {
                     let who = if m.name.is_empty() { &m.from } else { &m.name };
-                    if m.contact {
-                        format!("{who} ({}): {}", m.from, m.text)
-                    } else {
-                        format!("[NOT A CONTACT, untrusted] {who} ({}): {}", m.from, m.text)
+                    let mut line = String::new();
+                    if !m.contact {
+                        line.push_str("[NOT A CONTACT, untrusted] ");
                     }
+                    if let Some(g) = m.extra.get("group").and_then(Value::as_str) {
+                        line.push_str(&format!("[group {g}] "));
+                    }
+                    line.push_str(&format!("{who} ({})", m.from));
+                    match m.extra.get("kind").and_then(Value::as_str) {
+                        Some(kind) => line.push_str(&format!(" [{kind}]")),
+                        None => line.push_str(&format!(": {}", m.text)),
+                    }
+                    line
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -519,7 +583,9 @@ impl RetalkServer {
     }
 
     /// The senders read when no `peer` is given: `RETALK_RECEIVE_FROM`,
-    /// else the saved contacts, else (`strangers`) everyone (`None`).
+    /// else the saved contacts and the members of the groups that we or a
+    /// saved contact own (a stranger's group vouches for nobody), else
+    /// (`strangers`) everyone (`None`).
     fn default_senders(&self, strangers: bool) -> Result<Option<Vec<UserId>>, ToolError> {
         if strangers {
             return Ok(None);
@@ -527,8 +593,17 @@ impl RetalkServer {
         if !self.shared.receive_from.is_empty() {
             return Ok(Some(self.shared.receive_from.clone()));
         }
-        let contacts = self.book_contacts()?;
-        Ok(Some(contacts.into_iter().map(|c| c.id).collect()))
+        let mut known: Vec<UserId> = self.book_contacts()?.into_iter().map(|c| c.id).collect();
+        let me = self.agent().user_id();
+        for g in client::groups(self.agent().store())? {
+            if g.owner
+                .as_ref()
+                .is_some_and(|o| o == me || known.contains(o))
+            {
+                known.extend(g.members.into_iter().filter(|m| m != me));
+            }
+        }
+        Ok(Some(known))
     }
 
     /// Takes at most `limit` messages from `from` (everyone: `None`) out of
@@ -547,6 +622,7 @@ impl RetalkServer {
                     text: m.text.clone(),
                     contact: saved.is_some(),
                     verified: saved.is_some_and(|c| c.verified()),
+                    extra: m.extra_fields(),
                 });
                 Ok::<_, ClientError>(())
             })?;
@@ -690,6 +766,177 @@ impl RetalkServer {
             format!("Shared {} ({fp}) with {}", args.contact, args.peer),
             json!({"id": receipt.id, "to": to.as_str(), "shared": fp.as_str()}),
         ))
+    }
+    #[tool(
+        name = "group_create",
+        description = "Create a group you own with other members (saved contacts' names or fingerprints). Group messages are sent as one end-to-end-encrypted copy per member; only you, the owner, add or remove members.",
+        input_schema = schema::<GroupCreateArgs>()
+    )]
+    async fn group_create(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_create(args).await)
+    }
+
+    async fn do_group_create(&self, args: JsonObject) -> Outcome {
+        let args: GroupCreateArgs = parse(args)?;
+        let members = self.find_all(&args.members)?;
+        let cap = self.shared.book.group_cap(self.agent()).await?;
+        let me = self.agent().user_id();
+        let g = client::create_group(self.agent().store(), me, &args.name, &members, cap, now())?;
+        Ok(done(
+            format!(
+                "Created group {} ({}) with {} members",
+                g.name,
+                g.id,
+                g.members.len()
+            ),
+            group_json(&g),
+        ))
+    }
+
+    #[tool(
+        name = "group_list",
+        description = "List the groups you are in: name, group id, members and owner.",
+        input_schema = schema::<NoArgs>()
+    )]
+    async fn group_list(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_list(args))
+    }
+
+    fn do_group_list(&self, args: JsonObject) -> Outcome {
+        parse::<NoArgs>(args)?;
+        let all = client::groups(self.agent().store())?;
+        let text = if all.is_empty() {
+            "No groups: create one with `group_create`.".to_owned()
+        } else {
+            all.iter()
+                .map(|g| format!("{}\t{}\t{} members", g.name, g.id, g.members.len()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Ok(done(
+            text,
+            json!({"groups": all.iter().map(group_json).collect::<Vec<_>>()}),
+        ))
+    }
+
+    #[tool(
+        name = "group_add",
+        description = "Add members to a group you own.",
+        input_schema = schema::<GroupMembersArgs>()
+    )]
+    async fn group_add(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_change(args, true).await)
+    }
+
+    #[tool(
+        name = "group_remove",
+        description = "Remove members from a group you own.",
+        input_schema = schema::<GroupMembersArgs>()
+    )]
+    async fn group_remove(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_change(args, false).await)
+    }
+
+    async fn do_group_change(&self, args: JsonObject, add: bool) -> Outcome {
+        let args: GroupMembersArgs = parse(args)?;
+        let members = self.find_all(&args.members)?;
+        let (store, me) = (self.agent().store(), self.agent().user_id());
+        let (g, n) = if add {
+            let cap = self.shared.book.group_cap(self.agent()).await?;
+            client::group_add(store, me, &args.group, &members, cap, now())?
+        } else {
+            client::group_remove(store, me, &args.group, &members, now())?
+        };
+        Ok(done(
+            format!(
+                "{} {n} member(s) {} {}; members learn of it with the next group message",
+                if add { "Added" } else { "Removed" },
+                if add { "to" } else { "from" },
+                g.name
+            ),
+            group_json(&g),
+        ))
+    }
+
+    #[tool(
+        name = "group_send",
+        description = "Send a text message to every other member of a group (one end-to-end-encrypted copy each). Members read it with `receive`; it carries the group's name and id.",
+        input_schema = schema::<GroupSendArgs>()
+    )]
+    async fn group_send(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_send(args).await)
+    }
+
+    async fn do_group_send(&self, args: JsonObject) -> Outcome {
+        let args: GroupSendArgs = parse(args)?;
+        let r = self.agent().send_group(&args.group, &args.text).await?;
+        let failed: Vec<Value> = r
+            .failed
+            .iter()
+            .map(|(fp, e)| json!({"member": fp.as_str(), "error": e}))
+            .collect();
+        if r.sent.is_empty() && !r.failed.is_empty() {
+            return Err(ToolError::Invalid(format!(
+                "no member of '{}' got the message (each copy is kept and resent): {}",
+                r.group,
+                r.failed
+                    .iter()
+                    .map(|(fp, e)| format!("{fp}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        let mut text = format!(
+            "Sent to group {} ({}/{} members)",
+            r.group,
+            r.sent.len(),
+            r.sent.len() + r.failed.len()
+        );
+        for (fp, e) in &r.failed {
+            text.push_str(&format!("; not to {fp}: {e}"));
+        }
+        Ok(done(
+            text,
+            json!({
+                "id": r.id,
+                "group": r.group,
+                "group_id": r.group_id.as_str(),
+                "sent": r.sent.iter().map(UserId::as_str).collect::<Vec<_>>(),
+                "failed": failed,
+            }),
+        ))
+    }
+
+    #[tool(
+        name = "group_leave",
+        description = "Leave a group: the other members are told, and later copies of its messages are dropped.",
+        input_schema = schema::<GroupArgs>()
+    )]
+    async fn group_leave(&self, args: JsonObject) -> CallToolResult {
+        reply(self.do_group_leave(args).await)
+    }
+
+    async fn do_group_leave(&self, args: JsonObject) -> Outcome {
+        let args: GroupArgs = parse(args)?;
+        let r = self.agent().leave_group(&args.group).await?;
+        Ok(done(
+            format!(
+                "Left group {} (told {} member(s))",
+                r.group.name,
+                r.told.len()
+            ),
+            json!({
+                "group": r.group.name,
+                "group_id": r.group.id.as_str(),
+                "told": r.told.iter().map(UserId::as_str).collect::<Vec<_>>(),
+                "failed": r.failed.iter().map(|(fp, e)| json!({"member": fp.as_str(), "error": e})).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+
+    /// Every peer of `references`, each as [`Self::find`] finds it.
+    fn find_all(&self, references: &[String]) -> Result<Vec<UserId>, ToolError> {
+        references.iter().map(|r| self.find(r)).collect()
     }
 }
 

@@ -17,8 +17,9 @@ from mcp.client.stdio import stdio_client
 
 RETALK, WORK, PASSPHRASE, TOOLS_OUT = sys.argv[1:5]
 IDS = json.load(open(os.path.join(WORK, "ids.json")))
-TOOLS = ["add", "block", "check_inbox", "contacts", "id", "receive", "send",
-         "share", "sync", "unblock", "verify"]
+TOOLS = ["add", "block", "check_inbox", "contacts", "group_add", "group_create", "group_leave",
+         "group_list", "group_remove", "group_send", "id", "receive", "send", "share", "sync",
+         "unblock", "verify"]
 
 
 def env(who, **extra):
@@ -194,6 +195,35 @@ async def main():
         to_carol = data(await b.call_tool("send", {"peer": "carol", "text": "hello carol"}))
         assert to_carol["to"] == IDS["carol"], to_carol
         print("ok global contacts")
+
+        # -- groups: created, a message to the members, a reply, a leave
+        team = data(await a.call_tool("group_create", {"name": "team", "members": ["bob"]}))
+        assert sorted(team["members"]) == sorted([IDS["alice"], IDS["bob"]]), team
+        assert team["owner"] == IDS["alice"], team
+        out = data(await a.call_tool("group_send", {"group": "team", "text": "standup in 5"}))
+        assert out["sent"] == [IDS["bob"]] and out["failed"] == [], out
+        got = data(await b.call_tool("receive", {"wait": 10}))["messages"]
+        copies = [m for m in got if m.get("text") == "standup in 5"]
+        assert len(copies) == 1, got
+        assert copies[0]["group"] == "team" and copies[0]["group_id"] == team["group_id"], copies
+        held = data(await b.call_tool("group_list", {}))["groups"]
+        assert [(g["name"], g["group_id"]) for g in held] == [("team", team["group_id"])], held
+        data(await b.call_tool("group_send", {"group": team["group_id"], "text": "on my way"}))
+        got = data(await a.call_tool("receive", {"wait": 10}))["messages"]
+        assert [(m["from"], m["text"], m["group_id"]) for m in got if m.get("text")] == \
+            [(IDS["bob"], "on my way", team["group_id"])], got
+        for tool, args, says in [
+            ("group_send", {"group": "nope", "text": "x"}, "no group 'nope'"),
+            ("group_create", {"name": "solo", "members": ["nobody"]}, "unknown peer 'nobody'"),
+            ("group_remove", {"group": "team", "members": ["alice"]}, "owner"),
+        ]:
+            result = await b.call_tool(tool, args)
+            assert result.is_error and says in result.content[0].text, (tool, result)
+        left = data(await b.call_tool("group_leave", {"group": "team"}))
+        assert left["told"] == [IDS["alice"]], left
+        got = data(await a.call_tool("receive", {"wait": 10}))["messages"]
+        assert [(m["from"], m.get("kind")) for m in got] == [(IDS["bob"], "group_leave")], got
+        print("ok groups")
 
 
 anyio.run(main)
