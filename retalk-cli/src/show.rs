@@ -116,16 +116,24 @@ fn select(
 }
 
 /// The selected identity's store and the secret that opens it, without
-/// its relay.
+/// its relay, and the name our side is shown under.
 struct Opened {
     store: SqliteStore,
     secret: String,
+    /// Our display name, else the USER given, else "me" (0.3.0 `cmd_show`).
+    me: String,
 }
 
 impl Opened {
     fn open(sel: &Selection) -> Result<Opened, CliError> {
         let (store, secret) = crate::history::open_reader(sel)?;
-        Ok(Opened { store, secret })
+        let name = History::open(&store, &secret)?.my_name().to_owned();
+        let me = match (name.is_empty(), &sel.user) {
+            (false, _) => name,
+            (true, Some(user)) if !user.is_empty() => user.clone(),
+            (true, _) => "me".to_owned(),
+        };
+        Ok(Opened { store, secret, me })
     }
 
     /// The history, naming peers from the contacts this identity sees
@@ -133,6 +141,20 @@ impl Opened {
     fn history(&self) -> Result<History<'_, SqliteStore>, CliError> {
         Ok(History::open(&self.store, &self.secret)?
             .with_contacts(crate::book::effective(&self.store)?))
+    }
+
+    /// The saved rows of `conversation` after row `after`, oldest first.
+    /// A peer's conversation is the two of you only: the library's peer
+    /// filter (0.3.0's `peer_fp = ?`) also matches that peer's group
+    /// messages, which belong to their group's thread.
+    fn entries(
+        &self,
+        conversation: &Conversation,
+        after: i64,
+    ) -> Result<Vec<HistoryEntry>, CliError> {
+        let mut rows = self.history()?.entries(Some(conversation), after)?;
+        rows.retain(|e| e.conversation.key() == conversation.key());
+        Ok(rows)
     }
 }
 
@@ -168,14 +190,7 @@ fn saved_names(store: &SqliteStore) -> Result<HashMap<UserId, String>, CliError>
 /// `show --web`: serves until Ctrl-C or SIGTERM.
 async fn web(sel: &Selection, port: u16) -> Result<(), CliError> {
     let opened = Opened::open(sel)?;
-    let me = {
-        let h = opened.history()?;
-        display::escape(if h.my_name().is_empty() {
-            sel.user.as_deref().unwrap_or("me")
-        } else {
-            h.my_name()
-        })
-    };
+    let me = display::escape(&opened.me);
     let view = retalk_webview::WebView::bind(port, me.clone(), Arc::new(opened)).await?;
     eprintln!("retalk web view for {me} — open:\n  {}", view.url());
     eprintln!("127.0.0.1 only; the token in the URL is required. ctrl-c to stop.");
@@ -188,29 +203,20 @@ impl retalk_webview::History for Opened {
         &self,
     ) -> Result<Vec<retalk_webview::Conversation>, retalk_webview::Unreadable> {
         let read = || -> Result<_, CliError> {
-            let saved = saved_names(&self.store)?;
             Ok(self
                 .history()?
                 .conversations()?
                 .into_iter()
                 .map(|c| retalk_webview::Conversation {
                     id: c.conversation.key().to_owned(),
-                    name: match &c.conversation {
-                        Conversation::Peer(p) => {
-                            saved.get(p).cloned().unwrap_or_else(|| short(p.as_str()))
-                        }
-                        Conversation::Group { .. } => c.name.clone(),
-                    },
+                    // A saved name, a group's name, else the start of the id.
+                    name: display::escape(&c.name),
                     kind: match c.conversation {
                         Conversation::Peer(_) => retalk_webview::Kind::Peer,
                         Conversation::Group { .. } => retalk_webview::Kind::Group,
                     },
                     count: c.count as u64,
                     last_ts: c.last_at.map(|t| t as i64),
-                })
-                .map(|mut c| {
-                    c.name = display::escape(&c.name);
-                    c
                 })
                 .collect())
         };
@@ -224,9 +230,11 @@ impl retalk_webview::History for Opened {
     ) -> Result<Vec<retalk_webview::Message>, retalk_webview::Unreadable> {
         let read = || -> Result<_, CliError> {
             let saved = saved_names(&self.store)?;
-            let history = self.history()?;
-            let me = display::escape(history.my_name());
-            Ok(history
+            let me = display::escape(&self.me);
+            // Every conversation's new rows, kept by key: an id alone does
+            // not say whether it is a peer's or a group's.
+            Ok(self
+                .history()?
                 .entries(None, after)?
                 .into_iter()
                 .filter(|e| e.conversation.key() == id)
@@ -277,19 +285,11 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
         }
         Wanted::Group(g) => find_group(&opened, g)?,
     };
-    let me = {
-        let h = opened.history()?;
-        if h.my_name().is_empty() {
-            sel.user.clone().unwrap_or_else(|| "me".into())
-        } else {
-            h.my_name().to_owned()
-        }
-    };
     let tty = std::io::stdout().is_terminal();
     let width = terminal_size::terminal_size()
         .map_or(80, |(w, _)| usize::from(w.0))
         .min(100);
-    let mut chat = Chat::new(&me, &other, &sub, width, tty, Clock::Local, saved);
+    let mut chat = Chat::new(&opened.me, &other, &sub, width, tty, Clock::Local, saved);
     chat.group = matches!(conversation, Conversation::Group { .. });
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock, text: String| -> Result<(), CliError> {
@@ -301,7 +301,7 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
             })
     };
     write(&mut out, chat.header())?;
-    let entries = opened.history()?.entries(Some(&conversation), 0)?;
+    let entries = opened.entries(&conversation, 0)?;
     write(&mut out, chat.entries(&entries))?;
     if !follow {
         if entries.is_empty() {
@@ -311,7 +311,7 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
     }
     drop(out);
     follow_saving(sel, &peers, width, || {
-        let entries = opened.history()?.entries(Some(&conversation), chat.rowid)?;
+        let entries = opened.entries(&conversation, chat.rowid)?;
         write(&mut std::io::stdout().lock(), chat.entries(&entries))
     })
     .await

@@ -273,6 +273,14 @@ fn show_group_names_each_sender_in_a_real_terminal() {
     assert_eq!(lines[carols + 1], "   carol too", "{pane}");
     assert!(ours < bobs && bobs < carols, "{pane}");
     assert!(!pane.contains("just for alice"), "{pane}");
+    // Nor is bob's group message part of his one-to-one thread.
+    tmux.run("bob", &alice, &["show", "alice", "bob"]);
+    let pane = tmux.wait_for("bob", "[exit 0]");
+    assert!(pane.contains("just for alice"), "{pane}");
+    assert!(
+        !pane.contains("bob agrees") && !pane.contains("plan: ship"),
+        "{pane}"
+    );
 
     // The group's --follow reads every member: carol's next one appears.
     tmux.run(
