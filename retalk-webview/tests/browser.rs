@@ -162,6 +162,19 @@ async fn the_page_in_a_real_browser() {
         0
     );
     assert_eq!(b.eval("return typeof window.pwned;").await, "undefined");
+    // The policy holds even for markup that did reach the page: an inline
+    // script and an inline handler are both refused.
+    assert_eq!(
+        b.eval(
+            "const s = document.createElement('script'); s.textContent = 'window.inline = 1'; \
+             document.body.appendChild(s); \
+             const i = document.createElement('img'); i.setAttribute('onerror', 'window.inline = 2'); \
+             i.src = 'x'; document.body.appendChild(i); \
+             return typeof window.inline;"
+        )
+        .await,
+        "undefined"
+    );
 
     // A message saved while the page is open appears by itself.
     saved.save(BOB, Direction::In, "bob", "arrived while you watched");
