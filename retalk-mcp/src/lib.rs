@@ -4,7 +4,8 @@
 //! The tools keep the names and arguments of agent-talk's
 //! `retalk_mcp_server.py` (`id`, `add`, `verify`, `contacts`, `send`,
 //! `receive`, `check_inbox`, `sync`) so prompts written for it keep working,
-//! and add `block`, `unblock` and `share`. Unlike that server, which runs the
+//! and add `block`, `unblock`, `share` and the group tools (`group_create`,
+//! `group_list`, `group_add`, `group_remove`, `group_send`, `group_leave`). Unlike that server, which runs the
 //! Python CLI once per call and polls, this one holds the identity's keys
 //! in-process, keeps it healthy with the library's follow driver
 //! ([`retalk_proto::client::Client::follow`]: key maintenance, resends) and
@@ -30,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use book::{AddressBook, BookError, BookFuture};
 pub use error::ServeError;
-pub use server::RetalkServer;
 
 /// The identity the server acts as: what `retalk` opens for every command.
 pub type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
@@ -66,7 +66,8 @@ pub async fn serve_stdio(
     serve(agent, book, options, rmcp::transport::stdio()).await
 }
 
-/// [`serve_stdio`] over any transport rmcp accepts (a duplex pipe in tests).
+/// [`serve_stdio`] over any transport rmcp accepts (an embedder's pipe or
+/// socket).
 pub async fn serve<T, E, A>(
     agent: Agent,
     book: impl AddressBook,
@@ -93,7 +94,7 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let (shared, notes) = server::Shared::new(agent, Box::new(book), receive_from, watch);
     let shared = Arc::new(shared);
-    let running = RetalkServer::new(shared.clone())
+    let running = server::RetalkServer::new(shared.clone())
         .serve(transport)
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;

@@ -87,7 +87,7 @@ impl Shared {
 
 /// The MCP server: one identity's tools.
 #[derive(Clone)]
-pub struct RetalkServer {
+pub(crate) struct RetalkServer {
     shared: Arc<Shared>,
     // Read by the code `tool_handler` generates.
     #[allow(dead_code)]
@@ -252,6 +252,10 @@ struct Shown {
     text: String,
     contact: bool,
     verified: bool,
+    /// Whether the sender is a saved contact or a member of a group that we
+    /// or a saved contact own; else its text is a stranger's.
+    #[serde(skip)]
+    known: bool,
     /// A group copy's `group`, `group_id`, `mid` (and `member: false` from
     /// a sender not in the roster held here); a record's `kind` and fields.
     #[serde(flatten)]
@@ -563,7 +567,7 @@ impl RetalkServer {
                 .map(|m| {
                     let who = if m.name.is_empty() { &m.from } else { &m.name };
                     let mut line = String::new();
-                    if !m.contact {
+                    if !m.known {
                         line.push_str("[NOT A CONTACT, untrusted] ");
                     }
                     if let Some(g) = m.extra.get("group").and_then(Value::as_str) {
@@ -583,9 +587,8 @@ impl RetalkServer {
     }
 
     /// The senders read when no `peer` is given: `RETALK_RECEIVE_FROM`,
-    /// else the saved contacts and the members of the groups that we or a
-    /// saved contact own (a stranger's group vouches for nobody), else
-    /// (`strangers`) everyone (`None`).
+    /// else the [known](Self::known_senders) ones, else (`strangers`)
+    /// everyone (`None`).
     fn default_senders(&self, strangers: bool) -> Result<Option<Vec<UserId>>, ToolError> {
         if strangers {
             return Ok(None);
@@ -593,6 +596,12 @@ impl RetalkServer {
         if !self.shared.receive_from.is_empty() {
             return Ok(Some(self.shared.receive_from.clone()));
         }
+        Ok(Some(self.known_senders()?))
+    }
+
+    /// The saved contacts, and the members of the groups that we or a saved
+    /// contact own (a stranger's group vouches for nobody).
+    fn known_senders(&self) -> Result<Vec<UserId>, ToolError> {
         let mut known: Vec<UserId> = self.book_contacts()?.into_iter().map(|c| c.id).collect();
         let me = self.agent().user_id();
         for g in client::groups(self.agent().store())? {
@@ -603,13 +612,14 @@ impl RetalkServer {
                 known.extend(g.members.into_iter().filter(|m| m != me));
             }
         }
-        Ok(Some(known))
+        Ok(known)
     }
 
     /// Takes at most `limit` messages from `from` (everyone: `None`) out of
     /// the local inbox.
     fn take(&self, from: Option<&[UserId]>, limit: usize) -> Result<Vec<Shown>, ToolError> {
         let contacts = self.book_contacts()?;
+        let known = self.known_senders()?;
         let mut out = Vec::new();
         self.agent()
             .take_messages_from(from, limit, |m: &Received| {
@@ -621,6 +631,7 @@ impl RetalkServer {
                     name: m.name.clone(),
                     text: m.text.clone(),
                     contact: saved.is_some(),
+                    known: known.contains(&m.from),
                     verified: saved.is_some_and(|c| c.verified()),
                     extra: m.extra_fields(),
                 });
@@ -641,13 +652,13 @@ impl RetalkServer {
     async fn do_check_inbox(&self, args: JsonObject) -> Outcome {
         let args: CheckInboxArgs = parse(args)?;
         self.agent().fetch().await?;
-        let contacts = self.book_contacts()?;
+        let known = self.known_senders()?;
         let mut counts: BTreeMap<(bool, String), (String, usize)> = BTreeMap::new();
         let mut strangers = 0;
         let mut total = 0;
         for m in self.agent().pending_messages()? {
             total += 1;
-            let saved = contacts.iter().any(|c| c.id == m.from);
+            let saved = known.contains(&m.from);
             if !saved {
                 strangers += 1;
                 if !args.include_strangers.unwrap_or(false) {
@@ -662,7 +673,7 @@ impl RetalkServer {
         let from: Vec<Value> = counts
             .iter()
             .map(|((stranger, fp), (name, n))| {
-                json!({"fingerprint": fp, "name": name, "count": n, "contact": !stranger})
+                json!({"fingerprint": fp, "name": name, "count": n, "known": !stranger})
             })
             .collect();
         let mut text = format!("{total} message(s) waiting");
