@@ -84,6 +84,19 @@ fn show_web_in_a_real_browser() {
     bob.ok(&["send", HOSTILE, "--peer", "alice", "--save"]);
     alice.ok(&["receive", "--peer", "bob", "--save"]);
 
+    // Refusals: a taken port, --web with a conversation, --port alone.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (_, err) = alice.fails(&["show", "alice", "--web", "--port", &port], 2);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    let (_, err) = alice.fails(&["show", "alice", "bob", "--web"], 2);
+    assert!(err.contains("--web lists every conversation"), "{err}");
+    let (_, err) = alice.fails(&["show", "alice", "bob", "--port", "0"], 2);
+    assert!(err.contains("--web"), "{err}");
+
     // A "relay" that only records whether anyone called.
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     dead.set_nonblocking(true).unwrap();
