@@ -55,7 +55,8 @@ pub struct ShowArgs {
     /// contacts the relay; messages saved meanwhile appear by themselves
     #[arg(long)]
     pub web: bool,
-    /// (with --web) The port to listen on; 0 picks a free one
+    /// (with --web) The port to listen on (default 8765, as Python 0.3.0);
+    /// 0 picks a free one
     #[arg(long, value_name = "N", requires = "web")]
     pub port: Option<u16>,
 }
