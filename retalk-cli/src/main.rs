@@ -155,7 +155,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "send --group takes one TEXT: send TEXT --group NAME".into(),
                 ));
             };
-            let text = if text == "-" { read_stdin()? } else { text.clone() };
+            let text = if text == "-" {
+                read_stdin()?
+            } else {
+                text.clone()
+            };
             let (agent, _) = open_agent(&sel, true)?;
             let save = history::wanted(save)?;
             if save {
@@ -233,7 +237,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     if peer.is_empty() && !all {
                         return Err(CliError::NoReceiveTarget);
                     }
-                    let contacts = book::effective(agent.store())?;
+                    let contacts = agent.contacts()?;
                     let mut from = Vec::new();
                     for p in &peer {
                         let id = book::peer_to_id(&contacts, p)?;
@@ -656,7 +660,7 @@ async fn share(
     as_name: Option<String>,
 ) -> Result<(), CliError> {
     let (agent, _) = open_agent(sel, true)?;
-    let contacts = book::effective(agent.store())?;
+    let contacts = agent.contacts()?;
     let (fp, name, card, _) = book::build_card(&contacts, contact, as_name.as_deref())?;
     let to = book::peer_to_id(&contacts, peer)?;
     agent.sync(true).await?;
@@ -733,7 +737,7 @@ async fn send(
     let v030 = located.generation == Generation::V030;
     let save = v030 && history::wanted(save)?;
     let to = if v030 {
-        book::peer_to_id(&book::effective(agent.store())?, &peer)?
+        book::peer_to_id(&agent.contacts()?, &peer)?
     } else {
         agent.find_peer(&peer)?
     };
@@ -851,8 +855,12 @@ fn open_agent(sel: &Selection, banner: bool) -> Result<(Agent, Located), CliErro
         .build()
         .map_err(|e| CliError::BadServer(e.to_string()))?;
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
-    let agent =
+    let mut agent =
         Client::open(store, transport, SystemClock, &secret).map_err(|e| unlock_error(e, dir))?;
+    if located.generation == Generation::V030 {
+        // 0.3.0 identities see the owner-wide contacts too.
+        agent = agent.with_global_contacts(book::global()?.contacts()?);
+    }
     if banner {
         let name = agent.name()?;
         eprintln!(

@@ -551,6 +551,20 @@ fn book_session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
         assert!(got.stdout.contains(want), "{want}: {got:?}");
     };
 
+    // A sender saved only in the owner-wide contacts is named by them.
+    step(
+        "add --global",
+        me.run(&["add", &carol.fingerprint(), "--peer", "carolg", "--global"]),
+    );
+    assert_eq!(
+        carol.run(&["send", "hi global", "--peer", &own]).code,
+        Some(0)
+    );
+    step(
+        "receive, a global contact",
+        mask_ids(me.run(&["receive", "--peer", "carolg"])),
+    );
+
     // Saved history, both directions.
     step(
         "add",
@@ -614,7 +628,7 @@ fn book_session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
     let erin = "fedcba9876543210fedcba9876543210";
     me.mask(erin, "<erin>");
     step(
-        "add --global",
+        "add --global, erin",
         me.run(&["add", erin, "--peer", "erin", "--global"]),
     );
     step("contacts, merged", me.run(&["contacts", "--json"]));
@@ -760,6 +774,9 @@ fn history_and_the_address_book_as_python_030_has_them() {
          {\"id\": \"<id>\", \"from\": \"<me>\", \"name\": \"<own name>\", \"direction\": \"out\", \"text\": \"saved by the environment\"}\n"
     );
     assert_eq!(by("add, name clash").code, Some(2));
+    assert!(by("receive, a global contact")
+        .stdout
+        .contains("\"name\": \"carolg\", \"text\": \"hi global\""));
     assert_eq!(by("import, PIN MISMATCH").code, Some(2));
     assert_eq!(
         by("import --inbox --list").stdout,
