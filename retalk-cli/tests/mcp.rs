@@ -42,8 +42,14 @@ fn init(work: &Path, who: &str, relay: &str) -> String {
 
 /// Runs `retalk mcp` for `who` with `stdin` as the host's side of the pipe.
 fn mcp_with_input(work: &Path, who: &str, passphrase: &str, stdin: &str) -> Output {
+    mcp_with(work, who, passphrase, &[], stdin)
+}
+
+/// [`mcp_with_input`] with more arguments before `mcp`.
+fn mcp_with(work: &Path, who: &str, passphrase: &str, args: &[&str], stdin: &str) -> Output {
     let mut child = retalk(work, who)
         .env("RETALK_PASSPHRASE", passphrase)
+        .args(args)
         .arg("mcp")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -167,6 +173,60 @@ fn stdout_carries_only_the_protocol() {
     );
     // The banner and logs went to stderr.
     assert!(String::from_utf8_lossy(&out.stderr).contains("using alice"));
+}
+
+/// The JSON-RPC answers on stdout, each line parsed.
+fn answers(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON-RPC: {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn an_unreachable_relay_is_a_tool_error_that_says_what_to_do() {
+    let s = setup();
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let call = |id: u32, tool: &str, args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        )
+    };
+    let host = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#.to_owned(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+        call(2, "sync", "{}"),
+        call(3, "send", &format!(r#"{{"peer":"{}","text":"hi"}}"#, s.ids["bob"].as_str().unwrap())),
+        call(4, "id", "{}"),
+        String::new(),
+    ]
+    .join("\n");
+    let out = mcp_with(&s.work, "alice", PASSPHRASE, &["-r", &dead], &host);
+    assert!(out.status.success(), "{}", describe(&out));
+    let answers = answers(&out);
+    let result = |id: u32| {
+        answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer {id}: {}", describe(&out)))["result"]
+            .clone()
+    };
+    for id in [2, 3] {
+        let r = result(id);
+        assert_eq!(r["isError"], true, "{r}");
+        let text = r["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("could not be reached"), "{text}");
+    }
+    // The send is kept for a resend, and the server still serves.
+    assert!(
+        result(3)["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Do not send it again"),
+        "{}",
+        result(3)
+    );
+    assert_eq!(result(4)["structuredContent"]["relay"], dead.as_str());
 }
 
 #[test]
