@@ -80,6 +80,55 @@ async fn follow_hands_over_each_message_once_and_waits_on_the_relay() {
 }
 
 #[tokio::test]
+async fn keep_messages_hands_each_message_once_per_run_and_leaves_it() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.ensure_published().await.unwrap();
+    alice.send(bob.user_id(), "m0").await.unwrap();
+    alice.send(bob.user_id(), "m1").await.unwrap();
+    let keep = Follow {
+        keep_messages: true,
+        ..Follow::default()
+    };
+    let run = |stop: f64| {
+        let mut got = Vec::new();
+        let bob = &bob;
+        let keep = &keep;
+        let clock = w.clock.clone();
+        async move {
+            bob.follow(keep, until(&clock, stop), |e| {
+                if let Followed::Message(m) = e {
+                    got.push(m.text.clone());
+                }
+                Ok::<_, retalk_proto::ClientError>(())
+            })
+            .await
+            .unwrap();
+            got
+        }
+    };
+    // Many rounds in 30 s, each message once, and all still in the inbox.
+    assert_eq!(run(T0 + 30.0).await, ["m0", "m1"]);
+    let texts = |b: &Agent| -> Vec<String> {
+        b.pending_messages()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    };
+    assert_eq!(texts(&bob), ["m0", "m1"]);
+    // Another taker takes one; a new run hands over what is left and what
+    // came since.
+    bob.take_messages(1, |_| Ok::<_, retalk_proto::ClientError>(()))
+        .unwrap();
+    alice.send(bob.user_id(), "m2").await.unwrap();
+    assert_eq!(run(T0 + 60.0).await, ["m1", "m2"]);
+    assert_eq!(texts(&bob), ["m1", "m2"]);
+}
+
+#[tokio::test]
 async fn a_handler_error_stops_the_driver_and_keeps_the_message() {
     let w = World::new();
     let relay = w.relay("http://r");
