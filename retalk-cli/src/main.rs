@@ -237,6 +237,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     if peer.is_empty() && !all {
                         return Err(CliError::NoReceiveTarget);
                     }
+                    if all && !peers_only {
+                        // 0.3.0's warning (`cmd_receive`).
+                        eprintln!("\n\u{26a0} receive --all reads and ACKs mail from EVERY sender \u{2014} including ones you never added, each consuming a one-time key.\n  Prefer --peer <name> for a saved contact, or add --peers-only to drop strangers.");
+                    }
                     let contacts = agent.contacts()?;
                     let mut from = Vec::new();
                     for p in &peer {
@@ -395,6 +399,16 @@ async fn init(
             eprintln!("Path:        {}", dir.display());
             eprintln!("Fingerprint: {}", info.user_id);
             eprintln!("Relay:       {}", server.as_deref().unwrap_or("(none)"));
+            // Both onboarding snippets, as 0.3.0's `cmd_init` prints them.
+            let fp = info.user_id.as_str();
+            eprintln!(
+                "\nTo INVITE a peer who is not on retalk yet, share this:\n{}",
+                book::invite_message(fp, &display, server.as_deref(), None)
+            );
+            eprintln!(
+                "\nOr, if you are REPLYING to an invite someone sent you, send them this instead:\n{}",
+                book::invite_reply(fp, &display)
+            );
             if std::io::stdout().is_terminal() {
                 return Ok(());
             }
