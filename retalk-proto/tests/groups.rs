@@ -1,0 +1,253 @@
+//! Groups and invite codes through the client API, in one process (an
+//! in-process relay, in-memory stores, one simulated clock): the roster
+//! rule end to end (a forged copy from a stranger, a stale one from a
+//! removed member, an outsider added by a member), leaving, and an invite
+//! redeemed, replayed and refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use retalk_proto::client::{
+    self, create_group, find_group, group_add, group_remove, new_invite, Received, Store,
+    StoreTransaction,
+};
+use retalk_proto::group::GroupId;
+use retalk_proto::Clock;
+
+const R1: &str = "http://127.0.0.1:8766";
+
+async fn receive(agent: &Agent) -> Vec<Received> {
+    let got = agent.receive().await.unwrap();
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    got.messages
+}
+
+fn kinds(got: &[Received]) -> Vec<String> {
+    got.iter()
+        .map(|m| m.kind().unwrap_or_else(|| format!("text:{}", m.text)))
+        .collect()
+}
+
+fn members(agent: &Agent, name: &str) -> Vec<String> {
+    find_group(agent.store().as_ref(), name)
+        .unwrap()
+        .members
+        .iter()
+        .map(|u| u.to_string())
+        .collect()
+}
+
+fn ids(agents: &[&Agent]) -> Vec<String> {
+    let mut v: Vec<String> = agents.iter().map(|a| a.user_id().to_string()).collect();
+    v.sort();
+    v
+}
+
+struct Team {
+    w: World,
+    relay: TestRelay,
+    alice: Agent,
+    bob: Agent,
+    carol: Agent,
+    gid: GroupId,
+}
+
+/// alice owns `team` with bob and carol, who both learned it.
+async fn team() -> Team {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    let (carol, _) = w.agent(&relay, "carol");
+    for a in [&alice, &bob, &carol] {
+        a.publish(100, false).await.unwrap();
+    }
+    let g = create_group(
+        alice.store().as_ref(),
+        alice.user_id(),
+        "team",
+        &[bob.user_id().clone(), carol.user_id().clone()],
+        100,
+        w.clock.now(),
+    )
+    .unwrap();
+    let r = alice.send_group("team", "kickoff").await.unwrap();
+    assert_eq!((r.sent.len(), r.failed.len()), (2, 0));
+    for a in [&bob, &carol] {
+        let got = receive(a).await;
+        assert_eq!(kinds(&got), ["group_joined", "text:kickoff"]);
+        assert_eq!(got[1].extra_fields()["group_id"], g.id.as_str());
+        assert_eq!(members(a, "team"), ids(&[&alice, &bob, &carol]));
+    }
+    receive(&alice).await;
+    Team {
+        w,
+        relay,
+        alice,
+        bob,
+        carol,
+        gid: g.id,
+    }
+}
+
+/// Puts a group with `gid` and `members` into `who`'s own store, as a
+/// modified client could, owned by `who`.
+fn forge(who: &Agent, gid: &GroupId, members: &[&Agent]) {
+    let mut tx = StoreTransaction::new(who.store().as_ref()).unwrap();
+    tx.changes.groups.push(retalk_proto::group::Group {
+        id: gid.clone(),
+        name: "team".into(),
+        members: members.iter().map(|a| a.user_id().clone()).collect(),
+        owner: Some(who.user_id().clone()),
+        ts: 0.0,
+    });
+    tx.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_change_a_roster() {
+    let t = team().await;
+    let (mallory, _) = t.w.agent(&t.relay, "mallory");
+    forge(&mallory, &t.gid, &[&t.alice, &t.bob, &t.carol, &mallory]);
+    mallory.send_group("team", "hi, I'm in").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update_refused", "text:hi, I'm in"]);
+    assert_eq!(got[0].extra_fields()["reason"], "not-member");
+    assert_eq!(got[1].extra_fields()["member"], false);
+    assert_eq!(
+        members(&t.carol, "team"),
+        ids(&[&t.alice, &t.bob, &t.carol])
+    );
+}
+
+#[tokio::test]
+async fn a_removed_member_cannot_come_back() {
+    let t = team().await;
+    let now = t.w.clock.now();
+    group_remove(
+        t.alice.store().as_ref(),
+        t.alice.user_id(),
+        "team",
+        &[t.bob.user_id().clone()],
+        now,
+    )
+    .unwrap();
+    t.alice.send_group("team", "bob is out").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update", "text:bob is out"]);
+    assert_eq!(members(&t.carol, "team"), ids(&[&t.alice, &t.carol]));
+    // bob's client still has the old roster (it never learned): its copy
+    // would put bob back.
+    t.bob.send_group("team", "still here").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update_refused", "text:still here"]);
+    assert_eq!(got[0].extra_fields()["reason"], "not-member");
+    assert_eq!(members(&t.carol, "team"), ids(&[&t.alice, &t.carol]));
+}
+
+#[tokio::test]
+async fn a_member_cannot_add_an_outsider_but_may_leave() {
+    let t = team().await;
+    let (eve, _) = t.w.agent(&t.relay, "eve");
+    eve.publish(100, false).await.unwrap();
+    // bob's own edit is refused locally (not the owner)...
+    let now = t.w.clock.now();
+    let e = group_add(
+        t.bob.store().as_ref(),
+        t.bob.user_id(),
+        "team",
+        &[eve.user_id().clone()],
+        100,
+        now,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("only the owner"), "{e}");
+    // ...and a modified bob's copy is refused by the others.
+    forge(&t.bob, &t.gid, &[&t.alice, &t.bob, &t.carol, &eve]);
+    t.bob.send_group("team", "meet eve").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update_refused", "text:meet eve"]);
+    assert_eq!(got[0].extra_fields()["reason"], "not-owner");
+    assert!(!got[1].extra_fields().contains_key("member"));
+    assert_eq!(
+        members(&t.carol, "team"),
+        ids(&[&t.alice, &t.bob, &t.carol])
+    );
+    // carol's copies never reach eve.
+    let r = t.carol.send_group("team", "not for eve").await.unwrap();
+    assert_eq!(r.sent.len(), 2);
+    assert!(receive(&eve)
+        .await
+        .iter()
+        .all(|m| m.from != *t.carol.user_id()));
+
+    // A leave is the one change a member makes.
+    let left = t.carol.leave_group("team").await.unwrap();
+    assert_eq!(left.told.len(), 2);
+    assert!(client::groups(t.carol.store().as_ref()).unwrap().is_empty());
+    let got = receive(&t.alice).await;
+    assert!(kinds(&got).contains(&"group_leave".to_string()), "{got:?}");
+    assert_eq!(members(&t.alice, "team"), ids(&[&t.alice, &t.bob]));
+    // Copies of the left group (from bob, who has not read the leave yet)
+    // are dropped (acked, reported).
+    // (bob's forged roster: alice, carol, eve)
+    let r = t.bob.send_group("team", "bye carol").await.unwrap();
+    assert_eq!(r.sent.len(), 3);
+    let got = t.carol.receive().await.unwrap();
+    assert!(got.messages.is_empty(), "{got:?}");
+    assert_eq!(got.problems.len(), 1);
+}
+
+#[tokio::test]
+async fn an_invite_is_redeemed_once() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    let (carol, _) = w.agent(&relay, "carol");
+    for a in [&alice, &bob, &carol] {
+        a.publish(100, false).await.unwrap();
+    }
+    let code = new_invite(
+        alice.store().as_ref(),
+        Some("bobby".into()),
+        false,
+        None,
+        w.clock.now(),
+    )
+    .unwrap()
+    .code;
+    bob.request_contact(alice.user_id(), &code, Some("alice"))
+        .await
+        .unwrap();
+    let got = alice.invite_watch().await.unwrap();
+    assert_eq!(kinds(&got), [client::ACCEPTED]);
+    let saved = alice.store().contacts().unwrap();
+    assert!(saved
+        .iter()
+        .any(|c| c.name == "bobby" && &c.id == bob.user_id() && c.verified()));
+    // Replayed: silent.
+    bob.request_contact(alice.user_id(), &code, None)
+        .await
+        .unwrap();
+    assert!(alice.invite_watch().await.unwrap().is_empty());
+    assert!(receive(&alice).await.is_empty());
+    // Someone else: consumed, and nobody new is saved.
+    carol
+        .request_contact(alice.user_id(), &code, None)
+        .await
+        .unwrap();
+    let got = alice.invite_watch().await.unwrap();
+    assert_eq!(kinds(&got), [client::REJECTED]);
+    assert_eq!(got[0].extra_fields()["reason"], "consumed");
+    assert!(alice
+        .store()
+        .contacts()
+        .unwrap()
+        .iter()
+        .all(|c| &c.id != carol.user_id()));
+    let rec = &client::invites(alice.store().as_ref()).unwrap()[0];
+    assert_eq!(rec.used_by, [bob.user_id().clone()]);
+}
