@@ -487,7 +487,9 @@ impl Chat {
     /// group's size and id).
     pub fn header(&self) -> String {
         let bare = format!(" 💬 {} ⇄ {} ", self.me, self.other);
-        let side = ((self.width.saturating_sub(bare.width() + 1)) / 2).max(2);
+        // 0.3.0: max(2, (width - len(bare) - 1) // 2), its -1 for the
+        // emoji's second column, which display width already counts.
+        let side = (self.width.saturating_sub(bare.width()) / 2).max(2);
         let rule = self.st(&"─".repeat(side), "2");
         format!(
             "{rule} 💬 {} ⇄ {} {rule}\n{}\n",
@@ -576,7 +578,10 @@ impl Chat {
         let mut lines = Vec::new();
         for line in text.split('\n') {
             let escaped = display::escape(line);
-            let options = textwrap::Options::new(self.bubble).break_words(true);
+            // Greedy, as Python's textwrap (the crate's default is optimal fit).
+            let options = textwrap::Options::new(self.bubble)
+                .break_words(true)
+                .wrap_algorithm(textwrap::WrapAlgorithm::FirstFit);
             lines.extend(
                 textwrap::wrap(escaped.trim(), options)
                     .into_iter()

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::agent030::Agent;
 use common::OurRelay;
+use retalk_testkit::python::python_with_retalk;
 
 const TMUX: &str = "/usr/bin/tmux";
 
@@ -296,4 +297,51 @@ fn show_group_names_each_sender_in_a_real_terminal() {
     assert!(err.contains("nope"), "{err}");
     let (_, err) = alice.fails(&["show", "alice", "bob", "--group", "team"], 2);
     assert!(err.contains("not both"), "{err}");
+}
+
+/// The same saved conversation rendered by Python 0.3.0's `show` and ours
+/// (stdout not a terminal: no colours, 80 columns): the same lines in the
+/// same order. Only the padding may differ: ours pads by display width
+/// (an emoji takes two columns), Python by characters.
+#[test]
+fn show_renders_as_python_030_does() {
+    let python = python_with_retalk("0.3.0");
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::python(&python, root.path(), "alice", &relay.url);
+    let bob = Agent::python(&python, root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    bob.add(&alice);
+    let long = "a longer message that has to be wrapped because it does not fit in one bubble of fifty-six columns, twice over";
+    alice.ok(&["send", "hi bob", "--peer", "bob", "--save"]);
+    bob.ok(&["receive", "--peer", "alice", "--save"]);
+    bob.ok(&["send", long, "--peer", "alice", "--save"]);
+    alice.ok(&["receive", "--peer", "bob", "--save"]);
+    alice.ok(&["send", long, "--peer", "bob", "--save"]);
+
+    let theirs = alice.ok(&["show", "alice", "bob"]);
+    // Ours opens the same folder (upgrading it one way).
+    let ours = Agent {
+        program: env!("CARGO_BIN_EXE_retalk").into(),
+        path: "/usr/bin:/bin".into(),
+        home: alice.home.clone(),
+        name: alice.name.clone(),
+        relay: alice.relay.clone(),
+        python: false,
+        id: alice.id.clone(),
+    };
+    let mine = ours.ok(&["show", "alice", "bob"]);
+    let trimmed = |s: &str| s.lines().map(|l| l.trim().to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        trimmed(&mine),
+        trimmed(&theirs),
+        "ours:\n{mine}\nPython 0.3.0:\n{theirs}"
+    );
+    assert!(
+        theirs.contains("hi bob") && theirs.contains("twice over"),
+        "{theirs}"
+    );
+    // Ours right-aligns our lines to the last column, as Python does.
+    let line = mine.lines().find(|l| l.ends_with("hi bob")).unwrap();
+    assert_eq!(line.chars().count(), 80, "{line:?}");
 }

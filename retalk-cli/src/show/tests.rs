@@ -41,10 +41,10 @@ fn the_030_layout_both_sides_and_day_lines() {
     let mut c = chat(80, false);
     let header = c.header();
     let lines: Vec<&str> = header.lines().collect();
-    // ` 💬 alice ⇄ bob ` is 17 columns: (80 - 18) / 2 = 31 dashes a side.
+    // ` 💬 alice ⇄ bob ` is 16 columns: (80 - 16) / 2 = 32 dashes a side.
     assert_eq!(
         lines[0],
-        format!("{} 💬 alice ⇄ bob {}", "─".repeat(31), "─".repeat(31))
+        format!("{} 💬 alice ⇄ bob {}", "─".repeat(32), "─".repeat(32))
     );
     assert_eq!(
         lines[1],
