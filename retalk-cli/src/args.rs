@@ -608,6 +608,32 @@ examples:
     },
     /// Serve this identity to an AI agent over the Model Context Protocol
     /// (stdio): tools to send, receive, add and verify contacts
+    #[command(
+        long_about = "\
+Serve this identity to an AI agent (Claude Code, Codex, Claude Desktop,
+Cursor, ...) as a Model Context Protocol server on stdin/stdout. The host
+starts it; stdout carries nothing but the protocol, logs go to stderr.
+
+Tools (agent-talk's names and arguments): id, add, verify, contacts, send,
+receive {peer?, wait?, limit?, include_strangers?}, check_inbox, sync,
+block, unblock, share, and group_create, group_list, group_add,
+group_remove, group_send, group_leave. receive with wait (seconds, at most
+25) returns as soon as a message arrives. Mail from senders who are not
+saved contacts is only read with include_strangers and is marked
+untrusted. While it runs, keys are maintained and unacknowledged messages
+resent in the background.
+
+The identity and passphrase are chosen as for every command, and also by
+agent-talk's variables: RETALK_DIR (like --dir), RETALK_USER, RETALK_HOME,
+RETALK_PASSPHRASE or RETALK_PASSPHRASE_FILE, RETALK_RELAY, RETALK_API_KEY.
+A wrong passphrase stops it before the handshake (exit 2).",
+        after_help = "\
+examples:
+  retalk -u alice mcp                          serve ~/.retalk/alice
+  RETALK_DIR=./agent RETALK_PASSPHRASE_FILE=./agent.pass retalk mcp
+  retalk -u alice mcp --watch-peer bob         push bob's messages as they arrive
+  claude mcp add retalk -e RETALK_USER=alice -- retalk mcp"
+    )]
     Mcp(crate::mcp::McpArgs),
     /// (0.3.0) Show a saved conversation as a chat (USER [PEER], or PEER
     /// --dir DIR; --group NAME), live with --follow, or every saved

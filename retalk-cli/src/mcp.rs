@@ -24,8 +24,9 @@ pub struct McpArgs {
     /// host as a `notifications/message` as it arrives, without taking it
     #[arg(long = "watch-peer", value_name = "PEER", env = "RETALK_WATCH_PEER")]
     pub watch_peer: Option<String>,
-    /// The peers `receive` and `check_inbox` read when the model names
-    /// none, comma-separated (default: every saved contact)
+    /// The peers `receive` reads when the model names none, comma-separated
+    /// (default: the saved contacts and the members of groups you or they
+    /// own)
     #[arg(
         long = "receive-from",
         value_name = "PEERS",
