@@ -121,8 +121,8 @@ pub struct HistoryEntry {
     /// The envelope id (a group message's thread id).
     pub id: String,
     pub from: UserId,
-    /// The name saved with the row (the writer's own, unverified for
-    /// received ones).
+    /// The name saved with the row: ours for sent rows, the name a
+    /// received one was shown under.
     pub from_name: String,
     /// The name to show, as 0.3.0's `history` picks it: ours for sent
     /// rows, else the sender's saved contact name, else `from_name`.
@@ -380,20 +380,21 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     }
 
     /// Saves a message we received (0.3.0 `receive --save`,
-    /// `_save_message`): filed under its sender, with the sender's
-    /// self-chosen name.
+    /// `_save_message`): filed under its sender, with the name it was
+    /// shown under (`shown_name`: the saved contact name, else `~` and the
+    /// sender's own, as [`Received::name`](super::Received)).
     pub fn save_received(
         &self,
         msg_id: &str,
         from: &UserId,
-        claimed_name: &str,
+        shown_name: &str,
         text: &str,
         group: Option<GroupTag>,
     ) -> Result<(), ClientError> {
         let row = MessageRecord {
             msg_id: msg_id.to_owned(),
             from: from.clone(),
-            from_name: claimed_name.to_owned(),
+            from_name: shown_name.to_owned(),
             peer: from.to_string(),
             direction: Direction::In,
             body: seal(&self.key, text),
