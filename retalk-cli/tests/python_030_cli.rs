@@ -635,6 +635,14 @@ fn book_session(me: &mut User, carol: &User) -> Vec<(String, Run)> {
     let mut c = me.command(&["contacts"]);
     c.env_remove("RETALK_USER");
     step("contacts, no identity", me.run_with(c));
+    // A global contact verified with no identity selected: the only
+    // identity signs the key fetch, the keys go to the global list.
+    let mut c = me.command(&["verify", "carolg"]);
+    c.env_remove("RETALK_USER");
+    step("verify, no identity", me.run_with(c));
+    let mut c = me.command(&["contacts", "--json"]);
+    c.env_remove("RETALK_USER");
+    step("contacts --json, no identity", me.run_with(c));
     let gus = "11111111111111111111111111111111";
     me.mask(gus, "<gus>");
     let mut c = me.command(&["add", gus, "--peer", "erin"]);
@@ -774,6 +782,9 @@ fn history_and_the_address_book_as_python_030_has_them() {
          {\"id\": \"<id>\", \"from\": \"<me>\", \"name\": \"<own name>\", \"direction\": \"out\", \"text\": \"saved by the environment\"}\n"
     );
     assert_eq!(by("add, name clash").code, Some(2));
+    assert!(by("contacts --json, no identity").stdout.contains(
+        "\"name\": \"carolg\", \"fingerprint\": \"<carol>\", \"identity_key\": \"<carol ik>\""
+    ));
     assert!(by("receive, a global contact")
         .stdout
         .contains("\"name\": \"carolg\", \"text\": \"hi global\""));
