@@ -217,7 +217,7 @@ impl retalk_webview::History for Opened {
                         Conversation::Group { .. } => retalk_webview::Kind::Group,
                     },
                     count: c.count as u64,
-                    last_ts: c.last_at.map(|t| t as i64),
+                    last_ts: c.last_at,
                 })
                 .collect())
         };
@@ -250,7 +250,7 @@ impl retalk_webview::History for Opened {
                         Direction::In => sender_label(&saved, &e.from, &e.from_name),
                     },
                     text: e.text,
-                    ts: e.at as i64,
+                    ts: e.at,
                 })
                 .collect())
         };

@@ -252,3 +252,89 @@ async fn in_the_browser(alice: &Agent, bob: &Agent, url: &str, base: &str) {
     }
     browser.close().await;
 }
+
+/// GETs `path` from a web view with its token, as JSON.
+async fn get_json(base: &str, token: &str, path: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("X-Retalk-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// What Python 0.3.0's `show --web` and ours answer on the same folder:
+/// `/api/conversations` (ours adds `kind`) and `/api/messages`, equal.
+#[test]
+fn the_json_routes_answer_as_python_030s() {
+    let python = retalk_testkit::python::python_with_retalk("0.3.0");
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::python(&python, root.path(), "alice", &relay.url);
+    let bob = Agent::python(&python, root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    bob.add(&alice);
+    alice.ok(&["send", "hi bob", "--peer", "bob", "--save"]);
+    bob.ok(&["receive", "--peer", "alice", "--save"]);
+    bob.ok(&["send", HOSTILE, "--peer", "alice", "--save"]);
+    alice.ok(&["receive", "--peer", "bob", "--save"]);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = |agent: &Agent| {
+        let (mut child, url) = serve(agent, "http://127.0.0.1:9");
+        let (base, token) = url.split_once("/?t=").unwrap();
+        let got = runtime.block_on(async {
+            let mut c = get_json(base, token, "/api/conversations").await;
+            for conv in c["conversations"].as_array_mut().unwrap() {
+                conv.as_object_mut().unwrap().remove("kind");
+            }
+            let m = get_json(
+                base,
+                token,
+                &format!("/api/messages?peer={}&after=0", bob.id),
+            )
+            .await;
+            let after = get_json(
+                base,
+                token,
+                &format!("/api/messages?peer={}&after=1", bob.id),
+            )
+            .await;
+            (c, m, after)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        got
+    };
+    let theirs = answers(&alice);
+    // Ours opens the same folder (upgrading it one way).
+    let ours = Agent {
+        program: env!("CARGO_BIN_EXE_retalk").into(),
+        path: "/usr/bin:/bin".into(),
+        home: alice.home.clone(),
+        name: alice.name.clone(),
+        relay: alice.relay.clone(),
+        python: false,
+        id: alice.id.clone(),
+    };
+    let mine = answers(&ours);
+    println!(
+        "Python 0.3.0: {}\n{}\nours: {}\n{}",
+        theirs.0, theirs.1, mine.0, mine.1
+    );
+    assert_eq!(mine.0, theirs.0, "conversations");
+    assert_eq!(mine.1, theirs.1, "messages");
+    assert_eq!(mine.2, theirs.2, "messages after row 1");
+    assert_eq!(
+        theirs.1["messages"].as_array().unwrap().len(),
+        2,
+        "{}",
+        theirs.1
+    );
+    assert_eq!(theirs.1["messages"][1]["text"], HOSTILE);
+}

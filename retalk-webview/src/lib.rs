@@ -62,7 +62,7 @@ const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
 /// One conversation in the list: a peer, or a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conversation {
     /// The peer's user id, or the group's id: what `/api/messages?peer=`
     /// takes.
@@ -74,9 +74,9 @@ pub struct Conversation {
     pub kind: Kind,
     /// Saved messages in it.
     pub count: u64,
-    /// When the newest was sent or received, in Unix seconds; `None` when
-    /// nothing is saved yet (JSON `null`, as 0.3.0).
-    pub last_ts: Option<i64>,
+    /// When the newest was saved, in Unix seconds (a float, as 0.3.0's
+    /// `time.time()`); `None` when nothing is saved yet (JSON `null`).
+    pub last_ts: Option<f64>,
 }
 
 /// Whether a conversation is with one peer or a group.
@@ -98,7 +98,7 @@ pub enum Direction {
 }
 
 /// One saved message of a thread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     /// Its place in the local store: the page asks for rows after the
     /// last one it shows.
@@ -108,8 +108,8 @@ pub struct Message {
     pub name: String,
     /// The text, exactly as written (the page shows it as text).
     pub text: String,
-    /// When it was sent or received, in Unix seconds.
-    pub ts: i64,
+    /// When it was saved, in Unix seconds (a float, as 0.3.0's).
+    pub ts: f64,
 }
 
 /// A local history could not be read (shown as a 500 with its text).

@@ -22,7 +22,7 @@ impl History for Fake {
                 name: "bob".into(),
                 kind: Kind::Peer,
                 count: self.rows.lock().unwrap().len() as u64,
-                last_ts: Some(1_700_000_000),
+                last_ts: Some(1_700_000_000.5),
             },
             Conversation {
                 id: "cd".repeat(16),
@@ -60,7 +60,7 @@ fn msg(rowid: i64, direction: Direction, text: &str) -> Message {
         }
         .into(),
         text: text.into(),
-        ts: 1_700_000_000 + rowid,
+        ts: 1_700_000_000.25 + rowid as f64,
     }
 }
 
@@ -208,7 +208,7 @@ async fn the_json_routes_keep_the_030_shapes() {
     assert_eq!(
         c,
         serde_json::json!({"me": "alice", "conversations": [
-            {"fingerprint": "ab".repeat(16), "name": "bob", "kind": "peer", "count": 3, "last_ts": 1_700_000_000},
+            {"fingerprint": "ab".repeat(16), "name": "bob", "kind": "peer", "count": 3, "last_ts": 1_700_000_000.5},
             {"fingerprint": "cd".repeat(16), "name": "team", "kind": "group", "count": 0, "last_ts": null},
         ]})
     );
@@ -224,8 +224,8 @@ async fn the_json_routes_keep_the_030_shapes() {
     assert_eq!(
         m,
         serde_json::json!({"messages": [
-            {"rowid": 1, "direction": "out", "name": "alice", "text": "hi bob", "ts": 1_700_000_001},
-            {"rowid": 2, "direction": "in", "name": "bob", "text": "<b>hi</b>", "ts": 1_700_000_002},
+            {"rowid": 1, "direction": "out", "name": "alice", "text": "hi bob", "ts": 1_700_000_001.25},
+            {"rowid": 2, "direction": "in", "name": "bob", "text": "<b>hi</b>", "ts": 1_700_000_002.25},
         ]})
     );
     let after: serde_json::Value = run

@@ -32,7 +32,7 @@ impl Saved {
                 direction,
                 name: name.into(),
                 text: text.into(),
-                ts: 1_764_460_800 + rowid * 60,
+                ts: 1_764_460_800.5 + rowid as f64 * 60.0,
             },
         ));
     }
@@ -54,7 +54,11 @@ impl History for Saved {
                 }
             })
             .collect();
-        list.sort_by_key(|c| std::cmp::Reverse(c.last_ts)); // newest first
+        list.sort_by(|a, b| {
+            b.last_ts
+                .unwrap_or(0.0)
+                .total_cmp(&a.last_ts.unwrap_or(0.0))
+        }); // newest first
         Ok(list)
     }
 
