@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use retalk_mcp::{AddressBook, Agent, BookError, BookFuture};
-use retalk_proto::client::Contact;
+use retalk_mcp::{Agent, BookError, BookFuture, CommandLine};
+use retalk_proto::client::{Contact, GroupTag, Received};
 use retalk_proto::UserId;
 
 use crate::args::Selection;
-use crate::book;
 use crate::error::CliError;
+use crate::{book, history, receive};
 
 /// `retalk mcp`'s own options (the identity options are the shared ones).
 #[derive(Args, Debug)]
@@ -63,7 +63,11 @@ pub async fn run(sel: &Selection, args: McpArgs) -> Result<(), CliError> {
         receive_from: args.receive_from,
         follow: Default::default(),
     };
-    retalk_mcp::serve_stdio(agent, CommandLineBook, options)
+    let save = history::wanted(false)?;
+    if save {
+        history::warn_if_unsealed(agent.store())?;
+    }
+    retalk_mcp::serve_stdio(agent, Glue { save }, options)
         .await
         .map_err(|e| match e {
             retalk_mcp::ServeError::Peer(..) | retalk_mcp::ServeError::Book(_) => {
@@ -73,11 +77,15 @@ pub async fn run(sel: &Selection, args: McpArgs) -> Result<(), CliError> {
         })
 }
 
-/// The command line's address book: a peer means in a tool call what it
-/// means to `send`, `receive` and `share` (`book.rs`).
-struct CommandLineBook;
+/// The command line's part: a peer means in a tool call what it means to
+/// `send`, `receive` and `share` (`book.rs`), and what is received or sent
+/// is kept as `receive` and `send` keep it (`RETALK_SAVE_MESSAGE`).
+struct Glue {
+    /// Save message texts in the history (`RETALK_SAVE_MESSAGE`).
+    save: bool,
+}
 
-impl AddressBook for CommandLineBook {
+impl CommandLine for Glue {
     fn contacts(&self, agent: &Agent) -> Result<Vec<Contact>, BookError> {
         Ok(book::effective(agent.store())?)
     }
@@ -93,5 +101,32 @@ impl AddressBook for CommandLineBook {
 
     fn group_cap<'a>(&'a self, agent: &'a Agent) -> BookFuture<'a, usize> {
         Box::pin(async move { Ok(crate::group::cap(agent).await?) })
+    }
+
+    fn keep_received(&self, agent: &Agent, message: &Received) -> Result<(), BookError> {
+        let keep = receive::Keep {
+            messages: self.save,
+            contacts: true,
+        };
+        receive::kept(agent, message, keep)?;
+        Ok(())
+    }
+
+    fn keep_sent(
+        &self,
+        agent: &Agent,
+        id: &str,
+        to: &str,
+        text: &str,
+        group: Option<(&str, &str)>,
+    ) -> Result<(), BookError> {
+        if self.save {
+            let group = group.map(|(id, name)| GroupTag {
+                id: id.to_owned(),
+                name: name.to_owned(),
+            });
+            agent.save_sent(id, to, text, group)?;
+        }
+        Ok(())
     }
 }

@@ -32,9 +32,10 @@ pub enum ToolError {
     Refused(String),
     #[error("{}", advice(.0))]
     Client(#[from] ClientError),
-    /// The address book failed (a contact list that cannot be read).
-    #[error("contacts: {0}")]
-    Book(#[from] crate::BookError),
+    /// The command line's part failed (a contact list or the history that
+    /// cannot be read or written).
+    #[error("{0}")]
+    Local(#[from] crate::BookError),
 }
 
 /// The text a model sees for a library error: what happened and what to do.

@@ -15,7 +15,7 @@
 //!
 //! Nothing but protocol goes to stdout; logs go to stderr (`tracing`).
 
-mod book;
+mod cli;
 mod error;
 mod server;
 mod upkeep;
@@ -29,7 +29,7 @@ use retalk_transport_http::{HttpTransport, SystemClock};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-pub use book::{AddressBook, BookError, BookFuture};
+pub use cli::{BookError, BookFuture, CommandLine};
 pub use error::ServeError;
 
 /// The identity the server acts as: what `retalk` opens for every command.
@@ -45,7 +45,7 @@ pub struct Options {
     /// A peer (saved name or fingerprint) whose new messages are pushed to
     /// the host as they arrive (`RETALK_WATCH_PEER`), without taking them.
     pub watch_peer: Option<String>,
-    /// Peers `receive` and `check_inbox` read when no `peer` is given
+    /// Peers `receive` reads when no `peer` is given
     /// (`RETALK_RECEIVE_FROM`, comma-separated); empty: every saved contact.
     pub receive_from: Vec<String>,
     /// The follow driver's settings for the background upkeep; its
@@ -60,17 +60,17 @@ pub struct Options {
 /// served), [`ServeError::Start`] when the MCP handshake fails.
 pub async fn serve_stdio(
     agent: Agent,
-    book: impl AddressBook,
+    cli: impl CommandLine,
     options: Options,
 ) -> Result<(), ServeError> {
-    serve(agent, book, options, rmcp::transport::stdio()).await
+    serve(agent, cli, options, rmcp::transport::stdio()).await
 }
 
 /// [`serve_stdio`] over any transport rmcp accepts (an embedder's pipe or
 /// socket).
 pub async fn serve<T, E, A>(
     agent: Agent,
-    book: impl AddressBook,
+    cli: impl CommandLine,
     options: Options,
     transport: T,
 ) -> Result<(), ServeError>
@@ -78,11 +78,11 @@ where
     T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let contacts = book
+    let contacts = cli
         .contacts(&agent)
         .map_err(|e| ServeError::Book(e.to_string()))?;
     let resolve = |p: &str| {
-        book.resolve(&contacts, p.trim())
+        cli.resolve(&contacts, p.trim())
             .ok_or_else(|| ServeError::Peer(p.to_owned()))
     };
     let watch: Option<UserId> = options.watch_peer.as_deref().map(resolve).transpose()?;
@@ -92,7 +92,7 @@ where
         .filter(|p| !p.trim().is_empty())
         .map(|p| resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let (shared, notes) = server::Shared::new(agent, Box::new(book), receive_from, watch);
+    let (shared, notes) = server::Shared::new(agent, Box::new(cli), receive_from, watch);
     let shared = Arc::new(shared);
     let running = server::RetalkServer::new(shared.clone())
         .serve(transport)

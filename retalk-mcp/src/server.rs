@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::book::AddressBook;
+use crate::cli::CommandLine;
 use crate::error::ToolError;
 use crate::{Agent, MAX_WAIT};
 
@@ -36,7 +36,7 @@ const PROGRESS_EVERY: f64 = 1.0;
 /// What the tools and the upkeep task share.
 pub(crate) struct Shared {
     pub(crate) agent: Agent,
-    book: Box<dyn AddressBook>,
+    cli: Box<dyn CommandLine>,
     /// `RETALK_RECEIVE_FROM`, resolved; empty: every saved contact.
     receive_from: Vec<UserId>,
     /// Bumped by the upkeep task whenever new mail lands in the local
@@ -53,14 +53,14 @@ impl Shared {
     /// messages for [`crate::upkeep::notify`].
     pub(crate) fn new(
         agent: Agent,
-        book: Box<dyn AddressBook>,
+        cli: Box<dyn CommandLine>,
         receive_from: Vec<UserId>,
         watch: Option<UserId>,
     ) -> (Self, mpsc::UnboundedReceiver<Value>) {
         let (notes, rx) = mpsc::unbounded_channel();
         let shared = Self {
             agent,
-            book,
+            cli,
             receive_from,
             arrivals: watch::Sender::new(0),
             watch,
@@ -277,14 +277,14 @@ impl RetalkServer {
 
     /// Every contact the identity sees (the address book's).
     fn book_contacts(&self) -> Result<Vec<Contact>, ToolError> {
-        Ok(self.shared.book.contacts(self.agent())?)
+        Ok(self.shared.cli.contacts(self.agent())?)
     }
 
     /// The peer `reference` (a saved name, else a 32-hex fingerprint) means.
     fn find(&self, reference: &str) -> Result<UserId, ToolError> {
         let reference = reference.trim();
         self.shared
-            .book
+            .cli
             .resolve(&self.book_contacts()?, reference)
             .ok_or_else(|| ClientError::UnknownPeer(reference.to_owned()).into())
     }
@@ -476,6 +476,9 @@ impl RetalkServer {
         if receipt.delivery == Delivery::Refused {
             return Err(ToolError::Refused(args.peer));
         }
+        self.shared
+            .cli
+            .keep_sent(self.agent(), &receipt.id, to.as_str(), &args.text, None)?;
         Ok(done(
             format!("Sent to {} (message {})", args.peer, receipt.id),
             json!({"id": receipt.id, "to": to.as_str()}),
@@ -623,6 +626,7 @@ impl RetalkServer {
         let mut out = Vec::new();
         self.agent()
             .take_messages_from(from, limit, |m: &Received| {
+                self.shared.cli.keep_received(self.agent(), m)?;
                 self.shared.saw(m);
                 let saved = contacts.iter().find(|c| c.id == m.from);
                 out.push(Shown {
@@ -635,7 +639,7 @@ impl RetalkServer {
                     verified: saved.is_some_and(|c| c.verified()),
                     extra: m.extra_fields(),
                 });
-                Ok::<_, ClientError>(())
+                Ok::<_, ToolError>(())
             })?;
         Ok(out)
     }
@@ -767,7 +771,7 @@ impl RetalkServer {
 
     async fn do_share(&self, args: JsonObject) -> Outcome {
         let args: ShareArgs = parse(args)?;
-        let (fp, card) = self.shared.book.card(self.agent(), &args.contact)?;
+        let (fp, card) = self.shared.cli.card(self.agent(), &args.contact)?;
         let to = self.find(&args.peer)?;
         let receipt = self.agent().share(&to, card).await?;
         if receipt.delivery == Delivery::Refused {
@@ -790,7 +794,7 @@ impl RetalkServer {
     async fn do_group_create(&self, args: JsonObject) -> Outcome {
         let args: GroupCreateArgs = parse(args)?;
         let members = self.find_all(&args.members)?;
-        let cap = self.shared.book.group_cap(self.agent()).await?;
+        let cap = self.shared.cli.group_cap(self.agent()).await?;
         let me = self.agent().user_id();
         let g = client::create_group(self.agent().store(), me, &args.name, &members, cap, now())?;
         Ok(done(
@@ -853,7 +857,7 @@ impl RetalkServer {
         let members = self.find_all(&args.members)?;
         let (store, me) = (self.agent().store(), self.agent().user_id());
         let (g, n) = if add {
-            let cap = self.shared.book.group_cap(self.agent()).await?;
+            let cap = self.shared.cli.group_cap(self.agent()).await?;
             client::group_add(store, me, &args.group, &members, cap, now())?
         } else {
             client::group_remove(store, me, &args.group, &members, now())?
@@ -881,6 +885,15 @@ impl RetalkServer {
     async fn do_group_send(&self, args: JsonObject) -> Outcome {
         let args: GroupSendArgs = parse(args)?;
         let r = self.agent().send_group(&args.group, &args.text).await?;
+        if !r.sent.is_empty() {
+            self.shared.cli.keep_sent(
+                self.agent(),
+                &r.id,
+                r.group_id.as_str(),
+                &args.text,
+                Some((r.group_id.as_str(), &r.group)),
+            )?;
+        }
         let failed: Vec<Value> = r
             .failed
             .iter()

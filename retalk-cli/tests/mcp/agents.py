@@ -55,7 +55,8 @@ async def main():
     logs = {who: open(os.path.join(WORK, f"{who}.mcp.log"), "w") for who in ("alice", "bob")}
     async with stdio_client(server("alice"), errlog=logs["alice"]) as (ar, aw), \
             ClientSession(ar, aw) as a, \
-            stdio_client(server("bob", RETALK_WATCH_PEER=IDS["alice"]), errlog=logs["bob"]) as (br, bw), \
+            stdio_client(server("bob", RETALK_WATCH_PEER=IDS["alice"], RETALK_SAVE_MESSAGE="1"),
+                         errlog=logs["bob"]) as (br, bw), \
             ClientSession(br, bw, logging_callback=on_log) as b:
 
         # -- initialize and tools/list
@@ -95,6 +96,16 @@ async def main():
         got = data(await a.call_tool("receive", {"peer": "bob", "wait": 10}))["messages"]
         assert [(m["id"], m["from"], m["text"]) for m in got] == [(reply["id"], IDS["bob"], "hi alice")], got
         assert data(await a.call_tool("receive", {}))["messages"] == []
+        # bob's server saves both directions, as `receive`/`send` do under
+        # RETALK_SAVE_MESSAGE; alice's saves nothing
+        def history(who):
+            out = subprocess.run([RETALK, "--dir", os.path.join(WORK, who), "history", "--peer",
+                                  IDS["bob" if who == "alice" else "alice"]],
+                                 env=dict(os.environ, **env(who)), check=True, capture_output=True)
+            return [json.loads(line) for line in out.stdout.decode().splitlines()]
+        saved = history("bob")
+        assert [(h["id"], h["text"]) for h in saved] == [(sent["id"], "hello bob"), (reply["id"], "hi alice")], saved
+        assert history("alice") == []
         print("ok conversation")
 
         # -- a waiting receive returns as soon as the other agent sends,
