@@ -37,7 +37,7 @@ const PROGRESS_EVERY: f64 = 1.0;
 pub(crate) struct Shared {
     pub(crate) agent: Agent,
     cli: Box<dyn CommandLine>,
-    /// `RETALK_RECEIVE_FROM`, resolved; empty: every saved contact.
+    /// `RETALK_RECEIVE_FROM`, resolved; empty: the known senders.
     receive_from: Vec<UserId>,
     /// Bumped by the upkeep task whenever new mail lands in the local
     /// inbox; a waiting `receive` looks again then.
