@@ -868,3 +868,71 @@ fn python_sealed_history_opens_with_ours() {
     let first: Value = serde_json::from_str(after.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["text"], "python saved \u{e9}");
 }
+
+/// `me` writes to a Python 0.3.0 user who blocked it: the signed refusal
+/// ends the message on both sides, and the next one, once unblocked,
+/// arrives on a fresh session.
+fn refused_sender_session(me: &mut User, dest: &User) -> Vec<(String, Run)> {
+    let mut steps = Vec::new();
+    let init = me.command(&["init"]).output().unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", describe(&init));
+    let fp = String::from_utf8(init.stdout).unwrap().trim().to_owned();
+    me.mask(&fp, "<me>");
+    me.mask(&dest.fingerprint(), "<dest>");
+    assert_eq!(dest.run(&["add", &fp, "--peer", "them"]).code, Some(0));
+    assert_eq!(dest.run(&["block", "them"]).code, Some(0));
+    steps.push((
+        "add".into(),
+        me.run(&["add", &dest.fingerprint(), "--peer", "dest"]),
+    ));
+    steps.push((
+        "send to a blocker".into(),
+        mask_ids(me.run(&["send", "refused", "--peer", "dest"])),
+    ));
+    let got = dest.run(&["receive", "--all"]);
+    assert_eq!(got.stdout, "", "{got:?}");
+    // Python re-uploads its whole outbox on every sync (CLIENT-030
+    // defect 6) and meets the refusal now; ours resends a message when it
+    // is due (2 minutes on) and meets it then: the counts differ by design.
+    let sync = me.run(&["sync"]);
+    steps.push((
+        "sync after the refusal".into(),
+        Run {
+            code: sync.code,
+            stdout: String::new(),
+        },
+    ));
+    assert_eq!(dest.run(&["block", "them", "--remove"]).code, Some(0));
+    steps.push((
+        "send again".into(),
+        mask_ids(me.run(&["send", "after the block", "--peer", "dest"])),
+    ));
+    let got = dest.run(&["receive", "--peer", "them"]);
+    assert!(got.stdout.contains("after the block"), "{got:?}");
+    assert!(!got.stdout.contains("\"refused\""), "{got:?}");
+    steps
+}
+
+#[test]
+fn a_python_030_blocker_refuses_ours_as_it_refuses_python() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let python_user = |name: &str| {
+        let mut u = User::python(&python, tmp.path(), name, &relay.url);
+        let out = u.command(&["init"]).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        u.mask(&fp, "<me>");
+        u
+    };
+    let (d1, d2) = (python_user("dest1"), python_user("dest2"));
+    let mut py = User::python(&python, tmp.path(), "hana", &relay.url);
+    let mut rs = User::ours(tmp.path(), "hanars", &relay.url);
+    let theirs = refused_sender_session(&mut py, &d1);
+    let ours = refused_sender_session(&mut rs, &d2);
+    for ((label, want), (_, got)) in theirs.iter().zip(&ours) {
+        assert_eq!(got, want, "step {label}");
+    }
+    assert_eq!(theirs.len(), ours.len());
+}
