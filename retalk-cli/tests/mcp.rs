@@ -129,6 +129,7 @@ fn two_agents_talk_through_the_python_mcp_client() {
         "ok other tools",
         "ok global contacts",
         "ok groups",
+        "ok pin mismatch",
     ] {
         assert!(said.contains(group), "{group} did not pass:\n{said}");
     }

@@ -7,6 +7,7 @@ Every check is an assert; each group prints `ok <group>` when it passed.
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -235,6 +236,22 @@ async def main():
         got = data(await a.call_tool("receive", {"wait": 10}))["messages"]
         assert [(m["from"], m.get("kind")) for m in got] == [(IDS["bob"], "group_leave")], got
         print("ok groups")
+
+        # -- a relay that serves someone else's keys: PIN MISMATCH, as a
+        # tool error that says what to do (the relay's database, edited as
+        # an attacker holding it would)
+        data(await a.call_tool("add", {"fingerprint": IDS["carol"], "name": "carol"}))
+        db = sqlite3.connect(os.path.join(WORK, "server.db"))
+        with db:
+            db.execute("UPDATE users SET identity_key = (SELECT identity_key FROM users WHERE id = ?) "
+                       "WHERE id = ?", (IDS["bob"], IDS["carol"]))
+        db.close()
+        result = await a.call_tool("verify", {"peer": "carol"})
+        assert result.is_error, result
+        text = result.content[0].text
+        assert "PIN MISMATCH" in text and "another channel" in text, text
+        assert data(await a.call_tool("id", {}))["fingerprint"] == IDS["alice"]
+        print("ok pin mismatch")
 
 
 anyio.run(main)
