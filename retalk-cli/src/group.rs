@@ -374,3 +374,38 @@ pub fn receive_line(m: &retalk_proto::client::Received) -> String {
     }
     py_object(&pairs)
 }
+
+/// A record (not a message) in words, for `receive`'s human output:
+/// `[group_update team: added ID; removed ID]`, `[group_update_refused
+/// team: not-member; added ID]`, `[contact_request_rejected: consumed]`.
+pub fn record_note(m: &retalk_proto::client::Received) -> String {
+    let extra = m.extra_fields();
+    let field = |k: &str| extra.get(k).and_then(Value::as_str).unwrap_or_default();
+    let list = |k: &str| {
+        extra
+            .get(k)
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                let ids: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                format!("{k} {}", ids.join(", "))
+            })
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if !field("reason").is_empty() {
+        parts.push(field("reason").to_owned());
+    }
+    parts.extend(list("added"));
+    parts.extend(list("removed"));
+    let mut note = format!("[{}", field("kind"));
+    if !field("group").is_empty() {
+        note.push(' ');
+        note.push_str(field("group"));
+    }
+    if !parts.is_empty() {
+        note.push_str(": ");
+        note.push_str(&parts.join("; "));
+    }
+    note.push(']');
+    note
+}

@@ -25,8 +25,15 @@ fn emit(agent: &Agent, json: bool, limit: usize) -> Result<usize, CliError> {
     agent.take_messages(limit, |m| print(json, m))
 }
 
-/// One message's line on stdout.
+/// One message's line on stdout. A record that is not a message (a roster
+/// change, a leave, an invite request) is shown too: as 0.3.0's JSON line,
+/// or as a bracketed note after the sender's name.
 fn print(json: bool, m: &Received) -> Result<(), CliError> {
+    let text = match m.kind() {
+        Some(_) if json => return print_stdout(&crate::group::receive_line(m)),
+        Some(_) => crate::group::record_note(m),
+        None => m.text.clone(),
+    };
     let line = if json {
         py_json(&[
             ("from", m.from.as_str()),
@@ -39,7 +46,7 @@ fn print(json: bool, m: &Received) -> Result<(), CliError> {
         } else {
             &m.name
         };
-        display::human(who, &m.text)
+        display::human(who, &text)
     };
     print_stdout(&line)
 }

@@ -397,3 +397,42 @@ fn a_python_folders_groups_open_with_ours() {
         });
     }
 }
+
+/// A 0.0.1 identity in a group sees the copies as text and each roster
+/// record as a bracketed note (or 0.3.0's JSON line with --json).
+#[test]
+fn a_001_identity_sees_copies_and_roster_records() {
+    use common::{init, Cli, Ours};
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let old = Cli::ours(tmp.path());
+    let old_id = init(&old, "old", "oldie", &relay.url);
+    // 0.0.1's init is offline: its first receive publishes the keys.
+    assert_eq!(old.ok(&["receive", "-s", "old"]), "");
+    alice.ok(&["add", &old_id, "--peer", "oldie"]);
+    alice.add(&bob);
+    alice.ok(&["group", "create", "team", "--members", "oldie,bob"]);
+    alice.ok(&["send", "hello team", "--group", "team"]);
+    let out = old.ok(&["receive", "-s", "old"]);
+    assert_eq!(
+        out,
+        format!(
+            "~alice: [group_joined team: added {}]\n~alice: hello team\n",
+            ids(&[&alice, &bob])
+                .into_iter()
+                .chain([old_id.clone()])
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    );
+    alice.ok(&["group", "remove", "team", "bob"]);
+    alice.ok(&["send", "bob is out", "--group", "team"]);
+    let lines = common::agent030::lines(&old.ok(&["receive", "--json", "-s", "old"]));
+    assert_eq!(lines[0]["kind"], "group_update", "{lines:?}");
+    assert_eq!(lines[0]["removed"], serde_json::json!([bob.id]));
+    assert_eq!(lines[1]["text"], "bob is out");
+}
