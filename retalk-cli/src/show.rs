@@ -18,7 +18,7 @@
 //! 0) nor for one of ours (right-aligned).
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
@@ -292,30 +292,30 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
         .min(100);
     let mut chat = Chat::new(&opened.me, &other, &sub, width, tty, Clock::Local, saved);
     chat.group = matches!(conversation, Conversation::Group { .. });
-    let mut out = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock, text: String| -> Result<(), CliError> {
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe => CliError::StdoutClosed,
-                _ => CliError::Output(e),
-            })
-    };
-    write(&mut out, chat.header())?;
+    emit(&chat.header())?;
     let entries = opened.entries(&conversation, 0)?;
-    write(&mut out, chat.entries(&entries))?;
+    emit(&chat.entries(&entries))?;
     if !follow {
         if entries.is_empty() {
-            write(&mut out, chat.nothing_saved())?;
+            emit(&chat.nothing_saved())?;
         }
         return Ok(());
     }
-    drop(out);
     follow_saving(sel, &peers, width, || {
         let entries = opened.entries(&conversation, chat.rowid)?;
-        write(&mut std::io::stdout().lock(), chat.entries(&entries))
+        emit(&chat.entries(&entries))
     })
     .await
+}
+
+/// Writes rendered lines (each ending in a newline) to stdout, as
+/// [`crate::print_stdout`] writes a line.
+fn emit(lines: &str) -> Result<(), CliError> {
+    match lines.strip_suffix('\n') {
+        Some(lines) => crate::print_stdout(lines),
+        None if lines.is_empty() => Ok(()),
+        None => crate::print_stdout(lines),
+    }
 }
 
 /// `show --follow`'s loop (0.3.0 `cmd_show`): every 2 s, receives from
