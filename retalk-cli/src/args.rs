@@ -229,6 +229,10 @@ examples:
         /// snippet (default: your display name)
         #[arg(long = "as", value_name = "NAME")]
         as_name: Option<String>,
+        /// (0.3.0) The identity created last (under $RETALK_HOME or the
+        /// project's .retalk), instead of the selected one
+        #[arg(long)]
+        last: bool,
     },
     /// (0.3.0) Publish this identity's keys to the relay; prints the sync
     /// summary as JSON

@@ -628,6 +628,96 @@ pub fn card_text(fp: &str, name: &str, relay: Option<&str>, ik: &str, sk: &str) 
     out.join("\n")
 }
 
+/// The project-local identity home: `.retalk` at the git root, else in the
+/// current folder (0.3.0 `_local_home`; consulted only by `init`'s naming
+/// and `id --last`).
+fn local_home() -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(&cwd)
+        .join(".retalk")
+}
+
+/// The identity folders under `$RETALK_HOME` and the local home.
+fn identity_folders() -> Vec<std::path::PathBuf> {
+    let mut homes = vec![identity::retalk_home(), local_home()];
+    homes.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
+    homes
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(identity::STORE_FILE).exists())
+        .collect()
+}
+
+/// `init`'s name when none was given (0.3.0 `_next_default_user`): the
+/// login name and the next number not taken, `alice-1`, `alice-2`, ...
+pub fn next_default_user() -> String {
+    let base = ["LOGNAME", "USER", "LNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(account_name)
+        .unwrap_or_else(|| "user".into());
+    let highest = identity_folders()
+        .iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let digits = name.strip_prefix(&base)?.strip_prefix('-')?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+        })
+        .max()
+        .unwrap_or(0);
+    format!("{base}-{}", highest + 1)
+}
+
+/// This process's account name from the password database, as Python's
+/// `getpass.getuser` falls back to (Unix: the owner of `/proc/self`).
+fn account_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid).then(|| name.to_owned())
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The identity created last (0.3.0 `_latest_identity`, for `id
+/// --last`): by the `created_at` `init` saves, else by the store's
+/// modification time.
+pub fn latest_identity() -> Option<std::path::PathBuf> {
+    let stamp = |dir: &std::path::Path| -> f64 {
+        let saved = open_store(dir)
+            .ok()
+            .and_then(|s| s.setting("created_at").ok().flatten())
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        saved.unwrap_or_else(|| {
+            std::fs::metadata(dir.join(identity::STORE_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        })
+    };
+    identity_folders()
+        .into_iter()
+        .map(|d| (stamp(&d), d))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, d)| d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::suggest_free_name;

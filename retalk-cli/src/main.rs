@@ -79,7 +79,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             code,
             invite_reply,
             as_name,
+            last,
         } => {
+            let sel = if last {
+                Selection {
+                    dir_030: Some(book::latest_identity().ok_or_else(|| {
+                        CliError::Usage("no identity yet — create one with `retalk init`".into())
+                    })?),
+                    ..sel
+                }
+            } else {
+                sel
+            };
             let shape = if invite_reply {
                 IdShape::InviteReply
             } else if invite_message {
@@ -317,11 +328,17 @@ async fn init(
     display_name: Option<String>,
     no_register: bool,
 ) -> Result<(), CliError> {
-    let sel = Selection {
+    let mut sel = Selection {
         dir: directory.or_else(|| sel.dir.clone()),
         ..sel.clone()
     };
     let wants_030 = display_name.is_some() || no_register || identity::has_030_passphrase(&sel)?;
+    if wants_030 && !book::identity_selected(&sel)? {
+        // 0.3.0 names an identity nobody named (`_next_default_user`).
+        let name = book::next_default_user();
+        eprintln!("No user specified, defaulting to automatically generated \"{name}\".");
+        sel.user = Some(name);
+    }
     let asked = if wants_030 {
         Generation::V030
     } else {

@@ -936,3 +936,40 @@ fn a_python_030_blocker_refuses_ours_as_it_refuses_python() {
     }
     assert_eq!(theirs.len(), ours.len());
 }
+
+/// `init` with no identity named picks `<login>-<n>` as 0.3.0 does, and
+/// `id --last` finds the identity made last.
+#[test]
+fn init_names_an_unnamed_identity_and_id_last_finds_it() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let py = User::python(&python, tmp.path(), "unused-py", &relay.url);
+    let rs = User::ours(tmp.path(), "unused-rs", &relay.url);
+    let mut folders = Vec::new();
+    for u in [&py, &rs] {
+        let mut made = Vec::new();
+        for _ in 0..2 {
+            let mut c = u.command(&["init", "--no-register"]);
+            c.env_remove("RETALK_USER");
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{}", describe(&out));
+            let fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            let mut c = u.command(&["id", "--last"]);
+            c.env_remove("RETALK_USER");
+            assert_eq!(u.run_with(c).stdout.trim(), fp);
+            made.push(fp);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&u.home)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("store.db").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        folders.push(names);
+    }
+    assert_eq!(folders[0], folders[1]);
+    assert_eq!(folders[0].len(), 2);
+    assert!(folders[0][0].ends_with("-1") && folders[0][1].ends_with("-2"));
+}
