@@ -46,7 +46,8 @@ pub struct Options {
     /// the host as they arrive (`RETALK_WATCH_PEER`), without taking them.
     pub watch_peer: Option<String>,
     /// Peers `receive` reads when no `peer` is given
-    /// (`RETALK_RECEIVE_FROM`, comma-separated); empty: every saved contact.
+    /// (`RETALK_RECEIVE_FROM`, comma-separated); empty: the saved contacts
+    /// and the members of groups that we or a saved contact own.
     pub receive_from: Vec<String>,
     /// The follow driver's settings for the background upkeep; its
     /// `keep_messages` is forced on (mail is for `receive`).
@@ -56,8 +57,9 @@ pub struct Options {
 /// Serves MCP on stdin/stdout until the host closes the connection.
 ///
 /// Errors: [`ServeError::Peer`] when `watch_peer` or a `receive_from` entry
-/// names no saved contact nor a fingerprint (found before anything is
-/// served), [`ServeError::Start`] when the MCP handshake fails.
+/// names no saved contact nor a fingerprint and [`ServeError::Book`] when
+/// the contacts cannot be read (both found before anything is served),
+/// [`ServeError::Start`] when the MCP handshake or the connection fails.
 pub async fn serve_stdio(
     agent: Agent,
     cli: impl CommandLine,
