@@ -200,6 +200,17 @@ fn show_renders_a_saved_conversation_in_a_real_terminal() {
         "no colours: {styled:?}"
     );
 
+    // `show PEER --dir DIR` is the same view; not on a terminal, no colours.
+    let dir = alice.home.join("alice").display().to_string();
+    let piped = alice.ok(&["show", "bob", "--dir", &dir]);
+    assert!(
+        piped.contains(" 💬 alice ⇄ bob ") && piped.contains("   line one"),
+        "{piped}"
+    );
+    assert!(!piped.contains('\u{1b}'), "{piped:?}");
+    let (_, err) = alice.fails(&["show", "alice", "bob", "--dir", &dir], 2);
+    assert!(err.contains("with --dir, give just the PEER"), "{err}");
+
     // An unknown peer, a missing conversation: clear errors.
     let (_, err) = alice.fails(&["show", "alice", "carol"], 2);
     assert!(err.contains("carol"), "{err}");
