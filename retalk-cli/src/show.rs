@@ -13,9 +13,17 @@
 //! or pass for another line: names and texts go through
 //! [`display::escape`] (the rule of `receive`'s human output), a sender's
 //! self-chosen name is marked `~` as there, and a received text's lines
-//! start three columns in with no leading space (wrapped as 0.3.0 wraps
-//! them, `textwrap.wrap`), so they can pass neither for a header (column
-//! 0) nor for one of ours (right-aligned).
+//! start three columns in with no leading space, so they can pass neither
+//! for a header (column 0) nor for one of ours (right-aligned).
+//!
+//! Differences from 0.3.0, on purpose: a text's own line breaks are kept
+//! (0.3.0's `textwrap.wrap` joins them into one paragraph; each line is
+//! wrapped as it wraps one, greedily, to the same bubble width); padding
+//! counts display columns (an emoji takes two; 0.3.0 counts characters);
+//! a peer's thread holds only the two of you (0.3.0's `peer_fp = ?` also
+//! showed that peer's group messages); a group's line counts every member,
+//! us included (0.3.0 counted its roster as stored, which lists itself
+//! only in rosters adopted from a copy).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
