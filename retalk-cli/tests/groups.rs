@@ -436,3 +436,40 @@ fn a_001_identity_sees_copies_and_roster_records() {
     assert_eq!(lines[0]["removed"], serde_json::json!([bob.id]));
     assert_eq!(lines[1]["text"], "bob is out");
 }
+
+/// A group learned under a name already in use here gets `-2`, `-3` (as
+/// 0.3.0 does); the local name then stays the user's own.
+#[test]
+fn a_learned_group_whose_name_is_taken_is_suffixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let carol = Agent::ours(tmp.path(), "carol", &relay.url);
+    introduce(&[&alice, &bob, &carol]);
+    carol.ok(&["group", "create", "team", "--members", "bob"]);
+    alice.ok(&["group", "create", "team", "--members", "carol"]);
+    alice.ok(&["send", "one", "--group", "team"]);
+    bob.ok(&["group", "create", "team", "--members", "carol"]);
+    bob.ok(&["send", "two", "--group", "team"]);
+    let got = carol.receive();
+    let names: Vec<&str> = got
+        .iter()
+        .filter(|m| m.get("text").is_some())
+        .map(|m| m["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team-2", "team-3"], "{got:?}");
+    let mut listed: Vec<String> = carol
+        .groups()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["team", "team-2", "team-3"]);
+    carol.ok(&["group", "rename", "team-2", "alices"]);
+    alice.ok(&["send", "three", "--group", "team"]);
+    let got = carol.receive();
+    assert_eq!(text_from(&got, &alice)[0]["group"], "alices");
+    let (_, err) = carol.fails(&["group", "rename", "alices", "team"], 2);
+    assert!(err.contains("already exists"), "{err}");
+}

@@ -171,3 +171,32 @@ fn invite_watch_refuses_a_relay_without_peek() {
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("too old for `invite watch`"), "{err}");
 }
+
+/// `invite watch --follow` prints each request as it arrives, until
+/// SIGTERM.
+#[test]
+fn invite_watch_follows() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let code = mint(&alice, &["--peer", "bob"]);
+    let mut child = alice
+        .command(&["invite", "watch", "--follow", "--interval", "0.2", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    request(&bob, &alice, &code);
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let rec: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(rec["kind"], "contact_accepted", "{line}");
+    assert_eq!(rec["from"], bob.id.as_str());
+    common::signal(&child, "-TERM");
+    let status = common::wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
