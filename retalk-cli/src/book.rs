@@ -640,7 +640,7 @@ fn local_home() -> std::path::PathBuf {
 }
 
 /// The identity folders under `$RETALK_HOME` and the local home.
-fn identity_folders() -> Vec<std::path::PathBuf> {
+pub fn identity_folders() -> Vec<std::path::PathBuf> {
     let mut homes = vec![identity::retalk_home(), local_home()];
     homes.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
     homes

@@ -403,6 +403,9 @@ async fn init(
                     None => eprintln!("\n\u{26a0} NOT registered: no relay is configured, so your keys were not published"),
                 }
             }
+            if disabled {
+                eprintln!("\n\u{26a0} Keys are stored UNENCRYPTED \u{2014} anyone who can read this folder can impersonate you.\n  Use --passphrase (or RETALK_PASSPHRASE) for any identity whose privacy matters.");
+            }
             eprintln!(
                 "\nName:        {}",
                 if display.is_empty() {
@@ -659,14 +662,11 @@ async fn verify(
     Ok(())
 }
 
-/// An identity under `$RETALK_HOME` to sign a key fetch with (0.3.0
+/// An identity (under `$RETALK_HOME` or the project's `.retalk`) to sign
+/// a key fetch with (0.3.0
 /// `_pick_signer`): one without a passphrase, else the only one.
 fn pick_signer() -> Option<std::path::PathBuf> {
-    let mut ids: Vec<_> = std::fs::read_dir(identity::retalk_home())
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(STORE_FILE).exists())
-        .collect();
+    let mut ids = book::identity_folders();
     ids.sort();
     let open = ids.iter().find(|d| {
         open_store(d)
