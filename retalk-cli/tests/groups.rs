@@ -148,10 +148,22 @@ fn a_mixed_group_fans_out_replies_adds_removes_and_leaves() {
     assert_eq!(left[0]["from"], carol.id.as_str());
     assert_eq!(left[0]["group_id"], gid.as_str());
     assert_eq!(alice.members("team"), ids(&[&dan]));
-    // dan (Python) still has carol; its copy to her is dropped there.
-    dan.receive();
-    dan.ok(&["send", "still there?", "--group", "team"]);
-    assert!(text_from(&carol.receive(), &dan).is_empty());
+    // dan (Python) applies carol's group_leave: its copies skip her.
+    let got = dan.receive();
+    assert_eq!(kind(&got, "group_leave").len(), 1, "{got:?}");
+    let r: Value = serde_json::from_str(&dan.ok(&["send", "just us", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 1, "{r}");
+    // bob (Python, removed, never told) still has carol: his copy to her
+    // is dropped there, and the group does not come back.
+    bob.receive();
+    let r: Value =
+        serde_json::from_str(&bob.ok(&["send", "still there?", "--group", "team"])).unwrap();
+    assert_eq!(r["sent"], 3, "{r}");
+    let c = carol.run(&["receive", "--all"]);
+    assert!(c.status.success());
+    let stderr = String::from_utf8_lossy(&c.stderr);
+    assert!(stderr.contains("a group you left"), "{stderr}");
+    assert!(common::agent030::lines(&String::from_utf8_lossy(&c.stdout)).is_empty());
     assert!(carol.groups().is_empty());
     // join clears the tombstone only.
     carol.ok(&["group", "join", "team"]);
