@@ -258,6 +258,15 @@ pub fn add(
     Ok((id, target))
 }
 
+/// `add`'s hints when it does not verify right away (0.3.0 `cmd_add`).
+pub fn add_hints(id: &UserId, name: Option<&str>) {
+    let r = name.map_or_else(|| id.to_string(), str::to_owned);
+    eprintln!("Next:");
+    eprintln!("  retalk verify {r}            \u{2014} check their keys against the relay");
+    eprintln!("  retalk send --peer {r} \"hi\"  \u{2014} send them a message");
+    eprintln!("  retalk contacts              \u{2014} see all saved peers");
+}
+
 /// `contacts [--json] [--show C [--as NAME]] [--remove C]` (0.3.0
 /// `cmd_contacts`): the identity's view (global overlaid with its own),
 /// or the global list when no identity is selected.
@@ -563,7 +572,7 @@ fn staged_json(r: &ReceivedContact, verified: bool) -> String {
 
 /// 0.3.0's `_bash_block` without colour (it colours only a terminal's
 /// stderr; these go to stdout): a fenced `bash` block.
-fn bash_block(lines: &[String]) -> String {
+pub fn bash_block(lines: &[String]) -> String {
     let mut out = vec!["```bash".to_owned()];
     out.extend(lines.iter().cloned());
     out.push("```".to_owned());

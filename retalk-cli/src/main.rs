@@ -116,7 +116,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let id = match (args.as_slice(), pin) {
                 // 0.3.0: FINGERPRINT [--peer NAME].
-                ([fp], None) => book::add(&sel, fp, peer.as_deref(), override_name, global)?.0,
+                ([fp], None) => {
+                    let id = book::add(&sel, fp, peer.as_deref(), override_name, global)?.0;
+                    if !check {
+                        book::add_hints(&id, peer.as_deref());
+                    }
+                    id
+                }
                 (_, pin) => add(&sel, &args, peer, pin)?,
             };
             if check {
@@ -626,6 +632,11 @@ async fn verify(
             .any(|c| c.id == fp),
         None => false,
     };
+    let label = view
+        .iter()
+        .find(|c| c.id == fp && c.name != fp.as_str())
+        .map(|c| c.name.clone());
+    let mut signed_by = None;
     let (keys, source) = match manual {
         Some(keys) => (keys, "supplied keys"),
         None => {
@@ -638,7 +649,17 @@ async fn verify(
                     ..sel.clone()
                 },
             };
-            let (agent, _) = open_agent(&signer, false)?;
+            let (agent, located) = open_agent(&signer, false)?;
+            let name = agent.name()?;
+            signed_by = Some(if name.is_empty() {
+                located
+                    .dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            } else {
+                name
+            });
             (agent.fetch_keys(&fp).await?, "the relay")
         }
     };
@@ -658,7 +679,54 @@ async fn verify(
             global.record_keys(&fp, &keys.identity_key, &keys.signing_key)?;
         }
     }
-    eprintln!("\n\u{2713} Verified {peer}\nKeys:        from {source}");
+    // 0.3.0's result block and follow-up snippet (`_record_keys`).
+    let shown = label.clone().unwrap_or_else(|| fp.to_string());
+    let saved_to = match &own {
+        Some(store) if mine => format!(
+            "{}'s contacts",
+            store
+                .path()
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        _ => "the global contacts".into(),
+    };
+    eprintln!("\n\u{2713} Verified {shown}");
+    eprintln!("\nName:        {}", label.as_deref().unwrap_or("(unnamed)"));
+    eprintln!("Fingerprint: {fp}");
+    eprintln!("Keys:        from {source}");
+    eprintln!("Saved to:    {saved_to}");
+    if let Some(by) = signed_by {
+        eprintln!("Signed by:   {by}");
+    }
+    let dir = sel
+        .dir_030
+        .as_ref()
+        .map(|d| format!(" --dir {}", d.display()));
+    let mut lines = vec!["# message them:".to_owned()];
+    if dir.is_none() {
+        lines.push("# RETALK_USER picks the identity that sends:".into());
+        let user = sel
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or(identity::env_text("RETALK_USER")?.filter(|u| !u.is_empty()));
+        lines.push(match user {
+            Some(u) => format!("export RETALK_USER={u}"),
+            None => "export RETALK_USER=\"<your-username>\"".into(),
+        });
+    }
+    if identity::env_text("RETALK_PASSPHRASE")?.is_none() {
+        lines.push("# and its passphrase, if it has one:".into());
+        lines.push("export RETALK_PASSPHRASE=\"<YOUR-PASSPHRASE>\"".into());
+    }
+    let tail = dir.unwrap_or_default();
+    lines.push(format!("retalk send --peer {shown} \"hello\"{tail}"));
+    lines.push(format!("retalk receive --peer {shown} --follow{tail}"));
+    lines.push("# receive --follow reads replies live -- ctrl-c to stop".into());
+    eprintln!("\n{}", book::bash_block(&lines));
     Ok(())
 }
 
