@@ -191,13 +191,18 @@ async fn a_member_cannot_add_an_outsider_but_may_leave() {
     assert!(kinds(&got).contains(&"group_leave".to_string()), "{got:?}");
     assert_eq!(members(&t.alice, "team"), ids(&[&t.alice, &t.bob]));
     // Copies of the left group (from bob, who has not read the leave yet)
-    // are dropped (acked, reported).
+    // are refused with a nack, unshown.
     // (bob's forged roster: alice, carol, eve)
     let r = t.bob.send_group("team", "bye carol").await.unwrap();
     assert_eq!(r.sent.len(), 3);
     let got = t.carol.receive().await.unwrap();
     assert!(got.messages.is_empty(), "{got:?}");
-    assert_eq!(got.problems.len(), 1);
+    assert!(got.problems.is_empty(), "{got:?}");
+    assert_eq!(got.refused, 1);
+    // bob's resend meets the verified refusal: the copy leaves his outbox.
+    t.w.clock.advance(3_600.0);
+    let report = t.bob.flush_outbox(0.0).await.unwrap();
+    assert_eq!(report.refused, 1, "{report:?}");
 }
 
 #[tokio::test]

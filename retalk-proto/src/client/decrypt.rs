@@ -21,6 +21,9 @@ use crate::olm;
 pub(super) struct Opened {
     pub(super) ack: Option<OutboxEntry>,
     pub(super) resend: Vec<OutboxEntry>,
+    /// The body hash to refuse with a signed nack instead of an ack (a
+    /// copy for a group this user left, as 0.3.0's `receive` does).
+    pub(super) nack: Option<String>,
 }
 
 /// The processed marker of an envelope from a sender, beside the marker of
@@ -83,7 +86,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             tx.commit()?;
             return Ok(Ok(Opened {
                 ack: Some(entry),
-                resend: Vec::new(),
+                ..Opened::default()
             }));
         }
 
@@ -176,6 +179,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
 
         let mut problem = None;
         let mut ack = None;
+        let mut refuse = false;
         let envelope_id;
         match Envelope::decode(&plaintext) {
             Err(e) => {
@@ -250,9 +254,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                                 mid.as_deref(),
                                 &rec,
                             )? {
-                                None => {
-                                    problem = Some("dropped a copy for a group you left".into())
-                                }
+                                // Left here: refused with a nack, never shown.
+                                None => refuse = true,
                                 Some((extra, event)) => {
                                     tx.changes.inbox.extend(event);
                                     tx.changes.inbox.push(InboxRecord {
@@ -318,7 +321,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     }
                     Envelope::Ack { .. } => {}
                 }
-                if !envelope_id.is_empty() {
+                if !envelope_id.is_empty() && !refuse {
                     // The session that just decrypted is the send session.
                     let entry = self.encrypt_entry(
                         &mut session,
@@ -337,7 +340,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         tx.changes.sessions.push(rec);
         tx.changes.processed.push(ProcessedRecord {
             hash: record.hash.clone(),
-            envelope_id,
+            // No envelope id: a resent copy of a refused one is not re-acked.
+            envelope_id: if refuse { String::new() } else { envelope_id },
             peer: sender.clone(),
             at: now,
         });
@@ -359,7 +363,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         match problem {
             // Handled and committed; reported, and the incoming row is gone.
             Some(reason) => Ok(Err(Handled::Failed(reason))),
-            None => Ok(Ok(Opened { ack, resend })),
+            None => Ok(Ok(Opened {
+                ack,
+                resend,
+                nack: refuse.then(|| record.hash.clone()),
+            })),
         }
     }
 }

@@ -222,6 +222,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 return Err(e.into());
             }
         }
+        if let Some(hash) = &opened.nack {
+            // Best effort, as Python's `_send_nack`: the copy is handled.
+            let _ = self.nack(hash).await;
+            return Ok(Handled::Refused);
+        }
         Ok(Handled::Done)
     }
 }
