@@ -508,9 +508,9 @@ fn id(sel: &Selection, shape: IdShape, as_name: Option<String>) -> Result<(), Cl
     let saved = store
         .setting(setting::RELAY_URL)
         .map_err(ClientError::from)?;
-    let relay = saved
-        .filter(|s| !s.is_empty())
-        .or_else(|| server_url(sel, Generation::V030, None).ok().flatten());
+    // The relay this run would use, as `u.server_url` (`-r`,
+    // RETALK_RELAY, the saved one, config.json).
+    let relay = server_url(sel, Generation::V030, saved)?;
     let fp = info.user_id.as_str();
     let text = match shape {
         IdShape::Plain | IdShape::Json => {
