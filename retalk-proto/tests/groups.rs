@@ -203,6 +203,9 @@ async fn a_member_cannot_add_an_outsider_but_may_leave() {
     t.w.clock.advance(3_600.0);
     let report = t.bob.flush_outbox(0.0).await.unwrap();
     assert_eq!(report.refused, 1, "{report:?}");
+    // ...and carol leaves bob's roster (bob's forged one: alice, bob,
+    // carol, eve).
+    assert_eq!(members(&t.bob, "team"), ids(&[&t.alice, &t.bob, &eve]));
 }
 
 #[tokio::test]

@@ -333,7 +333,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// its roster ([`group::judge`]), adopts or refuses the change, and
     /// returns the extra fields its text is shown with, plus a record of
     /// the change (adopted or refused) for the inbox; `None` when the
-    /// group was left here (the copy is dropped, acked).
+    /// group was left here (the copy is refused with a nack).
     pub(super) fn file_group_copy(
         &self,
         tx: &mut StoreTransaction<'_, S>,
@@ -424,6 +424,38 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 (copy_extra(held, &tag, mid, member), Some(ev))
             }
         }))
+    }
+
+    /// After a verified refusal of `entry`: when it was a group copy, its
+    /// recipient leaves the roster held here (`user.py@HEAD:512-550`: a
+    /// member that refuses the group's mail, having left it or blocked us,
+    /// is dropped). Only the refuser itself is removed, which the roster
+    /// rule allows any member.
+    pub(super) fn drop_refuser(
+        &self,
+        tx: &mut StoreTransaction<'_, S>,
+        entry: &super::OutboxEntry,
+    ) -> Result<(), ClientError> {
+        let Some(sealed) = &entry.envelope else {
+            return Ok(());
+        };
+        let Ok(plain) = self.key.open(sealed) else {
+            return Ok(());
+        };
+        let Ok(Envelope::Msg {
+            group: Some(group), ..
+        }) = Envelope::decode(&plain)
+        else {
+            return Ok(());
+        };
+        let Some(tag) = GroupTag::from_json(&group) else {
+            return Ok(());
+        };
+        let held = self.store.groups()?.into_iter().find(|g| g.id == tag.id);
+        if let Some(after) = held.and_then(|g| group::leave(&g, &entry.peer, self.clock.now())) {
+            tx.changes.groups.push(after);
+        }
+        Ok(())
     }
 
     /// Files a received `group_leave`: the sender leaves the roster held

@@ -133,6 +133,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 // may be a block or a policy, not a broken session, and
                 // mail in flight to us may still need them (Python drops
                 // them all, CLIENT-030 defect 10).
+                // A refused group copy takes the refuser off that roster,
+                // as Python's `_flush_outbox` does (client/group.rs).
+                self.drop_refuser(&mut tx, &current)?;
                 tx.changes.outbox_removed.push(current.key);
                 tx.changes
                     .settings
