@@ -429,6 +429,106 @@ mod tests {
         assert!(unseal(&key, "nope").is_err());
     }
 
+    fn uid(n: u8) -> UserId {
+        UserId::parse(&format!("{n:032x}")).unwrap()
+    }
+
+    fn row(key: &PickleKey, id: &str, from: u8, peer: &str, out: bool, at: f64) -> MessageRecord {
+        MessageRecord {
+            msg_id: id.into(),
+            from: uid(from),
+            from_name: format!("~n{from}"),
+            peer: peer.into(),
+            direction: if out { Direction::Out } else { Direction::In },
+            body: seal(key, &format!("text {id}")),
+            at,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn entries_conversations_names_and_polling() {
+        use crate::client::{create_identity, MemoryStore, StoreTransaction};
+        let store = MemoryStore::new();
+        let me = create_identity(&store, "pw", "me").unwrap().user_id;
+        let key = PickleKey::from_secret("pw");
+        let gid = "0123456789abcdef0123456789abcdef";
+        let bob = uid(2).to_string();
+        let mut tx = StoreTransaction::new(&store).unwrap();
+        tx.changes.messages = vec![
+            row(&key, "a", 2, &bob, false, 1.0),
+            MessageRecord {
+                from: me.clone(),
+                ..row(&key, "b", 0, &bob, true, 2.0)
+            },
+            MessageRecord {
+                group: Some(GroupTag {
+                    id: gid.into(),
+                    name: "team".into(),
+                }),
+                ..row(&key, "c", 3, &uid(3).to_string(), false, 3.0)
+            },
+        ];
+        tx.changes.contacts = vec![
+            Contact {
+                name: "bob".into(),
+                id: uid(2),
+                pin: None,
+                signing_key: None,
+            },
+            Contact {
+                name: "cy".into(),
+                id: uid(9),
+                pin: None,
+                signing_key: None,
+            },
+        ];
+        tx.commit().unwrap();
+        assert!(matches!(
+            History::open(&store, "wrong"),
+            Err(ClientError::WrongSecret)
+        ));
+        let h = History::open(&store, "pw").unwrap();
+        assert_eq!(h.me(), &me);
+        let all = h.entries(None, 0).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].text, "text a");
+        assert_eq!(all[0].name, "bob", "the saved name wins");
+        assert_eq!(all[1].name, "me");
+        assert_eq!(all[2].name, "~n3");
+        let with_bob = h.entries(Some(&Conversation::Peer(uid(2))), 0).unwrap();
+        let ids: Vec<_> = with_bob.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let after = h
+            .entries(Some(&Conversation::Peer(uid(2))), with_bob[0].rowid)
+            .unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].id, "b");
+        let group = Conversation::Group {
+            id: gid.into(),
+            name: String::new(),
+        };
+        assert_eq!(h.entries(Some(&group), 0).unwrap()[0].id, "c");
+        let convs = h.conversations().unwrap();
+        let shown: Vec<_> = convs
+            .iter()
+            .map(|c| (c.name.as_str(), c.count, c.last_at))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("team", 1, Some(3.0)),
+                ("bob", 2, Some(2.0)),
+                ("cy", 0, None)
+            ]
+        );
+        // A row sealed under another passphrase is an error, not garbage.
+        let mut tx = StoreTransaction::new(&store).unwrap();
+        tx.changes.messages = vec![row(&PickleKey::from_secret("x"), "d", 2, &bob, false, 4.0)];
+        tx.commit().unwrap();
+        assert!(matches!(h.entries(None, 0), Err(ClientError::Unseal(_))));
+    }
+
     #[test]
     fn save_flag_values() {
         for v in ["1", "true", "T", " yes ", "y", "ON"] {
