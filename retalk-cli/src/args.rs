@@ -496,9 +496,9 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
     /// (0.3.0) Show the owner-wide settings ($RETALK_HOME/config.json);
     /// with -r URL set the default relay (-r "" clears it)
     Config,
-    /// (0.3.0) List saved contacts: `name<TAB>id<TAB>verified|unverified`
-    /// Without an identity selected: the owner-wide contacts; with one:
-    /// those overlaid with its own
+    /// (0.3.0) List saved contacts, `name<TAB>id<TAB>verified|unverified`:
+    /// without an identity selected the owner-wide ones, with one those
+    /// overlaid with its own
     Contacts {
         /// One contact card per line as JSON
         #[arg(long)]
