@@ -848,6 +848,22 @@ fn python_sealed_history_opens_with_ours() {
     );
     let before = gil.run(&["history", "--peer", "carol"]);
     assert_eq!(before.stdout.lines().count(), 2, "{before:?}");
+    // Python's block list and contact inbox come over too.
+    let kim = "55555555555555555555555555555555";
+    assert_eq!(gil.run(&["block", kim]).code, Some(0));
+    assert_eq!(
+        carol
+            .run(&["share", kim, "--peer", "gil", "--as", "kim"])
+            .code,
+        Some(0)
+    );
+    assert_eq!(gil.run(&["receive", "--peer", "carol"]).code, Some(0));
+    let blocked = gil.run(&["block", "--list"]);
+    let staged = gil.run(&["import", "--inbox", "--list"]);
+    assert_eq!(
+        staged.stdout,
+        format!("kim\t{kim}\tunverified\tfrom carol\n")
+    );
 
     let ours = User {
         program: PathBuf::from(env!("CARGO_BIN_EXE_retalk")),
@@ -855,6 +871,8 @@ fn python_sealed_history_opens_with_ours() {
         ..gil
     };
     assert_eq!(ours.run(&["history", "--peer", "carol"]), before);
+    assert_eq!(ours.run(&["block", "--list"]), blocked);
+    assert_eq!(ours.run(&["import", "--inbox", "--list"]), staged);
     assert_eq!(
         ours.run(&["send", "ours saved", "--peer", "carol", "--save"])
             .code,
