@@ -1,6 +1,7 @@
 //! What can go wrong, and the one place that turns it into text for a model.
 
 use retalk_proto::client::TransportError;
+use retalk_proto::group::GroupError;
 use retalk_proto::ClientError;
 
 /// Why the server could not start or stopped.
@@ -60,6 +61,16 @@ fn advice(e: &ClientError) -> String {
             "that is your own fingerprint: a message to yourself cannot be encrypted. Use a peer's name or fingerprint.".into()
         }
         ClientError::TooLarge { .. } => format!("{e}. Split the text into several messages."),
+        // The group errors speak of the command line; the model has tools.
+        ClientError::Group(GroupError::UnknownGroup(g)) => format!(
+            "no group '{g}': list yours with `group_list`, or make one with `group_create`."
+        ),
+        ClientError::Group(GroupError::NoMembers) => {
+            "a group needs at least one member besides you: give `members` as saved contacts' names or fingerprints.".into()
+        }
+        ClientError::Group(GroupError::NoneAreMembers(g)) => {
+            format!("none of those are members of '{g}': see its members with `group_list`.")
+        }
         ClientError::Relay { .. } | ClientError::BadResponse { .. } => {
             format!("{e}. Check the relay URL and API key this server was started with.")
         }

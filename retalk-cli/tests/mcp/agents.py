@@ -229,7 +229,8 @@ async def main():
         assert [(m["from"], m["text"], m["group_id"]) for m in got if m.get("text")] == \
             [(IDS["bob"], "on my way", team["group_id"])], got
         for tool, args, says in [
-            ("group_send", {"group": "nope", "text": "x"}, "no group 'nope'"),
+            ("group_send", {"group": "nope", "text": "x"}, "no group 'nope': list yours with `group_list`"),
+            ("group_create", {"name": "solo", "members": []}, "at least one member besides you"),
             ("group_create", {"name": "solo", "members": ["nobody"]}, "unknown peer 'nobody'"),
             ("group_remove", {"group": "team", "members": ["alice"]}, "owner"),
         ]:
