@@ -213,20 +213,10 @@ pub fn check_cap(size: usize, cap: usize) -> Result<(), GroupError> {
     }
 }
 
-/// A free local name for a group first learned as `wanted`: `wanted`, else
-/// `wanted-2`, `wanted-3`, … (`cli.py@HEAD:476-484`). An empty label falls
-/// back to the first 8 characters of the id.
-pub fn free_name<'a>(
-    wanted: &str,
-    id: &GroupId,
-    taken: impl IntoIterator<Item = &'a str>,
-) -> String {
+/// `base`, else `base-2`, `base-3`, …: the first not in `taken` (0.3.0's
+/// rule for names, `cli.py@HEAD:476-484`).
+pub fn suffixed<'a>(base: &str, taken: impl IntoIterator<Item = &'a str>) -> String {
     let taken: BTreeSet<&str> = taken.into_iter().collect();
-    let base = if wanted.is_empty() {
-        &id.as_str()[..8]
-    } else {
-        wanted
-    };
     let mut name = base.to_owned();
     let mut n = 1;
     while taken.contains(name.as_str()) {
@@ -234,6 +224,21 @@ pub fn free_name<'a>(
         name = format!("{base}-{n}");
     }
     name
+}
+
+/// A free local name for a group first learned as `wanted` ([`suffixed`]);
+/// an empty label falls back to the first 8 characters of the id.
+pub fn free_name<'a>(
+    wanted: &str,
+    id: &GroupId,
+    taken: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let base = if wanted.is_empty() {
+        &id.as_str()[..8]
+    } else {
+        wanted
+    };
+    suffixed(base, taken)
 }
 
 /// Why a roster change was not adopted.

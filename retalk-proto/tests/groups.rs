@@ -259,3 +259,44 @@ async fn an_invite_is_redeemed_once() {
     let rec = &client::invites(alice.store().as_ref()).unwrap()[0];
     assert_eq!(rec.used_by, [bob.user_id().clone()]);
 }
+
+/// A requester whose card claims a saved contact's name is saved under
+/// another (`bob-2`): it never replaces the contact.
+#[tokio::test]
+async fn a_requester_cannot_take_a_saved_name() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, _) = w.agent(&relay, "bob");
+    let (fake, _) = w.agent(&relay, "bob");
+    for a in [&alice, &bob, &fake] {
+        a.publish(100, false).await.unwrap();
+    }
+    alice
+        .add_contact("bob", bob.user_id().clone(), None)
+        .unwrap();
+    let code = new_invite(alice.store().as_ref(), None, false, None, w.clock.now())
+        .unwrap()
+        .code;
+    fake.request_contact(alice.user_id(), &code, None)
+        .await
+        .unwrap();
+    let got = alice.invite_watch().await.unwrap();
+    assert_eq!(kinds(&got), [client::ACCEPTED]);
+    assert_eq!(got[0].extra_fields()["name"], "bob-2");
+    let contacts = alice.store().contacts().unwrap();
+    let by = |n: &str| contacts.iter().find(|c| c.name == n).unwrap().id.clone();
+    assert_eq!(&by("bob"), bob.user_id());
+    assert_eq!(&by("bob-2"), fake.user_id());
+    // The requester's own --peer name may not take another contact's.
+    let (carol, _) = w.agent(&relay, "carol");
+    carol.publish(100, false).await.unwrap();
+    carol
+        .add_contact("alice", bob.user_id().clone(), None)
+        .unwrap();
+    let e = carol
+        .request_contact(alice.user_id(), &code, Some("alice"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+}

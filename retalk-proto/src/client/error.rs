@@ -49,6 +49,9 @@ pub enum ClientError {
     /// The relay answered and refused the upload (a full mailbox, a message
     /// too large): unlike [`NotDelivered`](Self::NotDelivered) it is not a
     /// matter of reaching the relay, though the message is kept and resent.
+    /// A contact name already names another peer (saving would replace it).
+    #[error("a contact named '{name}' already exists (-> {id}); pick another name")]
+    NameTaken { name: String, id: UserId },
     /// A group operation refused before anything changed.
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),

@@ -102,21 +102,38 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         code: &str,
         peer_name: Option<&str>,
     ) -> Result<String, ClientError> {
-        let name = peer_name.unwrap_or(inviter.as_str());
+        // The inviter's keys, checked against its id, before anything is
+        // saved (0.3.0 `add_contact(verify=True)`).
+        let keys: PublicKeys = self
+            .call(Args::GetKeys {
+                peer: inviter.to_string(),
+            })
+            .await?;
+        self.verify_peer_keys(inviter, &keys)?;
         let mut tx = self.transaction()?;
-        let kept = self
-            .store
-            .contacts()?
-            .into_iter()
-            .find(|c| &c.id == inviter);
+        let contacts = self.store.contacts()?;
+        let kept = contacts.iter().find(|c| &c.id == inviter);
+        let name = match (kept, peer_name) {
+            (Some(c), None) => c.name.clone(),
+            (_, name) => name.unwrap_or(inviter.as_str()).to_owned(),
+        };
+        if let Some(other) = contacts.iter().find(|c| c.name == name && &c.id != inviter) {
+            return Err(ClientError::NameTaken {
+                name,
+                id: other.id.clone(),
+            });
+        }
+        // Saved under another name before: renamed.
+        if let Some(old) = kept.filter(|c| c.name != name) {
+            tx.changes.contacts_removed.push(old.name.clone());
+        }
         tx.changes.contacts.push(Contact {
-            name: kept.as_ref().map_or(name.to_owned(), |c| c.name.clone()),
+            name,
             id: inviter.clone(),
-            pin: kept.as_ref().and_then(|c| c.pin.clone()),
-            signing_key: kept.and_then(|c| c.signing_key),
+            pin: Some(keys.identity_key),
+            signing_key: Some(keys.signing_key),
         });
         tx.commit()?;
-        self.verify_contact(inviter).await?;
         let card = json!({"name": self.name()?, "fingerprint": self.user_id().as_str(),
                           "identity_key": self.identity_key(),
                           "signing_key": self.signing_key(), "verified": true});
@@ -165,12 +182,19 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             (Outcome::Duplicate, ..) => Ok(None),
             (Outcome::Ok, Some(card), Some(rec)) => {
                 let saved = self.store.contacts()?.into_iter().find(|c| &c.id == sender);
-                let name = saved
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .or_else(|| rec.peer.clone().filter(|p| !p.is_empty()))
-                    .or_else(|| Some(card.name.clone()).filter(|n| !n.is_empty()))
-                    .unwrap_or_else(|| sender.to_string());
+                let name = match saved.as_ref() {
+                    Some(c) => c.name.clone(),
+                    // Never another peer's name: a requester choosing its
+                    // card's name must not replace a saved contact.
+                    None => crate::group::suffixed(
+                        rec.peer
+                            .as_deref()
+                            .filter(|p| !p.is_empty())
+                            .or(Some(card.name.as_str()).filter(|n| !n.is_empty()))
+                            .unwrap_or(sender.as_str()),
+                        self.store.contacts()?.iter().map(|c| c.name.as_str()),
+                    ),
+                };
                 let contact = Contact {
                     name: name.clone(),
                     id: sender.clone(),
