@@ -243,22 +243,28 @@ fn a_wrong_passphrase_is_a_clear_startup_error() {
         "{}",
         describe(&out)
     );
-    // A watched peer that names nobody is refused before serving too.
-    let out = {
+    // A watched peer or a RETALK_RECEIVE_FROM entry that names nobody is
+    // refused before serving too.
+    for (var, value) in [
+        ("RETALK_WATCH_PEER", "nobody"),
+        ("RETALK_RECEIVE_FROM", "alice-typo"),
+    ] {
         let mut child = retalk(&s.work, "alice")
-            .args(["mcp", "--watch-peer", "nobody"])
+            .env(var, value)
+            .arg("mcp")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    };
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("'nobody'"),
-        "{}",
-        describe(&out)
-    );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert!(out.stdout.is_empty(), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("'{value}'")),
+            "{}",
+            describe(&out)
+        );
+    }
 }
