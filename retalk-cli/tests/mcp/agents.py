@@ -1,8 +1,13 @@
 """Two agents talking through `retalk mcp` with the official MCP Python SDK.
 
 Run by retalk-cli/tests/mcp.rs: argv = retalk binary, work folder (holding
-alice/, bob/, carol/ and ids.json), passphrase, where to write tools/list.
-Every check is an assert; each group prints `ok <group>` when it passed.
+alice/, bob/, carol/ and ids.json, and the relay's server.db), passphrase,
+where to write tools/list. Alice's and bob's servers run side by side (bob's
+watching alice and saving history); carol only uses the command line.
+Groups of checks: initialize, tools/list, a conversation, a waiting receive,
+the watch-peer notification, cancellation, a stranger, bad arguments, other
+tools, global contacts, groups, PIN MISMATCH. Every check is an assert; each
+group prints `ok <group>` when it passed.
 """
 
 import json
