@@ -486,3 +486,25 @@ fn a_learned_group_whose_name_is_taken_is_suffixed() {
     let (_, err) = carol.fails(&["group", "rename", "alices", "team"], 2);
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// `send --group --save` and `receive --save` keep the thread for
+/// `history --group` on both sides.
+#[test]
+fn saved_group_messages_show_in_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    introduce(&[&alice, &bob]);
+    alice.ok(&["group", "create", "team", "--members", "bob"]);
+    alice.ok(&["send", "saved one", "--group", "team", "--save"]);
+    bob.ok(&["receive", "--all", "--save"]);
+    bob.ok(&["send", "saved reply", "--group", "team", "--save"]);
+    alice.ok(&["receive", "--all", "--save"]);
+    for a in [&alice, &bob] {
+        let h = common::agent030::lines(&a.ok(&["history", "--group", "team"]));
+        let texts: Vec<&str> = h.iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["saved one", "saved reply"], "{}: {h:?}", a.name);
+        assert!(h.iter().all(|m| m["group"] == "team"), "{h:?}");
+    }
+}
