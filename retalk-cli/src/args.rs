@@ -218,8 +218,9 @@ examples:
         #[arg(long = "invite-message")]
         invite_message: bool,
         /// (0.3.0) With --invite-message: redeem this invite code instead of
-        /// a plain add (see `retalk invite new`)
-        #[arg(long, value_name = "CODE", requires = "invite_message")]
+        /// a plain add (see `retalk invite new`); ignored otherwise, as in
+        /// 0.3.0
+        #[arg(long, value_name = "CODE")]
         code: Option<String>,
         /// (0.3.0) A copy-paste reply to someone's invite, so they add you
         /// back
@@ -507,8 +508,9 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// --json its card (what `share` sends and `import` reads)
         #[arg(long, value_name = "CONTACT")]
         show: Option<String>,
-        /// With --show: the name the card recommends
-        #[arg(long = "as", value_name = "NAME", requires = "show")]
+        /// With --show: the name the card recommends (ignored otherwise, as
+        /// in 0.3.0)
+        #[arg(long = "as", value_name = "NAME")]
         as_name: Option<String>,
         /// Delete a contact from the list that holds it
         #[arg(long, value_name = "CONTACT")]
