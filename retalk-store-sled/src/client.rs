@@ -904,3 +904,34 @@ impl SledStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contact written before the signing key existed (id, pin) still
+    /// reads, unverified; one with both keys round-trips.
+    #[test]
+    fn contacts_of_both_layouts_decode() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let old = Enc::new().str(id).opt_str(Some("ik")).done();
+        let c = decode_contact(b"bob", &old).unwrap();
+        assert_eq!(c.pin.as_deref(), Some("ik"));
+        assert_eq!(c.signing_key, None);
+        assert!(!c.verified());
+        let new = Enc::new()
+            .str(id)
+            .opt_str(Some("ik"))
+            .opt_str(Some("sk"))
+            .done();
+        let c = decode_contact(b"bob", &new).unwrap();
+        assert!(c.verified());
+        let padded = Enc::new()
+            .str(id)
+            .opt_str(None)
+            .opt_str(None)
+            .str("junk")
+            .done();
+        assert!(decode_contact(b"bob", &padded).is_err());
+    }
+}
