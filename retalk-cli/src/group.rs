@@ -192,21 +192,14 @@ pub async fn run(
             need_name("members")?;
             let g = client::find_group(store, &name)?;
             let contacts = crate::book::effective(store)?;
-            for fp in &g.members {
-                let label = if fp == &me {
-                    "(you)".to_owned()
-                } else {
-                    contacts
-                        .iter()
-                        .find(|c| &c.id == fp && c.name != fp.as_str())
-                        .map_or_else(|| "(unnamed)".to_owned(), |c| c.name.clone())
-                };
-                let owner = if g.owner.as_ref() == Some(fp) {
-                    "\towner"
-                } else {
-                    ""
-                };
-                print_stdout(&format!("{label}\t{fp}{owner}"))?;
+            // As 0.3.0 prints them (`name<TAB>id`, `(unnamed)` when not
+            // saved); the others only: the owner is in `list --json`.
+            for fp in g.recipients(&me) {
+                let label = contacts
+                    .iter()
+                    .find(|c| &c.id == fp && c.name != fp.as_str())
+                    .map_or("(unnamed)", |c| c.name.as_str());
+                print_stdout(&format!("{label}\t{fp}"))?;
             }
         }
         GroupAction::Add => {
