@@ -25,8 +25,7 @@ pub struct McpArgs {
     #[arg(long = "watch-peer", value_name = "PEER", env = "RETALK_WATCH_PEER")]
     pub watch_peer: Option<String>,
     /// The peers `receive` reads when the model names none, comma-separated
-    /// (default: the saved contacts and the members of groups you or they
-    /// own)
+    /// (default: the saved contacts)
     #[arg(
         long = "receive-from",
         value_name = "PEERS",

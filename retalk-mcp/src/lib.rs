@@ -47,7 +47,8 @@ pub struct Options {
     pub watch_peer: Option<String>,
     /// Peers `receive` reads when no `peer` is given
     /// (`RETALK_RECEIVE_FROM`, comma-separated); empty: the saved contacts
-    /// and the members of groups that we or a saved contact own.
+    /// (not the members of their groups: a group's owner, learned from a
+    /// copy, is trust on first use that a stranger can claim).
     pub receive_from: Vec<String>,
     /// The follow driver's settings for the background upkeep; its
     /// `keep_messages` is forced on (mail is for `receive`).

@@ -16,8 +16,11 @@
 //!
 //! - **The owner** of a group is its creator. A group first learned from
 //!   an incoming copy is owned by the `owner` that copy names when that is
-//!   one of its members (our clients send it; Python ignores the field),
-//!   else by the copy's sender: trust on first use.
+//!   one of its members other than the receiver (our clients send it;
+//!   Python ignores the field), else by the copy's sender: trust on first
+//!   use. A copy naming the receiver as owner is not believed (we know the
+//!   groups we created; a stranger would claim it to pass for trusted), so
+//!   its sender owns the group.
 //! - **Only the owner's copies may add or remove others.**
 //! - **A member's copy may only remove its own sender** (a leave), as a
 //!   `group_leave` does.
@@ -291,13 +294,19 @@ pub enum Verdict {
 /// Judges the roster `tag` carried by a copy from `sender`, against the
 /// group held here (`held`), under the rule in the module docs.
 ///
-/// `left`: the group id is tombstoned here. `taken`: the names of the other
-/// groups held here (for a new group's local name). `now`: unix seconds.
+/// `left`: the group id is tombstoned here. `me`: the receiver (never
+/// believed as the owner a first copy names). `taken`: the names of the
+/// other groups held here (for a new group's local name). `now`: unix
+/// seconds.
+// Each argument is one independent fact the caller holds; a struct would
+// only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn judge<'a>(
     held: Option<&Group>,
     left: bool,
     tag: &GroupTag,
     sender: &UserId,
+    me: &UserId,
     cap: usize,
     taken: impl IntoIterator<Item = &'a str>,
     now: f64,
@@ -328,7 +337,7 @@ pub fn judge<'a>(
         let owner = tag
             .owner
             .clone()
-            .filter(|o| tag.members.contains(o))
+            .filter(|o| tag.members.contains(o) && o != me)
             .unwrap_or_else(|| sender.clone());
         return Verdict::Adopt {
             group: Group {
@@ -423,7 +432,7 @@ mod tests {
     }
 
     fn judge_held(t: &GroupTag, sender: char) -> Verdict {
-        judge(Some(&held()), false, t, &u(sender), 100, [], 2.0)
+        judge(Some(&held()), false, t, &u(sender), &u('c'), 100, [], 2.0)
     }
 
     #[test]
@@ -433,6 +442,7 @@ mod tests {
             false,
             &tag(&['a', 'b', 'c'], None),
             &u('b'),
+            &u('c'),
             100,
             ["team"],
             5.0,
@@ -453,6 +463,7 @@ mod tests {
             false,
             &tag(&['a', 'b'], Some('a')),
             &u('b'),
+            &u('c'),
             100,
             [],
             5.0,
@@ -463,6 +474,20 @@ mod tests {
             false,
             &tag(&['a', 'b'], Some('e')),
             &u('b'),
+            &u('c'),
+            100,
+            [],
+            5.0,
+        );
+        assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == Some(u('b'))));
+        // A copy naming the receiver (c) as owner is not believed: a
+        // stranger would claim it to pass for one of our own groups.
+        let v = judge(
+            None,
+            false,
+            &tag(&['a', 'b', 'c'], Some('c')),
+            &u('b'),
+            &u('c'),
             100,
             [],
             5.0,
@@ -472,7 +497,16 @@ mod tests {
 
     #[test]
     fn a_first_copy_whose_roster_leaves_out_its_sender_is_refused() {
-        let v = judge(None, false, &tag(&['a', 'c'], None), &u('e'), 100, [], 5.0);
+        let v = judge(
+            None,
+            false,
+            &tag(&['a', 'c'], None),
+            &u('e'),
+            &u('c'),
+            100,
+            [],
+            5.0,
+        );
         assert!(matches!(
             v,
             Verdict::Refuse {
@@ -597,6 +631,7 @@ mod tests {
             false,
             &tag(&['a', 'b', 'c', 'e'], None),
             &u('a'),
+            &u('c'),
             100,
             [],
             2.0,
@@ -613,6 +648,7 @@ mod tests {
             false,
             &tag(&['b', 'c'], None),
             &u('a'),
+            &u('c'),
             100,
             [],
             2.0,
@@ -627,6 +663,7 @@ mod tests {
             false,
             &tag(&['a', 'b', 'c', 'e'], None),
             &u('a'),
+            &u('c'),
             3,
             [],
             2.0,
@@ -643,6 +680,7 @@ mod tests {
             false,
             &tag(&['a', 'b', 'c', 'e'], None),
             &u('a'),
+            &u('c'),
             3,
             [],
             2.0,
@@ -667,7 +705,16 @@ mod tests {
             Verdict::Same { member: false }
         );
         assert_eq!(
-            judge(None, true, &tag(&['a', 'b'], None), &u('a'), 100, [], 0.0),
+            judge(
+                None,
+                true,
+                &tag(&['a', 'b'], None),
+                &u('a'),
+                &u('c'),
+                100,
+                [],
+                0.0
+            ),
             Verdict::Left
         );
     }

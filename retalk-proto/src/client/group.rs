@@ -372,6 +372,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             left,
             &tag,
             sender,
+            self.user_id(),
             cached_group_cap(&self.store)?,
             taken,
             now,
