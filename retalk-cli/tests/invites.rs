@@ -200,3 +200,35 @@ fn invite_watch_follows() {
     let status = common::wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
+
+/// A request refused (a wrong code) and retried with the right one is
+/// accepted by the next `invite watch`: the retry is a second pre-key
+/// message on the session the first opened (its one-time key used up), so
+/// watch must recognise it through the saved session. From our requester
+/// and from Python 0.3.0's.
+#[test]
+fn a_request_retried_after_a_refusal_is_accepted() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let requesters = [
+        Agent::ours(tmp.path(), "ourreq", &relay.url),
+        Agent::python(&python, tmp.path(), "pyreq", &relay.url),
+    ];
+    for (n, who) in requesters.iter().enumerate() {
+        let peer = format!("retried{n}");
+        let code = mint(&alice, &["--peer", &peer]);
+        request(who, &alice, "wrong-code");
+        rejected(&watch(&alice), who, "unknown-code");
+        request(who, &alice, &code);
+        let got = watch(&alice);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["kind"], "contact_accepted", "{got:?}");
+        assert_eq!(got[0]["from"], who.id.as_str());
+        assert_eq!(got[0]["name"], peer.as_str());
+        alice.ok(&["send", "welcome", "--peer", &peer]);
+        let got = who.receive();
+        assert!(got.iter().any(|m| m["text"] == "welcome"), "{got:?}");
+    }
+}

@@ -277,11 +277,35 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     }
 
     /// Decrypts a stranger's pre-key message on a throwaway copy of the
-    /// account to see whether it is a `contact_request`; nothing is saved.
+    /// account, or of the session it continues, to see whether it is a
+    /// `contact_request`; nothing is saved.
+    ///
+    /// A session saved with the sender comes first (Python's
+    /// `session_matches`, `user.py@HEAD:586-723`): a request retried after
+    /// a refusal is a second pre-key message on the session the first one
+    /// opened, whose one-time key is used up, so a new inbound session
+    /// from it fails.
     async fn is_contact_request(&self, sender: &UserId, m: &MailItem) -> bool {
         let Ok(OlmMessage::PreKey(pre)) = olm::decode_message(m.mtype, &m.body) else {
             return false;
         };
+        let wanted = pre.session_id();
+        let Ok(saved) = self.store.sessions(sender) else {
+            return false;
+        };
+        if let Some(rec) = saved.iter().find(|s| self.is_session(s, &wanted)) {
+            let Ok(mut session) = olm::unpickle_session(&rec.pickle, &self.key) else {
+                return false;
+            };
+            return session
+                .decrypt(&OlmMessage::PreKey(pre))
+                .is_ok_and(|plain| {
+                    matches!(
+                        Envelope::decode(&plain),
+                        Ok(Envelope::ContactRequest { .. })
+                    )
+                });
+        }
         let Ok(keys) = self
             .call::<PublicKeys>(Args::GetKeys {
                 peer: sender.to_string(),
