@@ -249,7 +249,7 @@ pub fn add(
     }
     let had = saved.iter().any(|c| c.id == id);
     target.put(&id, name, None)?;
-    eprintln!(
+    say!(
         "{} contact {}({id}) in {}.",
         if had { "Updated" } else { "Added" },
         name.map(|n| format!("'{n}' ")).unwrap_or_default(),
@@ -261,10 +261,10 @@ pub fn add(
 /// `add`'s hints when it does not verify right away (0.3.0 `cmd_add`).
 pub fn add_hints(id: &UserId, name: Option<&str>) {
     let r = name.map_or_else(|| id.to_string(), str::to_owned);
-    eprintln!("Next:");
-    eprintln!("  retalk verify {r}            \u{2014} check their keys against the relay");
-    eprintln!("  retalk send --peer {r} \"hi\"  \u{2014} send them a message");
-    eprintln!("  retalk contacts              \u{2014} see all saved peers");
+    say!("Next:");
+    say!("  retalk verify {r}            \u{2014} check their keys against the relay");
+    say!("  retalk send --peer {r} \"hi\"  \u{2014} send them a message");
+    say!("  retalk contacts              \u{2014} see all saved peers");
 }
 
 /// `contacts [--json] [--show C [--as NAME]] [--remove C]` (0.3.0
@@ -320,7 +320,7 @@ pub fn contacts(
         if !mine {
             global.remove(&fp)?;
         }
-        eprintln!(
+        say!(
             "removed contact {nm}({fp}) from {} contacts",
             if mine { "your" } else { "the global" }
         );
@@ -420,7 +420,7 @@ fn save_card(
 }
 
 fn imported(name: &str, id: &UserId, verified: bool) {
-    eprintln!(
+    say!(
         "imported contact '{name}' ({id}) [{}]",
         if verified { "verified" } else { "unverified" }
     );
@@ -513,7 +513,7 @@ pub fn import(
         ));
     }
     if rows.is_empty() {
-        eprintln!("import --inbox: inbox empty");
+        say!("import --inbox: inbox empty");
         return Ok(());
     }
     let (mut done, mut refused) = (0, 0);
@@ -533,12 +533,12 @@ pub fn import(
                 imported(&name, &id, verified);
             }
             Err(why) => {
-                eprintln!("retalk: kept staged (not imported): {why}");
+                say!("retalk: kept staged (not imported): {why}");
                 refused += 1;
             }
         }
     }
-    eprintln!("import --inbox: {done} imported, {refused} refused");
+    say!("import --inbox: {done} imported, {refused} refused");
     if refused > 0 {
         return Err(CliError::Usage(format!(
             "{refused} staged contact(s) refused"

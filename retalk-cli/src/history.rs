@@ -26,7 +26,7 @@ pub fn warn_if_unsealed<S: Store + ?Sized>(store: &S) -> Result<(), CliError> {
         .as_deref()
         == Some("1")
     {
-        eprintln!("retalk: warning: saving messages on a --no-passphrase identity stores message bodies with no real protection (its store key is a public constant); the folder's file permissions are the only guard");
+        say!("retalk: warning: saving messages on a --no-passphrase identity stores message bodies with no real protection (its store key is a public constant); the folder's file permissions are the only guard");
     }
     Ok(())
 }

@@ -178,7 +178,7 @@ fn read_passphrase_file(path: &Path) -> Result<String, CliError> {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            eprintln!(
+            say!(
                 "[retalk] warning: {shown} is readable by other users (mode {mode:o}); run: chmod 600 {shown}"
             );
         }

@@ -1,6 +1,17 @@
 //! The `retalk` command line: a drop-in for the original's (retalk 0.0.1),
 //! on the SQLite store and the HTTP transport.
 
+/// `eprintln!` that never panics: a line to stderr, with a failed write
+/// (a reader that closed the pipe, `2>&1 | head -1`) ignored. stderr is
+/// advice, so losing it must not turn a finished command into a panic
+/// (exit 101). Use it for every stderr line of the command line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod book;
 mod display;
@@ -48,7 +59,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("retalk: could not start: {e}");
+            say!("retalk: could not start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -56,7 +67,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_quiet() {
-                eprintln!("retalk: {e}");
+                say!("retalk: {e}");
             }
             ExitCode::from(e.exit_code_for(identity::GENERATION.get().copied()))
         }
@@ -256,7 +267,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                     if all && !peers_only {
                         // 0.3.0's warning (`cmd_receive`).
-                        eprintln!("\n\u{26a0} receive --all reads and ACKs mail from EVERY sender \u{2014} including ones you never added, each consuming a one-time key.\n  Prefer --peer <name> for a saved contact, or add --peers-only to drop strangers.");
+                        say!("\n\u{26a0} receive --all reads and ACKs mail from EVERY sender \u{2014} including ones you never added, each consuming a one-time key.\n  Prefer --peer <name> for a saved contact, or add --peers-only to drop strangers.");
                     }
                     let contacts = agent.contacts()?;
                     let mut from = Vec::new();
@@ -342,7 +353,7 @@ async fn init(
     if wants_030 && !book::identity_selected(&sel)? {
         // 0.3.0 names an identity nobody named (`_next_default_user`).
         let name = book::next_default_user();
-        eprintln!("No user specified, defaulting to automatically generated \"{name}\".");
+        say!("No user specified, defaulting to automatically generated \"{name}\".");
         sel.user = Some(name);
     }
     let asked = if wants_030 {
@@ -392,8 +403,8 @@ async fn init(
     drop(store);
     match generation {
         Generation::V001 => {
-            eprintln!("created identity at {}", dir.display());
-            eprintln!("user id (share out-of-band; it is address + pin in one):");
+            say!("created identity at {}", dir.display());
+            say!("user id (share out-of-band; it is address + pin in one):");
             print_stdout(info.user_id.as_str())
         }
         Generation::V030 => {
@@ -401,18 +412,18 @@ async fn init(
                 match &server {
                     Some(url) => match open_agent(&sel, false) {
                         Ok((agent, _)) => match agent.sync(false).await {
-                            Ok(_) => eprintln!("\n\u{2713} Registered on {url} \u{2014} peers can message you."),
-                            Err(e) => eprintln!("\n\u{26a0} NOT registered: the relay at {url} could not be reached ({e})."),
+                            Ok(_) => say!("\n\u{2713} Registered on {url} \u{2014} peers can message you."),
+                            Err(e) => say!("\n\u{26a0} NOT registered: the relay at {url} could not be reached ({e})."),
                         },
                         Err(e) => return Err(e),
                     },
-                    None => eprintln!("\n\u{26a0} NOT registered: no relay is configured, so your keys were not published"),
+                    None => say!("\n\u{26a0} NOT registered: no relay is configured, so your keys were not published"),
                 }
             }
             if disabled {
-                eprintln!("\n\u{26a0} Keys are stored UNENCRYPTED \u{2014} anyone who can read this folder can impersonate you.\n  Use --passphrase (or RETALK_PASSPHRASE) for any identity whose privacy matters.");
+                say!("\n\u{26a0} Keys are stored UNENCRYPTED \u{2014} anyone who can read this folder can impersonate you.\n  Use --passphrase (or RETALK_PASSPHRASE) for any identity whose privacy matters.");
             }
-            eprintln!(
+            say!(
                 "\nName:        {}",
                 if display.is_empty() {
                     dir.file_name()
@@ -422,16 +433,16 @@ async fn init(
                     display.clone()
                 }
             );
-            eprintln!("Path:        {}", dir.display());
-            eprintln!("Fingerprint: {}", info.user_id);
-            eprintln!("Relay:       {}", server.as_deref().unwrap_or("(none)"));
+            say!("Path:        {}", dir.display());
+            say!("Fingerprint: {}", info.user_id);
+            say!("Relay:       {}", server.as_deref().unwrap_or("(none)"));
             // Both onboarding snippets, as 0.3.0's `cmd_init` prints them.
             let fp = info.user_id.as_str();
-            eprintln!(
+            say!(
                 "\nTo INVITE a peer who is not on retalk yet, share this:\n{}",
                 book::invite_message(fp, &display, server.as_deref(), None)
             );
-            eprintln!(
+            say!(
                 "\nOr, if you are REPLYING to an invite someone sent you, send them this instead:\n{}",
                 book::invite_reply(fp, &display)
             );
@@ -575,8 +586,8 @@ fn add(
     tx.commit().map_err(ClientError::from)?;
     match earlier {
         // A replaced id is a different person under a familiar name: say so.
-        Some(old) if old.id != id => eprintln!("replaced {name}: was {}, now {id}", old.id),
-        _ => eprintln!("added {name} -> {id}"),
+        Some(old) if old.id != id => say!("replaced {name}: was {}, now {id}", old.id),
+        _ => say!("added {name} -> {id}"),
     }
     Ok(id)
 }
@@ -693,13 +704,13 @@ async fn verify(
         ),
         _ => "the global contacts".into(),
     };
-    eprintln!("\n\u{2713} Verified {shown}");
-    eprintln!("\nName:        {}", label.as_deref().unwrap_or("(unnamed)"));
-    eprintln!("Fingerprint: {fp}");
-    eprintln!("Keys:        from {source}");
-    eprintln!("Saved to:    {saved_to}");
+    say!("\n\u{2713} Verified {shown}");
+    say!("\nName:        {}", label.as_deref().unwrap_or("(unnamed)"));
+    say!("Fingerprint: {fp}");
+    say!("Keys:        from {source}");
+    say!("Saved to:    {saved_to}");
     if let Some(by) = signed_by {
-        eprintln!("Signed by:   {by}");
+        say!("Signed by:   {by}");
     }
     let dir = sel
         .dir_030
@@ -726,7 +737,7 @@ async fn verify(
     lines.push(format!("retalk send --peer {shown} \"hello\"{tail}"));
     lines.push(format!("retalk receive --peer {shown} --follow{tail}"));
     lines.push("# receive --follow reads replies live -- ctrl-c to stop".into());
-    eprintln!("\n{}", book::bash_block(&lines));
+    say!("\n{}", book::bash_block(&lines));
     Ok(())
 }
 
@@ -773,7 +784,7 @@ async fn share(
         ("shared", fp.as_str()),
     ]))?;
     let label = if name.is_empty() { fp.as_str() } else { &name };
-    eprintln!("shared contact '{label}' ({fp}) with {peer}");
+    say!("shared contact '{label}' ({fp}) with {peer}");
     Ok(())
 }
 
@@ -857,7 +868,7 @@ async fn send(
             if located.generation == Generation::V030 {
                 print_stdout(&py_json(&[("id", &receipt.id), ("to", to.as_str())]))?;
             }
-            eprintln!("sent to {peer}");
+            say!("sent to {peer}");
             Ok(())
         }
         Delivery::Refused => Err(CliError::RefusedByPeer(peer)),
@@ -903,7 +914,7 @@ fn block(
     };
     let fp = book::peer_to_id(&book::effective(&store)?, &peer)?;
     client::set_blocked(&store, &fp, !remove)?;
-    eprintln!(
+    say!(
         "{} {peer} ({fp})",
         if remove { "unblocked" } else { "blocked" }
     );
@@ -962,7 +973,7 @@ fn open_agent(sel: &Selection, banner: bool) -> Result<(Agent, Located), CliErro
     }
     if banner {
         let name = agent.name()?;
-        eprintln!(
+        say!(
             "using {} ({}) from {}",
             if name.is_empty() { "user" } else { &name },
             agent.user_id(),

@@ -60,7 +60,7 @@ pub(crate) fn report(inbox: &Inbox) {
 /// A skipped message on stderr: its `from` comes from the relay and its
 /// reason may quote the sender, so both are escaped like message text.
 fn skipped(p: &Problem) {
-    eprintln!(
+    say!(
         "retalk: skipped a message from {}: {}",
         display::escape(&p.from),
         display::escape(&p.reason)
@@ -90,7 +90,7 @@ pub async fn run(
 
     let progress = std::io::stderr().is_terminal();
     if progress {
-        eprintln!("listening for messages (Ctrl-C to stop)");
+        say!("listening for messages (Ctrl-C to stop)");
     }
     let follow = Follow::default();
     // Stops on Ctrl-C/SIGTERM, or as soon as `--limit` lines are out.
@@ -119,13 +119,14 @@ pub async fn run(
             }
             Followed::Maintained(r) => {
                 for e in &r.flush.expired {
-                    eprintln!(
+                    say!(
                         "retalk: gave up on message {} to {}: no acknowledgement for 30 days",
-                        e.envelope_id, e.peer
+                        e.envelope_id,
+                        e.peer
                     );
                 }
                 if progress {
-                    eprintln!(
+                    say!(
                         "keys: {} one-time keys on the relay{}{}; resent {}",
                         r.unclaimed,
                         if r.replenished { ", replenished" } else { "" },
@@ -140,16 +141,16 @@ pub async fn run(
                 Ok(())
             }
             Followed::MaintainFailed(e) => {
-                eprintln!("retalk: key maintenance failed: {e} (will retry)");
+                say!("retalk: key maintenance failed: {e} (will retry)");
                 Ok(())
             }
             Followed::Unreachable { error, retry_in } => {
-                eprintln!("retalk: {error} (retrying in {retry_in}s)");
+                say!("retalk: {error} (retrying in {retry_in}s)");
                 Ok(())
             }
             Followed::Polling => {
                 if progress {
-                    eprintln!(
+                    say!(
                         "the relay does not hold reads open (a Python relay?): polling every {}s",
                         follow.poll
                     );

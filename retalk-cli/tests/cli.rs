@@ -720,3 +720,38 @@ fn add_says_on_stderr_when_it_replaces_an_earlier_id() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// A reader that closed our stderr (`2>&1 >/dev/null | head -1`) does not
+/// turn a finished command into a panic (exit 101): the lines it would
+/// have read are dropped, the command's result stands.
+#[test]
+fn a_closed_stderr_pipe_is_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::ours(tmp.path());
+    let mut child = cli
+        .command(&[
+            "init",
+            "alice",
+            "--name",
+            "alice",
+            "--server",
+            "http://127.0.0.1:9",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end goes away before the command has written a line.
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim().len(), 32);
+    // A failing command keeps its own status, not 101.
+    let mut child = cli
+        .command(&["init", "alice"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}
