@@ -676,3 +676,41 @@ fn group_and_invite_commands_print_as_python_030() {
         "<code>\tpermanent\tactive\tuses=0\tpeer=pal\n"
     );
 }
+
+/// A group name copied from a peer never hijacks another group: evil names
+/// its group after team's id, and `send --group <team id>` still goes to
+/// team; names that are id-like, start with '-' or hold control
+/// characters are replaced by the first 8 characters of the group's id
+/// (suffixed when taken), never stored raw.
+#[test]
+fn a_peers_group_name_cannot_pass_for_an_id_or_forge_rows() {
+    let t = team();
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = Agent::python(&t.python, tmp.path(), "evil", &t.alice.relay);
+    let outsider = Agent::ours(tmp.path(), "outsider", &t.alice.relay);
+    evil.add(&t.carol);
+    t.carol.add(&evil);
+    let g1 = "e1".repeat(16);
+    let g2 = "e2".repeat(16);
+    let forged = "-x\nteam\tffffffffffffffffffffffffffffffff\t9 member(s)";
+    forge_python_roster(&evil, &g1, &t.gid, &[&evil.id, &t.carol.id, &outsider.id]);
+    forge_python_roster(&evil, &g2, forged, &[&evil.id, &t.carol.id]);
+    evil.ok(&["send", "one", &format!("--group={}", t.gid)]);
+    evil.ok(&["send", "two", &format!("--group={forged}")]);
+    let got = t.carol.receive();
+    let names: Vec<&str> = kind(&got, "group_joined")
+        .iter()
+        .map(|m| m["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [&g1[..8], &g2[..8]], "{got:?}");
+    let list = t.carol.ok(&["group", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(!list.lines().any(|l| l.starts_with(&t.gid)), "{list}");
+    // The team's id means the team.
+    let r: Value =
+        serde_json::from_str(&t.carol.ok(&["send", "for the team", "--group", &t.gid])).unwrap();
+    assert_eq!(r["group_id"], t.gid.as_str(), "{r}");
+    assert_eq!(r["group"], "team", "{r}");
+    assert!(text_from(&outsider.receive(), &t.carol).is_empty());
+    assert_eq!(text_from(&t.alice.receive(), &t.carol).len(), 1);
+}

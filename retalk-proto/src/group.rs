@@ -50,6 +50,12 @@ pub enum GroupError {
     NameLooksLikeId,
     #[error("a group name cannot be empty")]
     EmptyName,
+    #[error("a group name is at most {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    #[error("a group name cannot start with '-' (it would read as an option)")]
+    NameStartsWithDash,
+    #[error("a group name cannot hold control characters (newlines, tabs, escapes)")]
+    NameHasControl,
     #[error("a group named '{0}' already exists")]
     NameTaken(String),
     #[error(
@@ -195,13 +201,27 @@ impl Group {
     }
 }
 
-/// Refuses a name that cannot be a group handle (Python `cmd_group`
-/// create/rename: empty, or shaped like a fingerprint).
+/// The longest group name kept, in characters (ours: Python has none, but
+/// a peer's label is stored and printed by every member).
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Refuses a name that cannot be a group handle: empty, or shaped like a
+/// fingerprint (Python `cmd_group` create/rename), or (ours) longer than
+/// [`MAX_NAME_CHARS`], starting with `-`, or holding a control character.
+/// The same rule holds for names typed here and names a peer's copy
+/// brings ([`free_name`]): a name shaped like an id could stand for another
+/// group's id, one with a newline could forge a row of `group list`.
 pub fn check_name(name: &str) -> Result<(), GroupError> {
     if name.is_empty() {
         Err(GroupError::EmptyName)
     } else if UserId::parse(name).is_ok() {
         Err(GroupError::NameLooksLikeId)
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Err(GroupError::NameTooLong)
+    } else if name.starts_with('-') {
+        Err(GroupError::NameStartsWithDash)
+    } else if name.chars().any(char::is_control) {
+        Err(GroupError::NameHasControl)
     } else {
         Ok(())
     }
@@ -230,16 +250,18 @@ pub fn suffixed<'a>(base: &str, taken: impl IntoIterator<Item = &'a str>) -> Str
 }
 
 /// A free local name for a group first learned as `wanted` ([`suffixed`]);
-/// an empty label falls back to the first 8 characters of the id.
+/// a label [`check_name`] refuses (empty, id-like, too long, a leading
+/// `-`, control characters) is never kept: the first 8 characters of the
+/// id stand for it.
 pub fn free_name<'a>(
     wanted: &str,
     id: &GroupId,
     taken: impl IntoIterator<Item = &'a str>,
 ) -> String {
-    let base = if wanted.is_empty() {
-        &id.as_str()[..8]
-    } else {
+    let base = if check_name(wanted).is_ok() {
         wanted
+    } else {
+        &id.as_str()[..8]
     };
     suffixed(base, taken)
 }
@@ -493,6 +515,24 @@ mod tests {
             5.0,
         );
         assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == Some(u('b'))));
+    }
+
+    #[test]
+    fn a_peers_name_that_local_names_could_not_be_is_replaced() {
+        assert_eq!(free_name("team", &gid(), []), "team");
+        for bad in [
+            "",
+            &"a".repeat(32),
+            "-rf",
+            "a\nb",
+            "a\u{1b}[2Kb",
+            &"n".repeat(MAX_NAME_CHARS + 1),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+            assert_eq!(free_name(bad, &gid(), []), "99999999", "{bad:?}");
+            assert_eq!(free_name(bad, &gid(), ["99999999"]), "99999999-2");
+        }
+        assert!(check_name(&"n".repeat(MAX_NAME_CHARS)).is_ok());
     }
 
     #[test]

@@ -46,12 +46,14 @@ pub fn groups<S: Store + ?Sized>(store: &S) -> Result<Vec<Group>, ClientError> {
     Ok(all)
 }
 
-/// The group a person means: a local name, else a group id.
+/// The group a person means: a group id, else a local name. The id comes
+/// first: a name is a label (some learned from a peer's copy), and an id
+/// always means its own group, whatever any group is called.
 pub fn find_group<S: Store + ?Sized>(store: &S, reference: &str) -> Result<Group, ClientError> {
     let all = store.groups()?;
     all.iter()
-        .find(|g| g.name == reference)
-        .or_else(|| all.iter().find(|g| g.id.as_str() == reference))
+        .find(|g| g.id.as_str() == reference)
+        .or_else(|| all.iter().find(|g| g.name == reference))
         .cloned()
         .ok_or_else(|| GroupError::UnknownGroup(reference.to_owned()).into())
 }
@@ -203,10 +205,12 @@ pub fn left_groups<S: Store + ?Sized>(store: &S) -> Result<Vec<LeftGroup>, Clien
 /// back with the next copy from a member who has us on the roster
 /// (`cli.py` `group join`).
 pub fn join_group<S: Store + ?Sized>(store: &S, reference: &str) -> Result<LeftGroup, ClientError> {
-    let left = store
-        .left_groups()?
-        .into_iter()
-        .find(|l| l.name == reference || l.id.as_str() == reference)
+    let all = store.left_groups()?;
+    let left = all
+        .iter()
+        .find(|l| l.id.as_str() == reference)
+        .or_else(|| all.iter().find(|l| l.name == reference))
+        .cloned()
         .ok_or_else(|| GroupError::NotLeft(reference.to_owned()))?;
     let mut tx = StoreTransaction::new(store)?;
     tx.changes.left_groups_removed.push(left.id.clone());
