@@ -313,12 +313,14 @@ peer's mailbox is full), the message waits in the outbox too, is re-sent
 later, and `send` exits with status 2. On first contact with a
 server your public keys are published automatically.
 
-TEXT `-` reads the text from standard input instead, exactly as it comes
-(a trailing newline included; use `printf %s` rather than `echo` to send
-none) and as UTF-8: for texts past the system's limit on command-line
-arguments (about 128 KiB), or from a pipe. The secret must then come from
-PICKLE_SECRET. To send the one-character text \"-\" itself:
-`printf %s - | retalk send bob -`.",
+In the 0.0.1 form `send PEER -`, TEXT `-` reads the text from standard
+input instead, exactly as it comes (a trailing newline included; use
+`printf %s` rather than `echo` to send none) and as UTF-8: for texts past
+the system's limit on command-line arguments (about 128 KiB), or from a
+pipe. The secret must then come from PICKLE_SECRET. To send the
+one-character text \"-\" itself: `printf %s - | retalk send bob -`.
+With --peer or --group (0.3.0), `-` is the text \"-\" itself, as in
+Python retalk 0.3.0.",
         after_help = "\
 examples:
   retalk send bob \"hello\"
@@ -328,11 +330,12 @@ examples:
     )]
     Send {
         /// PEER TEXT (0.0.1), or TEXT with --peer PEER (0.3.0). PEER is a
-        /// saved name or a 32-hex user id; TEXT `-` reads standard input
+        /// saved name or a 32-hex user id; `send PEER -` reads standard input
         #[arg(num_args = 1..=2, required = true, value_name = "PEER TEXT | TEXT")]
         args: Vec<String>,
-        /// (0.3.0) The recipient: a saved name or a 32-hex user id
-        #[arg(long, value_name = "PEER")]
+        /// (0.3.0) The recipient: a saved name or a 32-hex user id (given
+        /// twice, the last counts, as in 0.3.0's argparse)
+        #[arg(long, value_name = "PEER", overrides_with = "peer")]
         peer: Option<String>,
         /// (0.3.0) Keep the text in this identity's history (sealed with its
         /// passphrase; see `retalk history`); also RETALK_SAVE_MESSAGE=1
@@ -341,7 +344,12 @@ examples:
         /// (0.3.0) Send to every member of a group (a pairwise copy each);
         /// prints {"id", "group", "group_id", "sent", "failed"} and exits 2
         /// when any copy failed
-        #[arg(long, value_name = "NAME", conflicts_with = "peer")]
+        #[arg(
+            long,
+            value_name = "NAME",
+            conflicts_with = "peer",
+            overrides_with = "group"
+        )]
         group: Option<String>,
     },
     /// Decrypt pending messages

@@ -183,11 +183,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     "send --group takes one TEXT: send TEXT --group NAME".into(),
                 ));
             };
-            let text = if text == "-" {
-                read_stdin()?
-            } else {
-                text.clone()
-            };
+            // `-` is literal, as in 0.3.0 (only `send PEER -` reads stdin).
+            let text = text.clone();
             let (agent, _) = open_agent(&sel, true)?;
             let save = history::wanted(save)?;
             if save {
@@ -830,7 +827,11 @@ async fn send(
     peer: Option<String>,
     save: bool,
 ) -> Result<(), CliError> {
+    // Read before unlocking anything: a text that cannot be read is a
+    // usage error, found before a ratchet step is spent on it. Only the
+    // 0.0.1 form reads stdin for `-` (#10); 0.3.0 sends `-` as it is.
     let (peer, text) = match (args, peer) {
+        ([peer, text], None) if text == "-" => (peer.clone(), read_stdin()?),
         ([peer, text], None) => (peer.clone(), text.clone()),
         ([text], Some(peer)) => (peer, text.clone()),
         ([_], None) => return Err(CliError::NoRecipient),
@@ -840,9 +841,6 @@ async fn send(
             ))
         }
     };
-    // Read before unlocking anything: a text that cannot be read is a
-    // usage error, found before a ratchet step is spent on it.
-    let text = if text == "-" { read_stdin()? } else { text };
     let (agent, located) = open_agent(sel, true)?;
     let v030 = located.generation == Generation::V030;
     let save = v030 && history::wanted(save)?;

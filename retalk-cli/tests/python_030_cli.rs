@@ -991,3 +991,70 @@ fn init_names_an_unnamed_identity_and_id_last_finds_it() {
     assert_eq!(folders[0].len(), 2);
     assert!(folders[0][0].ends_with("-1") && folders[0][1].ends_with("-2"));
 }
+
+/// A Python 0.3.0 user named `name`, initialised; its fingerprint is masked
+/// as `<me>`.
+fn python_030_user(python: &Path, root: &Path, name: &str, relay: &str) -> User {
+    let mut u = User::python(python, root, name, relay);
+    let out = u.command(&["init"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let fp = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    u.mask(&fp, "<me>");
+    u
+}
+
+/// The texts `receive --all` prints (JSON lines) for `user`.
+fn received_texts(user: &User) -> Vec<String> {
+    let out = user.command(&["receive", "--all"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `send` as 0.3.0's argparse reads it: `--peer` given twice counts the
+/// last, and TEXT `-` is the text "-" (stdin is read only by 0.0.1's
+/// `send PEER -`), through Python's CLI and ours alike.
+#[test]
+fn send_takes_the_last_peer_and_a_literal_dash_as_python_030() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let mut texts = Vec::new();
+    for (me, to) in [
+        (
+            User::python(&python, tmp.path(), "ida", &relay.url),
+            "carol1",
+        ),
+        (User::ours(tmp.path(), "idars", &relay.url), "carol2"),
+    ] {
+        let carol = python_030_user(&python, tmp.path(), to, &relay.url);
+        let init = me.command(&["init"]).output().unwrap();
+        assert!(init.status.success(), "{}", describe(&init));
+        let fp = carol.fingerprint();
+        assert_eq!(me.run(&["add", &fp, "--peer", "carol"]).code, Some(0));
+        let run = me.run(&["send", "hi", "--peer", "nobody", "--peer", "carol"]);
+        assert_eq!(run.code, Some(0), "the last --peer counts");
+        assert!(run.stdout.contains(&fp), "{}", run.stdout);
+        let mut c = me.command(&["send", "-", "--peer", "carol"]);
+        c.stdin(Stdio::piped());
+        let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"from stdin").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        texts.push(received_texts(&carol));
+    }
+    assert_eq!(texts[0], ["hi", "-"]);
+    assert_eq!(texts[1], texts[0]);
+}
