@@ -345,6 +345,12 @@ impl SqliteStore {
             }
         }
         let mut conn = conn::open(path)?;
+        // Freed pages are zeroed: a taken inbox row, a removed contact or
+        // a dropped session leaves no bytes behind in the file (the inbox
+        // is sealed too, see retalk-proto client/inbox.rs; rows from
+        // before that rest plain until taken).
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(db_err)?;
         upgrade(&mut conn)?;
         Ok(conn)
     }

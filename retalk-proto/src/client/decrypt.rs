@@ -336,6 +336,11 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 }
             }
         }
+        // Decrypted content rests sealed until the application takes it.
+        tx.changes.inbox = std::mem::take(&mut tx.changes.inbox)
+            .into_iter()
+            .map(|r| super::inbox::seal_record(&self.key, r))
+            .collect();
         rec.pickle = olm::pickle_session(&session, &self.key);
         tx.changes.sessions.push(rec);
         tx.changes.processed.push(ProcessedRecord {

@@ -1,9 +1,59 @@
 //! The local inbox: decrypted messages kept until the application takes them.
 
-use super::{Client, ClientError, Received, Store, Transport};
+use super::{Client, ClientError, InboxRecord, Received, Store, Transport};
 use crate::clock::Clock;
 use crate::envelope::display_name;
 use crate::ids::UserId;
+use crate::olm::PickleKey;
+
+/// Marks an inbox field sealed under the identity's pickle key
+/// ([`PickleKey::seal`]). Records written before inbox sealing hold their
+/// fields plain (no marker) and read as they are until taken.
+const SEALED: &str = "sealed1:";
+
+/// Seals one decrypted field for the inbox (empty stays empty: a record
+/// that is not a message has no text).
+fn seal_field(key: &PickleKey, plain: String) -> String {
+    if plain.is_empty() {
+        return plain;
+    }
+    format!("{SEALED}{}", key.seal(plain.as_bytes()))
+}
+
+/// Opens what [`seal_field`] made; a field without the marker is a plain
+/// one from before sealing. A marked field that does not open is a damaged
+/// store or another identity's key.
+fn open_field(key: &PickleKey, stored: String) -> Result<String, ClientError> {
+    let Some(sealed) = stored.strip_prefix(SEALED) else {
+        return Ok(stored);
+    };
+    let bad = || ClientError::Unseal("an inbox message does not open with this key".into());
+    let plain = key.open(sealed).map_err(|_| bad())?;
+    String::from_utf8(plain).map_err(|_| bad())
+}
+
+/// The inbox record as stored: its decrypted content (text, claimed name,
+/// extra fields) sealed under the pickle key, so no backend keeps received
+/// plaintext at rest (the README's promise for history holds for mail
+/// waiting to be taken too).
+pub(super) fn seal_record(key: &PickleKey, r: InboxRecord) -> InboxRecord {
+    InboxRecord {
+        claimed_name: seal_field(key, r.claimed_name),
+        text: seal_field(key, r.text),
+        extra: r.extra.map(|e| seal_field(key, e)),
+        ..r
+    }
+}
+
+/// Undoes [`seal_record`]; plain records (written before sealing) pass.
+fn open_record(key: &PickleKey, r: InboxRecord) -> Result<InboxRecord, ClientError> {
+    Ok(InboxRecord {
+        claimed_name: open_field(key, r.claimed_name)?,
+        text: open_field(key, r.text)?,
+        extra: r.extra.map(|e| open_field(key, e)).transpose()?,
+        ..r
+    })
+}
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// Hands the decrypted messages to the application, removing them.
@@ -86,16 +136,19 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 .find(|c| &c.id == id)
                 .map(|c| c.name.as_str())
         };
-        Ok(records
+        records
             .into_iter()
-            .map(|r| Received {
-                name: display_name(saved(&r.from), &r.claimed_name),
-                key: r.hash,
-                id: r.envelope_id,
-                from: r.from,
-                text: r.text,
-                extra: r.extra,
+            .map(|r| {
+                let r = open_record(&self.key, r)?;
+                Ok(Received {
+                    name: display_name(saved(&r.from), &r.claimed_name),
+                    key: r.hash,
+                    id: r.envelope_id,
+                    from: r.from,
+                    text: r.text,
+                    extra: r.extra,
+                })
             })
-            .collect())
+            .collect()
     }
 }
