@@ -143,6 +143,31 @@ fn two_agents_talk_through_the_python_mcp_client() {
     }
 }
 
+/// The host closes the connection while a `receive` waits, and a message
+/// arrives then: the server exits at once and takes nothing, so the next
+/// server's `receive` returns it (tests/mcp/closing.py).
+#[test]
+fn a_closed_connection_takes_no_mail() {
+    let python = python_with_mcp();
+    let s = setup();
+    let script = s.work.join("closing.py");
+    std::fs::write(&script, include_str!("mcp/closing.py")).unwrap();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(RETALK)
+        .arg(&s.work)
+        .arg(PASSPHRASE)
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(s.work.join("alice.mcp.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n--- alice's server stderr ---\n{log}",
+        describe(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok closing"));
+}
+
 #[test]
 fn stdout_carries_only_the_protocol() {
     let s = setup();

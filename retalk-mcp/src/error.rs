@@ -33,6 +33,10 @@ pub enum ToolError {
     Refused(String),
     #[error("{}", advice(.0))]
     Client(#[from] ClientError),
+    /// The host closed the connection: nothing more is taken (never shown:
+    /// no answer reaches the host then).
+    #[error("the MCP host closed the connection")]
+    Closing,
     /// The command line's part failed (a contact list or the history that
     /// cannot be read or written).
     #[error("{0}")]

@@ -26,7 +26,9 @@ use retalk_proto::client::Follow;
 use retalk_proto::{Client, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
-use rmcp::ServiceExt;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::{IntoTransport, Transport};
+use rmcp::{RoleServer, ServiceExt};
 use tokio_util::sync::CancellationToken;
 
 pub use cli::{BookError, BookFuture, CommandLine};
@@ -78,7 +80,7 @@ pub async fn serve<T, E, A>(
     transport: T,
 ) -> Result<(), ServeError>
 where
-    T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
+    T: IntoTransport<RoleServer, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
     let contacts = cli
@@ -97,6 +99,10 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let (shared, notes) = server::Shared::new(agent, Box::new(cli), receive_from, watch);
     let shared = Arc::new(shared);
+    let transport = Closing {
+        inner: transport.into_transport(),
+        closed: shared.closing.clone(),
+    };
     let running = server::RetalkServer::new(shared.clone())
         .serve(transport)
         .await
@@ -119,4 +125,36 @@ where
     tracing::info!("the MCP host closed the connection");
     quit.map(|_| ())
         .map_err(|e| ServeError::Start(e.to_string()))
+}
+
+/// The host's transport, which says when its input ends: rmcp only cancels
+/// running calls 5 s after that (it lets them finish and answer), and a
+/// waiting `receive` would meanwhile take mail that no one can read.
+struct Closing<T> {
+    inner: T,
+    /// [`server::Shared::closing`].
+    closed: CancellationToken,
+}
+
+impl<T: Transport<RoleServer>> Transport<RoleServer> for Closing<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let message = self.inner.receive().await;
+        if message.is_none() {
+            self.closed.cancel();
+        }
+        message
+    }
+
+    fn close(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
 }

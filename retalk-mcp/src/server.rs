@@ -46,6 +46,10 @@ pub(crate) struct Shared {
     watch: Option<UserId>,
     /// The watched peer's messages, to the notifier (which drops repeats).
     notes: mpsc::UnboundedSender<Value>,
+    /// Cancelled when the host closes the connection (stdin at its end):
+    /// from then on nothing is taken from the inbox, since no answer can
+    /// reach the host and a taken message would be lost.
+    pub(crate) closing: CancellationToken,
 }
 
 impl Shared {
@@ -65,6 +69,7 @@ impl Shared {
             arrivals: watch::Sender::new(0),
             watch,
             notes,
+            closing: CancellationToken::new(),
         };
         (shared, rx)
     }
@@ -536,6 +541,10 @@ impl RetalkServer {
                     cancelled = true;
                     break;
                 }
+                _ = self.shared.closing.cancelled() => {
+                    tracing::info!("the host closed the connection: a waiting receive stops");
+                    break;
+                }
                 _ = tokio::time::sleep_until(deadline) => break,
                 changed = arrivals.changed() => {
                     if changed.is_err() {
@@ -549,8 +558,13 @@ impl RetalkServer {
                         let note = ProgressNotificationParam::new(token.clone(), waited)
                             .with_total(wait)
                             .with_message(format!("waiting for mail ({waited:.0} of {wait:.0} s)"));
-                        if let Err(e) = host.notify_progress(note).await {
-                            tracing::debug!("progress notification not sent: {e}");
+                        // (not past the connection's end: rmcp stops
+                        // sending then, and the call would hang)
+                        tokio::select! {
+                            sent = host.notify_progress(note) => if let Err(e) = sent {
+                                tracing::debug!("progress notification not sent: {e}");
+                            },
+                            _ = self.shared.closing.cancelled() => {}
                         }
                     }
                 }
@@ -606,12 +620,20 @@ impl RetalkServer {
     }
 
     /// Takes at most `limit` messages from `from` (everyone: `None`) out of
-    /// the local inbox.
+    /// the local inbox; none once the host [closed](Shared::closing) the
+    /// connection (checked before each message is taken).
     fn take(&self, from: Option<&[UserId]>, limit: usize) -> Result<Vec<Shown>, ToolError> {
         let contacts = self.book_contacts()?;
         let mut out = Vec::new();
-        self.agent()
+        if self.shared.closing.is_cancelled() {
+            return Ok(out);
+        }
+        let taken = self
+            .agent()
             .take_messages_from(from, limit, |m: &Received| {
+                if self.shared.closing.is_cancelled() {
+                    return Err(ToolError::Closing);
+                }
                 self.shared.cli.keep_received(self.agent(), m)?;
                 self.shared.saw(m);
                 let saved = contacts.iter().find(|c| c.id == m.from);
@@ -625,8 +647,11 @@ impl RetalkServer {
                     extra: m.extra_fields(),
                 });
                 Ok::<_, ToolError>(())
-            })?;
-        Ok(out)
+            });
+        match taken {
+            Ok(_) | Err(ToolError::Closing) => Ok(out),
+            Err(e) => Err(e),
+        }
     }
 
     #[tool(
