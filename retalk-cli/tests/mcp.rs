@@ -124,6 +124,7 @@ fn two_agents_talk_through_the_python_mcp_client() {
         "ok waiting receive",
         "ok watch-peer notification",
         "ok cancellation",
+        "ok hostile text",
         "ok stranger",
         "ok bad arguments",
         "ok other tools",

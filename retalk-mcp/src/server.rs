@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retalk_proto::client::{self, Contact, Delivery, Received};
+use retalk_proto::display::{escape, human};
 use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -441,7 +442,7 @@ impl RetalkServer {
                 .map(|c| {
                     format!(
                         "{}\t{}\t{}{}",
-                        c.name,
+                        escape(&c.name),
                         c.id,
                         if c.verified() {
                             "verified"
@@ -578,18 +579,23 @@ impl RetalkServer {
         } else {
             got.iter()
                 .map(|m| {
+                    // A sender's name and text are escaped here, under
+                    // `receive`'s rule (display.rs): neither can forge a
+                    // line or carry a control; the JSON keeps them exact.
                     let who = if m.name.is_empty() { &m.from } else { &m.name };
                     let mut line = String::new();
                     if !m.contact {
                         line.push_str("[NOT A CONTACT, untrusted] ");
                     }
                     if let Some(g) = m.extra.get("group").and_then(Value::as_str) {
-                        line.push_str(&format!("[group {g}] "));
+                        line.push_str(&format!("[group {}] ", escape(g)));
                     }
-                    line.push_str(&format!("{who} ({})", m.from));
+                    let who = format!("{who} ({})", m.from);
                     match m.extra.get("kind").and_then(Value::as_str) {
-                        Some(kind) => line.push_str(&format!(" [{kind}]")),
-                        None => line.push_str(&format!(": {}", m.text)),
+                        Some(kind) => {
+                            line.push_str(&format!("{} [{}]", escape(&who), escape(kind)))
+                        }
+                        None => line.push_str(&human(&who, &m.text)),
                     }
                     line
                 })
@@ -695,7 +701,7 @@ impl RetalkServer {
             let by: Vec<String> = counts
                 .iter()
                 .map(|((_, fp), (name, n))| {
-                    format!("{} ({n})", if name.is_empty() { fp } else { name })
+                    format!("{} ({n})", escape(if name.is_empty() { fp } else { name }))
                 })
                 .collect();
             text.push_str(&format!(": {}", by.join(", ")));
@@ -834,7 +840,7 @@ impl RetalkServer {
             "No groups: create one with `group_create`.".to_owned()
         } else {
             all.iter()
-                .map(|g| format!("{}\t{}\t{} members", g.name, g.id, g.members.len()))
+                .map(|g| format!("{}\t{}\t{} members", escape(&g.name), g.id, g.members.len()))
                 .collect::<Vec<_>>()
                 .join("\n")
         };
@@ -877,7 +883,7 @@ impl RetalkServer {
                 "{} {n} member(s) {} {}; members learn of it with the next group message",
                 if add { "Added" } else { "Removed" },
                 if add { "to" } else { "from" },
-                g.name
+                escape(&g.name)
             ),
             group_json(&g),
         ))
@@ -912,7 +918,7 @@ impl RetalkServer {
         if r.sent.is_empty() && !r.failed.is_empty() {
             return Err(ToolError::Invalid(format!(
                 "no member of '{}' got the message (each copy is kept and resent): {}",
-                r.group,
+                escape(&r.group),
                 r.failed
                     .iter()
                     .map(|(fp, e)| format!("{fp}: {e}"))
@@ -922,7 +928,7 @@ impl RetalkServer {
         }
         let mut text = format!(
             "Sent to group {} ({}/{} members)",
-            r.group,
+            escape(&r.group),
             r.sent.len(),
             r.sent.len() + r.failed.len()
         );
@@ -956,7 +962,7 @@ impl RetalkServer {
         Ok(done(
             format!(
                 "Left group {} (told {} member(s))",
-                r.group.name,
+                escape(&r.group.name),
                 r.told.len()
             ),
             json!({

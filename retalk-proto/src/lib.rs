@@ -6,7 +6,8 @@
 //! types of every tool ([`wire`]), the relay's semantics over a
 //! [`relay::RelayStore`] ([`relay`]), envelopes ([`envelope`]), the Olm layer
 //! ([`olm`]) and the client state machine over a [`client::Store`] and a
-//! [`client::Transport`] ([`client`]). Time comes in through [`clock::Clock`].
+//! [`client::Transport`] ([`client`]), and how a message is shown as text
+//! ([`display`]). Time comes in through [`clock::Clock`].
 //! In-memory stores and an in-process transport make the whole system run
 //! in one process for tests and examples.
 
@@ -17,6 +18,7 @@ pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
+pub mod display;
 pub mod envelope;
 pub mod group;
 pub mod ids;
