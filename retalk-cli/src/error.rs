@@ -9,8 +9,10 @@ use retalk_proto::client::{ClientError, Generation, StoreError, TransportError};
 pub enum CliError {
     #[error("no identity specified: use -s DIR, -u [NAME], the STORE env var, or create one with `retalk init`")]
     NoIdentitySelected,
-    #[error("no identity at {0} — create one with `retalk init {0}`")]
-    NoIdentityAt(String),
+    /// `create` is the `init` command that makes one there, of the
+    /// generation the location calls for.
+    #[error("no identity at {dir} — create one with `{create}`")]
+    NoIdentityAt { dir: String, create: String },
     #[error("an identity already exists at {0}")]
     IdentityExists(String),
     #[error("init needs a location: a directory argument or -u [NAME]")]
@@ -141,6 +143,41 @@ impl CliError {
             CliError::StdoutClosed => 0,
             _ => 2,
         }
+    }
+
+    /// Advice printed under the error: where a relay that could not be
+    /// reached comes from (0.3.0's `main`, `could not reach the relay`),
+    /// and, when no message was kept by this command, that queued ones
+    /// wait in the outbox.
+    pub fn hint(&self, generation: Option<Generation>) -> Option<String> {
+        let unreachable = |e: &ClientError| {
+            matches!(
+                e,
+                ClientError::Relay {
+                    source: TransportError::NotSent(_) | TransportError::Unreachable(_),
+                    ..
+                }
+            )
+        };
+        let CliError::Client(e) = self else {
+            return None;
+        };
+        let kept = match e {
+            ClientError::NotDelivered { source, .. } if unreachable(source) => true,
+            e if unreachable(e) => false,
+            _ => return None,
+        };
+        let mut lines = vec![match generation {
+            Some(Generation::V001) => {
+                "  - check the relay URL (--server, SERVER_URL, or the one saved at init)"
+            }
+            _ => "  - check the relay URL (--relay, RETALK_RELAY, or the one saved at init)",
+        }];
+        lines.push("  - check your network");
+        if !kept {
+            lines.push("  - nothing is lost: queued sends stay in the outbox and go out on the next command that reaches the relay (e.g. `retalk sync`)");
+        }
+        Some(lines.join("\n"))
     }
 
     /// Whether to exit without a word: a reader that closed our stdout

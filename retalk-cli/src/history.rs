@@ -43,7 +43,7 @@ pub fn open_reader(sel: &Selection) -> Result<(SqliteStore, String), CliError> {
         .as_deref()
         == Some("1");
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
-    History::open(&store, &secret).map_err(|e| unlock_error(e, &located.dir))?;
+    History::open(&store, &secret).map_err(|e| unlock_error(e, &located))?;
     Ok((store, secret))
 }
 

@@ -79,10 +79,30 @@ pub fn resolve(sel: &Selection, creating: Option<Generation>) -> Result<Located,
     let located = locate(&selectors(sel), &places, purpose, has_identity).map_err(|e| match e {
         LocateError::NoneSelected => CliError::NoIdentitySelected,
         LocateError::InitNeedsLocation => CliError::InitNeedsLocation,
-        LocateError::NoIdentityAt(d) => CliError::NoIdentityAt(d.display().to_string()),
+        LocateError::NoIdentityAt(found) => no_identity_at(&found.dir, found.generation),
     })?;
     let _ = GENERATION.set(located.generation);
     Ok(located)
+}
+
+/// No identity at `dir`, with the `init` that makes one there: 0.0.1's
+/// `retalk init DIR`, or for a 0.3.0 location (`-u NAME` under
+/// `$RETALK_HOME`, `--dir DIR`) 0.3.0's form with a passphrase source.
+pub fn no_identity_at(dir: &Path, generation: Generation) -> CliError {
+    let shown = dir.display().to_string();
+    let create = match generation {
+        Generation::V001 => format!("retalk init {shown}"),
+        Generation::V030 => {
+            let place = match (dir.parent(), dir.file_name()) {
+                (Some(parent), Some(name)) if parent == retalk_home() => {
+                    format!("-u {}", name.to_string_lossy())
+                }
+                _ => format!("--dir {shown}"),
+            };
+            format!("retalk init {place} --passphrase-file /path/to/passphrase")
+        }
+    };
+    CliError::NoIdentityAt { dir: shown, create }
 }
 
 pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {

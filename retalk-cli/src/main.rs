@@ -25,7 +25,6 @@ mod receive;
 mod show;
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -66,10 +65,14 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let generation = identity::GENERATION.get().copied();
             if !e.is_quiet() {
                 say!("retalk: {e}");
+                if let Some(hint) = e.hint(generation) {
+                    say!("{hint}");
+                }
             }
-            ExitCode::from(e.exit_code_for(identity::GENERATION.get().copied()))
+            ExitCode::from(e.exit_code_for(generation))
         }
     }
 }
@@ -495,7 +498,7 @@ fn id(sel: &Selection, shape: IdShape, as_name: Option<String>) -> Result<(), Cl
         .as_deref()
         == Some("1");
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
-    let info = client::identity_info(&store, &secret).map_err(|e| unlock_error(e, dir))?;
+    let info = client::identity_info(&store, &secret).map_err(|e| unlock_error(e, &located))?;
     if let IdShape::Plain = shape {
         return print_stdout(info.user_id.as_str());
     }
@@ -854,9 +857,23 @@ async fn send(
             history::warn_if_unsealed(agent.store())?;
         }
         // 0.3.0 syncs first (`cmd_send`); what is due goes out with it.
-        agent.sync(true).await?;
+        // A relay that cannot be reached must not cost this message: the
+        // send below keeps it in the outbox and says so.
+        match agent.sync(true).await {
+            Err(e) if !e.is_transient() => return Err(e.into()),
+            _ => {}
+        }
     }
-    let receipt = agent.send(&to, &text).await?;
+    let receipt = match agent.send(&to, &text).await {
+        Err(ClientError::NotDelivered { id, source }) => {
+            if save {
+                // Kept and resent: it belongs in the history as sent.
+                agent.save_sent(&id, to.as_str(), &text, None)?;
+            }
+            return Err(ClientError::NotDelivered { id, source }.into());
+        }
+        other => other?,
+    };
     if save && receipt.delivery != Delivery::Refused {
         // Our side of the conversation, for `history` (0.3.0 `_save_sent`).
         agent.save_sent(&receipt.id, to.as_str(), &text, None)?;
@@ -930,10 +947,11 @@ fn read_stdin() -> Result<String, CliError> {
     String::from_utf8(bytes).map_err(|_| CliError::StdinNotUnicode)
 }
 
-fn unlock_error(e: ClientError, dir: &Path) -> CliError {
+fn unlock_error(e: ClientError, located: &Located) -> CliError {
+    let dir = &located.dir;
     match e {
         ClientError::WrongSecret => CliError::WrongSecret(dir.display().to_string()),
-        ClientError::NoIdentity => CliError::NoIdentityAt(dir.display().to_string()),
+        ClientError::NoIdentity => identity::no_identity_at(dir, located.generation),
         other => other.into(),
     }
 }
@@ -963,8 +981,8 @@ fn open_agent(sel: &Selection, banner: bool) -> Result<(Agent, Located), CliErro
         .build()
         .map_err(|e| CliError::BadServer(e.to_string()))?;
     let (secret, _) = secret(sel, located.generation, false, no_pass)?;
-    let mut agent =
-        Client::open(store, transport, SystemClock, &secret).map_err(|e| unlock_error(e, dir))?;
+    let mut agent = Client::open(store, transport, SystemClock, &secret)
+        .map_err(|e| unlock_error(e, &located))?;
     if located.generation == Generation::V030 {
         // 0.3.0 identities see the owner-wide contacts too.
         agent = agent.with_global_contacts(book::global()?.contacts()?);

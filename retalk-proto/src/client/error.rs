@@ -21,7 +21,10 @@ pub enum ClientError {
     /// damaged row.
     #[error("a saved message could not be opened: {0}")]
     Unseal(String),
-    #[error("relay error from {tool}: {source}")]
+    /// A relay that could not be reached is said plainly (which protocol
+    /// call was under way is no help to a person); a relay's answer names
+    /// the call, as Python's `server error from {tool}` does.
+    #[error("{}", relay_text(tool, source))]
     Relay {
         tool: &'static str,
         source: TransportError,
@@ -41,7 +44,7 @@ pub enum ClientError {
     /// would sit in the outbox, refused at every resend.
     #[error("message too large: {bytes} bytes once encoded (at most {max})")]
     TooLarge { bytes: usize, max: usize },
-    #[error("message {id} is saved in the outbox but did not reach the relay ({source}); it will be resent")]
+    #[error("message {id} is kept in the outbox and will be resent: {source}")]
     NotDelivered {
         id: String,
         source: Box<ClientError>,
@@ -74,5 +77,15 @@ impl ClientError {
             ClientError::BadResponse { .. } | ClientError::NotDelivered { .. } => true,
             _ => false,
         }
+    }
+}
+
+/// [`ClientError::Relay`]'s text.
+fn relay_text(tool: &str, source: &TransportError) -> String {
+    match source {
+        TransportError::NotSent(detail) | TransportError::Unreachable(detail) => {
+            format!("the relay could not be reached ({detail})")
+        }
+        other => format!("relay error from {tool}: {other}"),
     }
 }

@@ -64,8 +64,10 @@ pub struct Located {
 pub enum LocateError {
     #[error("no identity selected")]
     NoneSelected,
-    #[error("no identity at {}", .0.display())]
-    NoIdentityAt(PathBuf),
+    /// Where the selectors point, and the generation an identity made
+    /// there would be (what `init` to suggest).
+    #[error("no identity at {}", .0.dir.display())]
+    NoIdentityAt(Located),
     #[error("init needs a location")]
     InitNeedsLocation,
 }
@@ -124,7 +126,7 @@ pub fn locate(
         return Err(LocateError::NoneSelected);
     };
     if !creating && !has_identity(&found.dir) {
-        return Err(LocateError::NoIdentityAt(found.dir));
+        return Err(LocateError::NoIdentityAt(found));
     }
     Ok(found)
 }
@@ -211,7 +213,10 @@ mod tests {
         assert_eq!(got.dir, PathBuf::from("/h/.retalk/work"));
         assert_eq!(
             locate(&sel_user("work"), &p, Purpose::Open, none),
-            Err(LocateError::NoIdentityAt("/h/.retalk/work".into()))
+            Err(LocateError::NoIdentityAt(Located {
+                dir: "/h/.retalk/work".into(),
+                generation: Generation::V030
+            }))
         );
     }
 
