@@ -169,6 +169,55 @@ fn a_closed_connection_takes_no_mail() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok closing"));
 }
 
+/// `check_inbox` counts the mail the background task is fetching at the
+/// same moment, and with the relay gone both tools answer from what is
+/// already here (tests/mcp/relay_away.py, which asks for the relay to be
+/// stopped by printing `STOP RELAY`).
+#[test]
+fn mail_already_here_is_counted_and_read_with_the_relay_away() {
+    use std::io::{BufRead, BufReader};
+    let python = python_with_mcp();
+    let mut s = setup();
+    let script = s.work.join("relay_away.py");
+    std::fs::write(&script, include_str!("mcp/relay_away.py")).unwrap();
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(RETALK)
+        .arg(&s.work)
+        .arg(PASSPHRASE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "STOP RELAY" {
+            let server = s.relay.server.take().unwrap();
+            s.relay.runtime.block_on(server.shutdown());
+            writeln!(stdin, "stopped").unwrap();
+        }
+        said.push_str(&line);
+        said.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(s.work.join("alice.mcp.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{said}{}\n--- alice's server stderr ---\n{log}",
+        describe(&out)
+    );
+    for step in [
+        "ok counted at start",
+        "ok read with the relay away",
+        "ok nothing here",
+    ] {
+        assert!(said.contains(step), "{step} did not pass:\n{said}");
+    }
+}
+
 #[test]
 fn stdout_carries_only_the_protocol() {
     let s = setup();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use retalk_proto::client::{self, Contact, Delivery, Received};
+use retalk_proto::client::{self, Contact, Delivery, Received, Store};
 use retalk_proto::display::{escape, human};
 use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
@@ -528,7 +528,10 @@ impl RetalkServer {
         };
         let mut arrivals = self.shared.arrivals.subscribe();
         arrivals.mark_unchanged();
-        self.agent().fetch().await?;
+        // A relay that cannot be reached does not hide the mail already
+        // here, nor stop the wait (the upkeep task keeps trying and wakes
+        // it); it is reported when nothing came, else beside the messages.
+        let relay = self.agent().fetch().await.err();
         let mut got = self.take(from.as_deref(), limit)?;
         let token = meta.get_progress_token();
         let started = tokio::time::Instant::now();
@@ -574,7 +577,11 @@ impl RetalkServer {
         if cancelled {
             tracing::info!("a waiting receive was cancelled by the host");
         }
-        let text = if got.is_empty() {
+        let relay = match relay {
+            Some(e) if got.is_empty() => return Err(e.into()),
+            other => other.map(|e| ToolError::from(e).to_string()),
+        };
+        let mut text = if got.is_empty() {
             "No new messages.".to_owned()
         } else {
             got.iter()
@@ -602,7 +609,12 @@ impl RetalkServer {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        Ok(done(text, json!({ "messages": got })))
+        let mut value = json!({ "messages": got });
+        if let Some(e) = relay {
+            text.push_str(&format!("\n(these were already here; {e})"));
+            value["relay_error"] = e.into();
+        }
+        Ok(done(text, value))
     }
 
     /// The senders read when no `peer` is given: `RETALK_RECEIVE_FROM`,
@@ -671,24 +683,42 @@ impl RetalkServer {
 
     async fn do_check_inbox(&self, args: JsonObject) -> Outcome {
         let args: CheckInboxArgs = parse(args)?;
-        self.agent().fetch().await?;
+        let relay = self.agent().fetch().await.err();
         let known = self.known_senders()?;
+        // What waits here: the decrypted inbox, and what was fetched but is
+        // not decrypted yet (the upkeep task's read may have taken the
+        // relay's mail a moment before our fetch, and be opening it now).
+        let mut waiting: Vec<(String, String)> = self
+            .agent()
+            .pending_messages()?
+            .into_iter()
+            .map(|m| (m.from.to_string(), m.name))
+            .collect();
+        let incoming = self.agent().store().incoming().map_err(ClientError::from)?;
+        waiting.extend(incoming.into_iter().map(|r| (r.from, String::new())));
+        let relay = match relay {
+            Some(e) if waiting.is_empty() => return Err(e.into()),
+            other => other.map(|e| ToolError::from(e).to_string()),
+        };
         let mut counts: BTreeMap<(bool, String), (String, usize)> = BTreeMap::new();
         let mut strangers = 0;
         let mut total = 0;
-        for m in self.agent().pending_messages()? {
+        for (from, name) in waiting {
             total += 1;
-            let saved = known.contains(&m.from);
+            let saved = UserId::parse(&from).is_ok_and(|id| known.contains(&id));
             if !saved {
                 strangers += 1;
                 if !args.include_strangers.unwrap_or(false) {
                     continue;
                 }
             }
-            counts
-                .entry((!saved, m.from.to_string()))
-                .or_insert_with(|| (m.name.clone(), 0))
-                .1 += 1;
+            let entry = counts
+                .entry((!saved, from))
+                .or_insert_with(|| (String::new(), 0));
+            if entry.0.is_empty() {
+                entry.0 = name;
+            }
+            entry.1 += 1;
         }
         let from: Vec<Value> = counts
             .iter()
@@ -711,10 +741,14 @@ impl RetalkServer {
                 "; {strangers} from senders who are not contacts (read them only with receive include_strangers=true)"
             ));
         }
-        Ok(done(
-            text,
-            json!({"total": total, "from": from, "strangers": strangers}),
-        ))
+        let mut value = json!({"total": total, "from": from, "strangers": strangers});
+        if let Some(e) = relay {
+            text.push_str(&format!(
+                "\n(counted here only, mail still on the relay is not: {e})"
+            ));
+            value["relay_error"] = e.into();
+        }
+        Ok(done(text, value))
     }
 
     #[tool(
