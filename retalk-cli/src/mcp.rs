@@ -69,9 +69,9 @@ pub async fn run(sel: &Selection, args: McpArgs) -> Result<(), CliError> {
     retalk_mcp::serve_stdio(agent, Glue { save }, options)
         .await
         .map_err(|e| match e {
-            retalk_mcp::ServeError::Peer(..) | retalk_mcp::ServeError::Book(_) => {
-                CliError::Usage(e.to_string())
-            }
+            retalk_mcp::ServeError::Peer(..)
+            | retalk_mcp::ServeError::Book(_)
+            | retalk_mcp::ServeError::Closed(_) => CliError::Usage(e.to_string()),
             retalk_mcp::ServeError::Start(_) => CliError::Output(std::io::Error::other(e)),
         })
 }
@@ -94,7 +94,15 @@ impl CommandLine for Glue {
     }
 
     fn card(&self, agent: &Agent, reference: &str) -> Result<(UserId, String), BookError> {
-        let (fp, _, card, _) = book::build_card(&self.contacts(agent)?, reference, None)?;
+        let contacts = self.contacts(agent)?;
+        // The command line's message names `retalk add`; the model has a tool.
+        if book::resolve_peer(&contacts, reference).is_none() {
+            return Err(format!(
+                "unknown contact '{reference}': save it with the `add` tool (given its fingerprint), or pass a 32-hex fingerprint"
+            )
+            .into());
+        }
+        let (fp, _, card, _) = book::build_card(&contacts, reference, None)?;
         Ok((fp, card))
     }
 

@@ -318,6 +318,13 @@ fn a_wrong_passphrase_is_a_clear_startup_error() {
         "{}",
         describe(&out)
     );
+    // A host that closes stdin at once is named as such.
+    let out = mcp_with_input(&s.work, "alice", PASSPHRASE, "");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("closed stdin before initializing"),
+        "{}",
+        describe(&out)
+    );
     // A watched peer or a RETALK_RECEIVE_FROM entry that names nobody is
     // refused before serving too.
     for (var, value) in [

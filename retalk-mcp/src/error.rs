@@ -13,6 +13,10 @@ pub enum ServeError {
     /// The address book could not be read.
     #[error("contacts: {0}")]
     Book(String),
+    /// The host closed stdin before it initialized the connection (nothing
+    /// is wrong with the identity: no MCP host is attached, or it gave up).
+    #[error("the MCP host closed stdin before initializing the connection ({0}); `retalk mcp` is run by an MCP host, which speaks JSON-RPC on its stdin")]
+    Closed(String),
     /// The MCP handshake or the connection to the host failed.
     #[error("MCP connection: {0}")]
     Start(String),

@@ -62,6 +62,7 @@ pub struct Options {
 /// Errors: [`ServeError::Peer`] when `watch_peer` or a `receive_from` entry
 /// names no saved contact nor a fingerprint and [`ServeError::Book`] when
 /// the contacts cannot be read (both found before anything is served),
+/// [`ServeError::Closed`] when stdin ends before the handshake,
 /// [`ServeError::Start`] when the MCP handshake or the connection fails.
 pub async fn serve_stdio(
     agent: Agent,
@@ -106,7 +107,10 @@ where
     let running = server::RetalkServer::new(shared.clone())
         .serve(transport)
         .await
-        .map_err(|e| ServeError::Start(e.to_string()))?;
+        .map_err(|e| match e {
+            rmcp::service::ServerInitializeError::ConnectionClosed(why) => ServeError::Closed(why),
+            e => ServeError::Start(e.to_string()),
+        })?;
     let stop = CancellationToken::new();
     let follow = Follow {
         keep_messages: true,

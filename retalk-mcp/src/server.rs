@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retalk_proto::client::{self, Contact, Delivery, Received, Store};
-use retalk_proto::display::{escape, human};
+use retalk_proto::display::{escape, human, valid_saved_name};
 use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -353,17 +353,23 @@ impl RetalkServer {
                     "the name looks like a fingerprint: pick a short word such as 'alice'".into(),
                 ));
             }
-            if name.starts_with('~') || name.chars().any(char::is_control) {
-                return Err(ToolError::Invalid(
-                    "a name may not start with '~' or hold control characters".into(),
-                ));
+            // The command line's `add` rule (display.rs): a saved name is
+            // shown as it is, so it may not pass for a sender's own `~name`
+            // or a continuation line, nor need escaping.
+            if !valid_saved_name(&name) {
+                return Err(ToolError::Invalid(format!(
+                    "the name {name:?} cannot be saved: it may not be empty, start with '~' (the mark of a name a sender chose) or a space, or contain control or invisible characters"
+                )));
             }
         }
-        if let Some(other) = self
-            .book_contacts()?
-            .into_iter()
-            .find(|c| c.name == name && c.id != id)
-        {
+        let book = self.book_contacts()?;
+        if let Some(saved) = book.iter().find(|c| c.id == id && c.name != name) {
+            return Err(ToolError::Invalid(format!(
+                "{id} is already saved as '{}': use that name (or remove it first with the command line's `retalk contacts --remove`)",
+                escape(&saved.name)
+            )));
+        }
+        if let Some(other) = book.into_iter().find(|c| c.name == name && c.id != id) {
             return Err(ToolError::Invalid(format!(
                 "a contact named '{name}' already exists (-> {}): pick another name (e.g. '{name}-1')",
                 other.id

@@ -224,6 +224,9 @@ async def main():
             ("id", {"extra": 1}, "unknown field `extra`"),
             ("add", {"fingerprint": "xyz"}, "32 hex"),
             ("add", {"fingerprint": IDS["carol"], "name": "alice"}, "already exists"),
+            ("add", {"fingerprint": IDS["carol"], "name": "car\u202eol"}, "cannot be saved"),
+            ("add", {"fingerprint": IDS["alice"], "name": "alice2"}, "already saved as 'alice'"),
+            ("share", {"contact": "nobody", "peer": "alice"}, "the `add` tool"),
             ("verify", {"peer": "nobody"}, "`contacts`"),
             ("send", {"peer": IDS["bob"], "text": "x"}, "your own fingerprint"),
         ]:
