@@ -227,6 +227,8 @@ async def main():
             ("add", {"fingerprint": IDS["carol"], "name": "car\u202eol"}, "cannot be saved"),
             ("add", {"fingerprint": IDS["alice"], "name": "alice2"}, "already saved as 'alice'"),
             ("share", {"contact": "nobody", "peer": "alice"}, "the `add` tool"),
+            ("send", {"peer": "alice", "text": ""}, "text is empty"),
+            ("add", {"fingerprint": "0" * 32, "name": "ghost", "verify": True}, "saved, but NOT verified"),
             ("verify", {"peer": "nobody"}, "`contacts`"),
             ("send", {"peer": IDS["bob"], "text": "x"}, "your own fingerprint"),
         ]:
@@ -239,6 +241,8 @@ async def main():
         # -- block, unblock, share, sync, check_inbox
         assert data(await b.call_tool("block", {"peer": IDS["carol"]}))["blocked"] is True
         assert data(await b.call_tool("unblock", {"peer": IDS["carol"]}))["blocked"] is False
+        upper = data(await b.call_tool("add", {"fingerprint": IDS["carol"].upper(), "name": "carol"}))
+        assert upper["fingerprint"] == IDS["carol"], upper
         shared = data(await a.call_tool("share", {"contact": "bob", "peer": "bob"}))
         assert shared["shared"] == IDS["bob"], shared
         synced = data(await a.call_tool("sync", {}))
