@@ -169,23 +169,55 @@ pub fn api_key(sel: &Selection, saved: Option<String>) -> Result<Option<String>,
     Ok(env_text("RETALK_API_KEY")?.or(saved.filter(|s| !s.is_empty())))
 }
 
+/// The most a passphrase file may hold: a passphrase is a line, and a
+/// file that never ends (`/dev/zero`) must not fill the memory.
+const PASSPHRASE_FILE_LIMIT: u64 = 64 * 1024;
+
 /// Reads a passphrase file as 0.3.0 does (`cli.py`, `_read_passphrase_file`):
 /// trailing CR/LF stripped; missing, a directory, unreadable or empty is
-/// an error; readable by others is a warning.
+/// an error; readable by others is a warning. Unlike 0.3.0, only a regular
+/// file of at most [`PASSPHRASE_FILE_LIMIT`] bytes is read: a FIFO would
+/// hang and a device (`/dev/urandom`) never ends.
 fn read_passphrase_file(path: &Path) -> Result<String, CliError> {
+    use std::io::Read;
     let shown = path.display().to_string();
-    if path.is_dir() {
-        return Err(CliError::PassphraseFile(format!(
-            "{shown} is a directory, not a passphrase file"
-        )));
-    }
-    let raw = std::fs::read_to_string(path).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         CliError::PassphraseFile(match e.kind() {
             std::io::ErrorKind::NotFound => format!(
                 "no passphrase file at {shown}: check the path, or pass the passphrase with -p / RETALK_PASSPHRASE instead"
             ),
             _ => format!("cannot read the passphrase file {shown}: {e}"),
         })
+    };
+    let not_regular = |meta: &std::fs::Metadata| {
+        CliError::PassphraseFile(if meta.is_dir() {
+            format!("{shown} is a directory, not a passphrase file")
+        } else {
+            format!("{shown} is not a regular file (a pipe or a device?): give a file holding the passphrase")
+        })
+    };
+    // Looked at before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut bytes = Vec::new();
+    file.take(PASSPHRASE_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > PASSPHRASE_FILE_LIMIT {
+        return Err(CliError::PassphraseFile(format!(
+            "the passphrase file {shown} is longer than {} KiB: it must contain just the passphrase",
+            PASSPHRASE_FILE_LIMIT / 1024
+        )));
+    }
+    let raw = String::from_utf8(bytes).map_err(|_| {
+        CliError::PassphraseFile(format!("the passphrase file {shown} is not UTF-8 text"))
     })?;
     let secret = raw.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {

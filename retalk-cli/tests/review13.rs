@@ -73,3 +73,70 @@ fn received_text_is_not_plain_at_rest() {
     assert!(got.contains(legacy), "{got}");
     assert_eq!(at_rest(&bob.home, "bob", legacy), Vec::<PathBuf>::new());
 }
+
+/// Runs `a` with `args`, failing the test if it has not exited within 20 s
+/// (then killed); returns (exit code, stderr).
+fn run_within(a: &Agent, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = a
+        .command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+/// A passphrase file that never ends or never opens is refused at once.
+#[test]
+fn a_passphrase_file_must_be_a_small_regular_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bob = Agent::ours(tmp.path(), "bob", "http://127.0.0.1:9");
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let (code, err) = run_within(&bob, &["--passphrase-file", dev, "id"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    let fifo = tmp.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (code, err) = run_within(&bob, &["--passphrase-file", fifo.to_str().unwrap(), "id"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    let long = tmp.path().join("long");
+    std::fs::write(&long, "x".repeat(70 * 1024)).unwrap();
+    let (code, err) = run_within(&bob, &["--passphrase-file", long.to_str().unwrap(), "id"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("longer than 64 KiB"), "{err}");
+
+    // The right passphrase in a file still unlocks.
+    let good = tmp.path().join("good");
+    std::fs::write(&good, "passphrase of bob\n").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (code, err) = run_within(&bob, &["--passphrase-file", good.to_str().unwrap(), "id"]);
+    assert_eq!(code, Some(0), "{err}");
+}
