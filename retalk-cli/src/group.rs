@@ -13,6 +13,7 @@ use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
 use serde_json::Value;
 
+use crate::display::escape;
 use crate::error::CliError;
 use crate::{print_stdout, Agent};
 
@@ -159,9 +160,9 @@ pub async fn run(
             ]))?;
             eprintln!(
                 "created group '{}' with {} member(s); you own it (only you add or remove members). Send with: retalk send --group {} \"hello\"",
-                g.name,
+                escape(&g.name),
                 g.members.len() - 1,
-                g.name
+                escape(&g.name)
             );
         }
         GroupAction::List => {
@@ -169,9 +170,11 @@ pub async fn run(
                 if json {
                     print_stdout(&group_json(&g, &me))?;
                 } else {
+                    // Names may come from a peer's copy or a Python folder:
+                    // shown by `receive`'s rule (crate::display).
                     print_stdout(&format!(
                         "{}\t{}\t{} member(s)",
-                        g.name,
+                        escape(&g.name),
                         g.id,
                         g.members
                             .len()
@@ -185,7 +188,7 @@ pub async fn run(
             let left = client::join_group(store, &name)?;
             eprintln!(
                 "rejoined '{}': ask its owner to add you back — the group reappears with their next group message",
-                left.name
+                escape(&left.name)
             );
         }
         GroupAction::Members => {
@@ -199,7 +202,7 @@ pub async fn run(
                     .iter()
                     .find(|c| &c.id == fp && c.name != fp.as_str())
                     .map_or("(unnamed)", |c| c.name.as_str());
-                print_stdout(&format!("{label}\t{fp}"))?;
+                print_stdout(&format!("{}\t{fp}", escape(label)))?;
             }
         }
         GroupAction::Add => {
@@ -217,7 +220,7 @@ pub async fn run(
             let (g, added) = client::group_add(store, &me, &name, &list, cap, now())?;
             eprintln!(
                 "added {added} member(s) to '{}' — the new roster reaches everyone on your next group send",
-                g.name
+                escape(&g.name)
             );
         }
         GroupAction::Remove => {
@@ -226,7 +229,7 @@ pub async fn run(
             let (g, removed) = client::group_remove(store, &me, &name, &list, now())?;
             eprintln!(
                 "removed {removed} member(s) from '{}' — they stop getting your copies now, and the others' once your next group send reaches them",
-                g.name
+                escape(&g.name)
             );
         }
         GroupAction::Rename => {
@@ -240,7 +243,8 @@ pub async fn run(
             let g = client::rename_group(store, &name, &new)?;
             eprintln!(
                 "renamed group '{}' -> '{}' (your local label only — the group id stays the same and peers keep their own names)",
-                old.name, g.name
+                escape(&old.name),
+                escape(&g.name)
             );
         }
         GroupAction::Leave => {
@@ -249,9 +253,9 @@ pub async fn run(
             let others = r.told.len() + r.failed.len();
             eprintln!(
                 "left '{}': told {}/{others} member(s); its copies are dropped from now on. Rejoin later with `retalk group join {}`",
-                r.group.name,
+                escape(&r.group.name),
                 r.told.len(),
-                r.group.name
+                escape(&r.group.name)
             );
         }
         GroupAction::Delete => {
@@ -259,7 +263,7 @@ pub async fn run(
             let g = client::delete_group(store, &name)?;
             eprintln!(
                 "deleted group '{}' locally (peers keep their own copy)",
-                g.name
+                escape(&g.name)
             );
         }
     }
@@ -299,12 +303,12 @@ pub async fn send(agent: &Agent, group: &str, text: &str, save: bool) -> Result<
     ]))?;
     eprintln!(
         "sent to group '{}' ({}/{} members)",
-        r.group,
+        escape(&r.group),
         r.sent.len(),
         r.sent.len() + r.failed.len()
     );
     for (fp, err) in &r.failed {
-        eprintln!("  \u{2717} {fp}: {err}");
+        eprintln!("  \u{2717} {fp}: {}", escape(err));
     }
     if r.failed.is_empty() {
         Ok(())
@@ -393,7 +397,9 @@ pub fn record_note(m: &retalk_proto::client::Received) -> String {
     let mut note = format!("[{}", field("kind"));
     if !field("group").is_empty() {
         note.push(' ');
-        note.push_str(field("group"));
+        // A peer's label: escaped here, so a newline in it cannot start
+        // a line of its own in `receive`'s output.
+        note.push_str(&escape(field("group")));
     }
     if !parts.is_empty() {
         note.push_str(": ");

@@ -74,6 +74,17 @@ pub async fn run(sel: &Selection, a: InviteArgs) -> Result<(), CliError> {
             if a.expires.is_some_and(|d| !d.is_finite()) {
                 return Err(CliError::Usage("--expires takes a number of days".into()));
             }
+            // The name the requester will be saved under: `add`'s rule.
+            if let Some(p) = a.peer.as_deref().filter(|p| !p.is_empty()) {
+                if UserId::parse(p).is_ok() {
+                    return Err(CliError::Usage(
+                        "--peer looks like a user id — give a human name".into(),
+                    ));
+                }
+                if !crate::display::valid_saved_name(p) {
+                    return Err(CliError::BadPeerName(p.to_owned()));
+                }
+            }
             let store = store()?;
             let rec = client::new_invite(&store, a.peer, a.permanent, a.expires, now())?;
             print_stdout(&py_object(&[

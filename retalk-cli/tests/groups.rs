@@ -382,11 +382,24 @@ fn a_python_folders_groups_open_with_ours() {
     dave.ok(&["group", "create", "old", "--members", "carol"]);
     dave.ok(&["group", "leave", "old"]);
     let code: Value = serde_json::from_str(&dave.ok(&["invite", "new", "--permanent"])).unwrap();
+    // A name Python kept raw (it checks none): shown escaped by ours.
+    let raw = "evil\nteam\t0123\t9 member(s)";
+    forge_python_roster(&dave, &"d1".repeat(16), raw, &[&dave.id, &bob.id]);
 
     // dave now runs our binary on the same folder.
     dave.program = std::path::PathBuf::from(env!("CARGO_BIN_EXE_retalk"));
     dave.path = "/usr/bin:/bin".into();
     dave.python = false;
+    let list = dave.ok(&["group", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        list.contains(&format!(
+            "evil\\nteam\\t0123\\t9 member(s)\t{}",
+            "d1".repeat(16)
+        )),
+        "{list}"
+    );
+    dave.ok(&["group", "delete", &"d1".repeat(16)]);
     let groups = dave.groups();
     assert_eq!(groups.len(), 1, "{groups:?}");
     assert_eq!(groups[0]["group_id"], created["group_id"]);

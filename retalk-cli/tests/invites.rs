@@ -232,3 +232,63 @@ fn a_request_retried_after_a_refusal_is_accepted() {
         assert!(got.iter().any(|m| m["text"] == "welcome"), "{got:?}");
     }
 }
+
+/// Names a peer chooses never reach a plain output raw: a requester whose
+/// card name forges a `contacts` row is saved under its id (the record
+/// still shows the card as sent), and names with control characters are
+/// refused where they are typed (`group create`, `invite new --peer`).
+#[test]
+fn a_card_name_with_control_characters_is_not_kept() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let code = mint(&alice, &[]);
+    let forged = "mal\nbob\tffffffffffffffffffffffffffffffff\tverified";
+    // Python 0.3.0's library sends the request, with a card of its own
+    // making (as req.py of the review did).
+    let script = r#"
+import sys, uuid
+from retalk.user import User
+relay, store, to, code, name = sys.argv[1:6]
+u = User(relay, "pw", name=name, store=store)
+u.publish()
+card = {"name": name, "fingerprint": u.fingerprint(), "identity_key": u.identity_key(),
+        "signing_key": u.signing_key(), "verified": True}
+with u._locked():
+    u._send_envelope(to, {"id": uuid.uuid4().hex, "kind": "contact_request", "code": code,
+                          "card": card}, record_outbox=True)
+print(u.fingerprint())
+"#;
+    let out = std::process::Command::new(retalk_testkit::python::venv_bin(&python).join("python"))
+        .args(["-c", script, &relay.url])
+        .arg(tmp.path().join("mal.db"))
+        .args([alice.id.as_str(), &code, forged])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        retalk_testkit::python::describe(&out)
+    );
+    let mal = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let got = watch(&alice);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["kind"], "contact_accepted", "{got:?}");
+    assert_eq!(got[0]["name"], mal.as_str(), "{got:?}");
+    let contacts = alice.ok(&["contacts"]);
+    assert_eq!(contacts.lines().count(), 1, "{contacts}");
+    assert!(
+        contacts.contains(&format!("\t{mal}\tverified")),
+        "{contacts}"
+    );
+
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    alice.add(&bob);
+    let (_, err) = alice.fails(&["group", "create", "a\nb", "--members", "bob"], 2);
+    assert!(err.contains("control characters"), "{err}");
+    let (_, err) = alice.fails(&["invite", "new", "--peer", "a\nb"], 2);
+    assert!(err.contains("a\\nb"), "{err}");
+    assert!(alice.ok(&["group", "list"]).is_empty());
+    assert_eq!(alice.ok(&["invite", "list", "--json"]).lines().count(), 1);
+}

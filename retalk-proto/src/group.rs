@@ -54,7 +54,7 @@ pub enum GroupError {
     NameTooLong,
     #[error("a group name cannot start with '-' (it would read as an option)")]
     NameStartsWithDash,
-    #[error("a group name cannot hold control characters (newlines, tabs, escapes)")]
+    #[error("a group name cannot hold control characters or invisible ones (newlines, tabs, escapes, bidi controls)")]
     NameHasControl,
     #[error("a group named '{0}' already exists")]
     NameTaken(String),
@@ -207,7 +207,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 
 /// Refuses a name that cannot be a group handle: empty, or shaped like a
 /// fingerprint (Python `cmd_group` create/rename), or (ours) longer than
-/// [`MAX_NAME_CHARS`], starting with `-`, or holding a control character.
+/// [`MAX_NAME_CHARS`], starting with `-`, or holding a character
+/// [`crate::display`] shows escaped (controls, bidi, invisible ones).
 /// The same rule holds for names typed here and names a peer's copy
 /// brings ([`free_name`]): a name shaped like an id could stand for another
 /// group's id, one with a newline could forge a row of `group list`.
@@ -220,7 +221,7 @@ pub fn check_name(name: &str) -> Result<(), GroupError> {
         Err(GroupError::NameTooLong)
     } else if name.starts_with('-') {
         Err(GroupError::NameStartsWithDash)
-    } else if name.chars().any(char::is_control) {
+    } else if name.chars().any(crate::display::is_hidden) {
         Err(GroupError::NameHasControl)
     } else {
         Ok(())

@@ -238,12 +238,19 @@ pub struct LeaveReport {
     pub failed: Vec<(UserId, String)>,
 }
 
+/// The name a copy of a group not held here is shown under: the sender's
+/// label when a local name could be it, else the id's first 8 characters
+/// ([`group::free_name`]): never a label forging lines or ids.
+fn label(tag: &GroupTag) -> String {
+    group::free_name(&tag.name, &tag.id, [])
+}
+
 /// The extra fields a group copy shows with its text.
 fn copy_extra(local: Option<&Group>, tag: &GroupTag, mid: Option<&str>, member: bool) -> String {
     let mut m = Map::new();
     m.insert(
         "group".into(),
-        local.map_or(tag.name.as_str(), |g| g.name.as_str()).into(),
+        local.map_or_else(|| label(tag), |g| g.name.clone()).into(),
     );
     m.insert("group_id".into(), tag.id.as_str().into());
     if let Some(mid) = mid {
@@ -371,16 +378,8 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             .iter()
             .filter(|g| g.id != tag.id)
             .map(|g| g.name.as_str());
-        let verdict = group::judge(
-            held,
-            left,
-            &tag,
-            sender,
-            self.user_id(),
-            cached_group_cap(&self.store)?,
-            taken,
-            now,
-        );
+        let cap = cached_group_cap(&self.store)?;
+        let verdict = group::judge(held, left, &tag, sender, self.user_id(), cap, taken, now);
         let event = |kind: &str, name: &str, fields: Value| {
             let mut m = json!({"kind": kind, "group": name, "group_id": tag.id.as_str()});
             if let (Value::Object(m), Value::Object(f)) = (&mut m, fields) {
@@ -419,7 +418,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 removed,
                 member,
             } => {
-                let name = held_name.unwrap_or_else(|| tag.name.clone());
+                let name = held_name.unwrap_or_else(|| label(&tag));
                 let ev = event(
                     "group_update_refused",
                     &name,

@@ -82,6 +82,16 @@ fn card_of(text: &str) -> Option<Card> {
     })
 }
 
+/// Whether a requester's card name may be kept as the contact's name:
+/// the rule of a saved name ([`crate::display::valid_saved_name`]: no
+/// leading `~` or space, nothing shown escaped) and of a group name
+/// ([`crate::group::check_name`]: not id-like, no leading `-`, at most 64
+/// characters). A name refused here is not kept: the sender's id stands
+/// for it, as for a card without a name.
+fn adoptable_name(name: &str) -> bool {
+    crate::display::valid_saved_name(name) && crate::group::check_name(name).is_ok()
+}
+
 /// The card `{"name","fingerprint","identity_key","signing_key","verified"}`
 /// of a saved, pinned contact, as the accepted record shows it.
 fn contact_card(c: &Contact) -> Value {
@@ -190,7 +200,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         rec.peer
                             .as_deref()
                             .filter(|p| !p.is_empty())
-                            .or(Some(card.name.as_str()).filter(|n| !n.is_empty()))
+                            .or(Some(card.name.as_str()).filter(|n| adoptable_name(n)))
                             .unwrap_or(sender.as_str()),
                         self.store.contacts()?.iter().map(|c| c.name.as_str()),
                     ),
