@@ -470,6 +470,10 @@ json fields per message: \"from\" (sender id), \"name\" (your peer name,
         /// Import from the cards received by `receive` (staged)
         #[arg(long)]
         inbox: bool,
+        /// Take a name another contact holds (it becomes unnamed), or the
+        /// card's name for a contact saved under another
+        #[arg(long = "override")]
+        override_name: bool,
         /// With --inbox: show the staged cards, import nothing
         #[arg(long)]
         list: bool,

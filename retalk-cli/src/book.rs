@@ -5,7 +5,9 @@
 //! (`_effective_peers`, `_build_card`, `cmd_add`, `cmd_contacts`,
 //! `_save_card`, `cmd_import`).
 
-use retalk_proto::client::{overlay, Contact, ReceivedContact, Store, StoreTransaction};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use retalk_proto::client::{overlay, Contact, Located, ReceivedContact, Store, StoreTransaction};
 use retalk_proto::ids::fingerprint;
 use retalk_proto::{ClientError, UserId};
 use retalk_store_sqlite::{GlobalContacts, SqliteStore, GLOBAL_CONTACTS_FILE};
@@ -379,17 +381,34 @@ struct Card {
 
 /// Checks a card and saves it (0.3.0 `_save_card`); the refusal text is
 /// Python's. Returns (name, id, verified).
+///
+/// Unlike 0.3.0, a card never takes over what is saved (a stranger's card
+/// could otherwise redirect `send --peer alice`): a name another contact
+/// holds is refused with a free suggestion, as `add` does, unless
+/// `override_name`; a known fingerprint keeps its saved name unless `--as`
+/// or `override_name` says otherwise; and a verified contact keeps its
+/// keys when the card has none.
 fn save_card(
     store: &SqliteStore,
     card: &Card,
     as_name: Option<&str>,
+    override_name: bool,
+    own: Option<&UserId>,
 ) -> Result<(String, UserId, bool), String> {
     let id = UserId::parse(&card.fp)
         .map_err(|_| "card has no valid fingerprint (expected 32 hex characters)".to_owned())?;
-    let name = as_name
-        .filter(|n| !n.is_empty())
-        .unwrap_or(&card.name)
-        .to_owned();
+    if own.is_some_and(|own| *own == id) {
+        return Err("the card is your own identity's -- a contact is someone else".into());
+    }
+    let saved = store.contacts().map_err(|e| e.to_string())?;
+    let known = saved.iter().find(|c| c.id == id);
+    let as_name = as_name.filter(|n| !n.is_empty());
+    let name = match (as_name, known.and_then(label)) {
+        (Some(n), _) => n,
+        (None, Some(kept)) if !override_name => kept,
+        _ => &card.name,
+    }
+    .to_owned();
     if name.is_empty() {
         return Err("card has no recommended nickname -- pass `--as NAME` to choose one".into());
     }
@@ -399,12 +418,27 @@ fn save_card(
     if !crate::display::valid_saved_name(&name) {
         return Err(CliError::BadPeerName(name).to_string());
     }
+    if let Some(holder) = saved.iter().find(|c| c.name == name && c.id != id) {
+        if !override_name {
+            let taken: Vec<String> = saved.iter().filter_map(label).map(str::to_owned).collect();
+            return Err(format!(
+                "a contact named '{name}' already exists (-> {}). Pick another name with `--as` (e.g. '{}'), or pass --override to replace it",
+                holder.id,
+                suggest_free_name(&taken, &name)
+            ));
+        }
+    }
     let keys = match (card.ik.as_str(), card.sk.as_str()) {
         ("", "") => None,
         ("", _) | (_, "") => {
             return Err("card has only one key: a verified card needs both identity_key and signing_key, or neither".into())
         }
         (ik, sk) => {
+            for (field, key) in [("identity_key", ik), ("signing_key", sk)] {
+                if STANDARD_NO_PAD.decode(key.trim_end_matches('=')).is_err() {
+                    return Err(format!("card's {field} is not valid base64"));
+                }
+            }
             let got = fingerprint(ik, sk);
             if got != card.fp {
                 return Err(format!(
@@ -415,8 +449,31 @@ fn save_card(
             Some((ik, sk))
         }
     };
+    // Keys hash to the id, so a card can only bring the same keys: one
+    // without keys must not unpin a verified contact.
+    let pinned = known.and_then(|c| c.pin.as_deref().zip(c.signing_key.as_deref()));
+    let keys = keys.or(pinned);
     save_own(store, &id, Some(&name), keys).map_err(|e| e.to_string())?;
     Ok((name, id, keys.is_some()))
+}
+
+/// This identity's id when its secret is at hand (`import` needs none, as
+/// in 0.3.0): then a card of our own is refused. Without the secret the
+/// id is not readable (it is derived from the encrypted account). Only a
+/// 0.3.0 identity is asked: 0.0.1's secret may be a terminal prompt.
+fn own_id(sel: &Selection, located: &Located, store: &SqliteStore) -> Option<UserId> {
+    if located.generation != retalk_proto::client::Generation::V030 {
+        return None;
+    }
+    let no_pass = store
+        .setting(retalk_proto::client::setting::NO_PASSPHRASE)
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some("1");
+    let (secret, _) = identity::secret(sel, located.generation, false, no_pass).ok()?;
+    let info = retalk_proto::client::identity_info(store, &secret).ok()?;
+    Some(info.user_id)
 }
 
 fn imported(name: &str, id: &UserId, verified: bool) {
@@ -426,7 +483,8 @@ fn imported(name: &str, id: &UserId, verified: bool) {
     );
 }
 
-/// `import [CARD|-] [--as NAME]`, `import --inbox [SELECTOR] [--as NAME]`,
+/// `import [CARD|-] [--as NAME] [--override]`, `import --inbox [SELECTOR]
+/// [--as NAME] [--override]`,
 /// `import --inbox --list [--json]` (0.3.0 `cmd_import`).
 pub fn import(
     sel: &Selection,
@@ -435,8 +493,11 @@ pub fn import(
     inbox: bool,
     list: bool,
     json: bool,
+    override_name: bool,
 ) -> Result<(), CliError> {
-    let store = open_store(&resolve(sel, None)?.dir)?;
+    let located = resolve(sel, None)?;
+    let store = open_store(&located.dir)?;
+    let own = own_id(sel, &located, &store);
     if !inbox {
         if list {
             return Err(CliError::Usage("--list only applies to --inbox".into()));
@@ -445,22 +506,45 @@ pub fn import(
             None | Some("-") => crate::read_stdin()?,
             Some(text) => text.to_owned(),
         };
-        let value: Value = serde_json::from_str(&raw)
-            .map_err(|e| CliError::Usage(format!("card is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(&raw).map_err(|e| {
+            // A file's name given as CARD: say how a file goes in.
+            let path_like = card.as_deref().is_some_and(|c| {
+                c != "-" && !c.trim_start().starts_with('{') && std::path::Path::new(c).exists()
+            });
+            CliError::Usage(if path_like {
+                format!("card is not valid JSON: {e}; CARD is JSON text -- to import the file, use `retalk import - < FILE`")
+            } else {
+                format!("card is not valid JSON: {e}")
+            })
+        })?;
         let Value::Object(m) = value else {
             return Err(CliError::Usage(
                 "card must be a JSON object (see `retalk contacts --show`)".into(),
             ));
         };
-        let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let card = Card {
-            fp: field("fingerprint"),
-            name: field("name"),
-            ik: field("identity_key"),
-            sk: field("signing_key"),
+        // Absent or null is "" (0.3.0's `card.get(k) or ""`); anything
+        // but text is an error, never read as no keys.
+        let field = |k: &str| match m.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(v)) => Ok(v.clone()),
+            Some(other) => Err(CliError::Usage(format!(
+                "card field '{k}' must be text, not {other}"
+            ))),
         };
-        let (name, id, verified) =
-            save_card(&store, &card, as_name.as_deref()).map_err(CliError::Usage)?;
+        let card = Card {
+            fp: field("fingerprint")?,
+            name: field("name")?,
+            ik: field("identity_key")?,
+            sk: field("signing_key")?,
+        };
+        let (name, id, verified) = save_card(
+            &store,
+            &card,
+            as_name.as_deref(),
+            override_name,
+            own.as_ref(),
+        )
+        .map_err(CliError::Usage)?;
         imported(&name, &id, verified);
         return Ok(());
     }
@@ -524,7 +608,13 @@ pub fn import(
             ik: r.identity_key.clone(),
             sk: r.signing_key.clone(),
         };
-        match save_card(&store, &card, as_name.as_deref()) {
+        match save_card(
+            &store,
+            &card,
+            as_name.as_deref(),
+            override_name,
+            own.as_ref(),
+        ) {
             Ok((name, id, verified)) => {
                 let mut tx = StoreTransaction::new(&store).map_err(ClientError::from)?;
                 tx.changes.received_contacts_removed.push(r.id.clone());

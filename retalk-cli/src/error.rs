@@ -38,7 +38,7 @@ pub enum CliError {
     /// `receive` shows saved names as they are and marks everything a
     /// sender chose; a saved name that could pass for a marked one, or
     /// that needs escaping, would blur that line.
-    #[error("peer name {0:?} cannot be saved: it may not be empty, start with '~' (the mark of a name the sender chose) or a space, or contain control or invisible characters")]
+    #[error("peer name {0:?} cannot be saved: it may not be empty, start with '~' (the mark of a name the sender chose), '-' (it would read as a flag) or a space, contain control or invisible characters, or be longer than {max} characters", max = retalk_proto::display::MAX_SAVED_NAME)]
     BadPeerName(String),
     #[error("could not read the text from standard input: {0}")]
     Stdin(std::io::Error),

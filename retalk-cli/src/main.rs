@@ -166,9 +166,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             card,
             as_name,
             inbox,
+            override_name,
             list,
             json,
-        } => book::import(&sel, card, as_name, inbox, list, json),
+        } => book::import(&sel, card, as_name, inbox, list, json, override_name),
         Command::Block {
             peer,
             remove,

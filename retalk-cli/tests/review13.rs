@@ -74,6 +74,76 @@ fn received_text_is_not_plain_at_rest() {
     assert_eq!(at_rest(&bob.home, "bob", legacy), Vec::<PathBuf>::new());
 }
 
+/// `contacts --json` as (name, fingerprint, verified).
+fn contacts(a: &Agent) -> Vec<(String, String, bool)> {
+    common::agent030::lines(&a.ok(&["contacts", "--json"]))
+        .into_iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["fingerprint"].as_str().unwrap().to_owned(),
+                c["verified"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A card never takes over a saved contact: a stranger's card naming
+/// itself after one is refused (staged or given), a card of a known
+/// fingerprint keeps its saved name and keys, and --override is the way
+/// to take a name on purpose.
+#[test]
+fn a_card_does_not_take_over_a_saved_contact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    let eve = Agent::ours(tmp.path(), "eve", &relay.url);
+    let mallory = Agent::ours(tmp.path(), "mallory", &relay.url);
+    bob.add(&alice);
+    bob.ok(&["verify", "alice"]);
+    let before = vec![("alice".to_owned(), alice.id.clone(), true)];
+    assert_eq!(contacts(&bob), before);
+
+    // Eve shares Mallory's card under the name "alice".
+    eve.add(&bob);
+    eve.ok(&["add", &mallory.id, "--peer", "alice"]);
+    eve.ok(&["share", "alice", "--peer", "bob"]);
+    bob.ok(&["receive", "--all"]);
+    let (_, err) = bob.fails(&["import", "--inbox"], 2);
+    assert!(
+        err.contains("a contact named 'alice' already exists") && err.contains("alice-1"),
+        "{err}"
+    );
+    assert_eq!(contacts(&bob), before);
+    // Still staged; imported under a free name it stays apart.
+    assert!(bob
+        .ok(&["import", "--inbox", "--list"])
+        .contains(&mallory.id));
+
+    // A card with Alice's fingerprint and another name, without keys:
+    // the saved name and the verification stay.
+    let renamed = format!(r#"{{"fingerprint": "{}", "name": "evil"}}"#, alice.id);
+    bob.ok(&["import", &renamed]);
+    assert_eq!(contacts(&bob), before);
+    // Given as text, a clash is refused the same way.
+    let stranger = format!(r#"{{"fingerprint": "{}", "name": "alice"}}"#, mallory.id);
+    bob.fails(&["import", &stranger], 2);
+    assert_eq!(contacts(&bob), before);
+    // --as renames a known contact; --override takes a name on purpose.
+    bob.ok(&["import", &renamed, "--as", "alice2"]);
+    assert_eq!(
+        contacts(&bob),
+        vec![("alice2".to_owned(), alice.id.clone(), true)]
+    );
+    bob.ok(&["import", &stranger, "--as", "alice2", "--override"]);
+    let now = contacts(&bob);
+    assert!(
+        now.contains(&("alice2".to_owned(), mallory.id.clone(), false)),
+        "{now:?}"
+    );
+}
+
 /// Runs `a` with `args`, failing the test if it has not exited within 20 s
 /// (then killed); returns (exit code, stderr).
 fn run_within(a: &Agent, args: &[&str]) -> (Option<i32>, String) {
@@ -139,4 +209,49 @@ fn a_passphrase_file_must_be_a_small_regular_file() {
     std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (code, err) = run_within(&bob, &["--passphrase-file", good.to_str().unwrap(), "id"]);
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// `import` holds cards to the name rule of `add`, refuses our own id,
+/// keys that are not text or not base64.
+#[test]
+fn import_refuses_unsafe_cards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bob = Agent::ours(tmp.path(), "bob", "http://127.0.0.1:9");
+    let other = "0123456789abcdef0123456789abcdef";
+    let card = |name: &str, extra: &str| {
+        format!(r#"{{"fingerprint": "{other}", "name": "{name}"{extra}}}"#)
+    };
+    let long = "n".repeat(1000);
+    for (c, says) in [
+        (card("-all", ""), "cannot be saved"),
+        (card(&long, ""), "cannot be saved"),
+        (
+            card("ok", r#", "identity_key": 5, "signing_key": 6"#),
+            "must be text",
+        ),
+        (
+            card(
+                "ok",
+                r#", "identity_key": "not*base64!", "signing_key": "@@@@""#,
+            ),
+            "not valid base64",
+        ),
+        (
+            format!(r#"{{"fingerprint": "{}", "name": "me"}}"#, bob.id),
+            "your own",
+        ),
+    ] {
+        let (_, err) = bob.fails(&["import", &c], 2);
+        assert!(err.contains(says), "{c}: {err}");
+    }
+    // `add` keeps the same rule.
+    let (_, err) = bob.fails(&["add", other, "--peer=-all"], 2);
+    assert!(err.contains("cannot be saved"), "{err}");
+    assert!(contacts(&bob).is_empty());
+    // A fine card still goes in.
+    bob.ok(&["import", &card("carol", "")]);
+    assert_eq!(
+        contacts(&bob),
+        vec![("carol".to_owned(), other.to_owned(), false)]
+    );
 }

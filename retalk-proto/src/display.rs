@@ -96,13 +96,21 @@ pub fn human(who: &str, text: &str) -> String {
     out
 }
 
-/// Whether `add` may save `name`: shown as it is, it must not pass for a
-/// sender's own `~name`, a continuation line, or need escaping.
+/// The longest contact name saved, in characters: a name is a word or
+/// two to type after `--peer`, not a payload (a card may carry anything).
+pub const MAX_SAVED_NAME: usize = 64;
+
+/// Whether a contact name may be saved (`add`, `import`, `request`,
+/// renames: the one rule): shown as it is, it must not pass for a
+/// sender's own `~name`, a continuation line, or need escaping; it must
+/// not read as a flag (`--peer -all`); at most [`MAX_SAVED_NAME`]
+/// characters.
 pub fn valid_saved_name(name: &str) -> bool {
     !name.is_empty()
-        && !name.starts_with('~')
+        && !name.starts_with(['~', '-'])
         && !name.starts_with(char::is_whitespace)
         && !name.chars().any(is_hidden)
+        && name.chars().count() <= MAX_SAVED_NAME
 }
 
 #[cfg(test)]
