@@ -321,8 +321,21 @@ pub async fn send(agent: &Agent, group: &str, text: &str, save: bool) -> Result<
 }
 
 /// The order the extra fields of a record are printed in; others follow.
-const FIELD_ORDER: [&str; 10] = [
-    "kind", "group", "group_id", "owner", "added", "removed", "reason", "code", "card", "member",
+const FIELD_ORDER: [&str; 14] = [
+    "kind",
+    "group",
+    "group_id",
+    "owner",
+    "added",
+    "removed",
+    "reason",
+    "size",
+    "cap",
+    "added_count",
+    "removed_count",
+    "code",
+    "card",
+    "member",
 ];
 
 /// One `receive` line (0.3.0): `{"id", "from", "name", "text"}` for mail;
@@ -391,6 +404,15 @@ pub fn record_note(m: &retalk_proto::client::Received) -> String {
     let mut parts: Vec<String> = Vec::new();
     if !field("reason").is_empty() {
         parts.push(field("reason").to_owned());
+    }
+    // An over-cap roster is told in counts (`group_update_refused`).
+    let count = |k: &str| extra.get(k).and_then(Value::as_u64);
+    if let (Some(size), Some(cap)) = (count("size"), count("cap")) {
+        parts.push(format!(
+            "{size} members, cap {cap}, {} added, {} removed",
+            count("added_count").unwrap_or_default(),
+            count("removed_count").unwrap_or_default()
+        ));
     }
     parts.extend(list("added"));
     parts.extend(list("removed"));

@@ -276,6 +276,9 @@ print(u.fingerprint())
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["kind"], "contact_accepted", "{got:?}");
     assert_eq!(got[0]["name"], mal.as_str(), "{got:?}");
+    // The card as sent, its name included, beside the local name.
+    assert_eq!(got[0]["card"]["name"], forged, "{got:?}");
+    assert_eq!(got[0]["card"]["fingerprint"], mal.as_str(), "{got:?}");
     let contacts = alice.ok(&["contacts"]);
     assert_eq!(contacts.lines().count(), 1, "{contacts}");
     assert!(

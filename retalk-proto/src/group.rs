@@ -118,6 +118,9 @@ pub struct GroupTag {
     pub members: BTreeSet<UserId>,
     /// The owner the sender names (our clients only).
     pub owner: Option<UserId>,
+    /// `members` was missing or not a list: the copy says nothing about
+    /// the roster, and [`judge`] refuses it as [`RefuseReason::Malformed`].
+    pub malformed: bool,
 }
 
 impl GroupTag {
@@ -125,9 +128,8 @@ impl GroupTag {
     /// when it has no valid id.
     pub fn from_json(v: &Value) -> Option<GroupTag> {
         let id = GroupId::parse(v.get("id")?.as_str()?).ok()?;
-        let members = v
-            .get("members")
-            .and_then(Value::as_array)
+        let list = v.get("members").and_then(Value::as_array);
+        let members = list
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)
@@ -136,6 +138,7 @@ impl GroupTag {
             })
             .unwrap_or_default();
         Some(GroupTag {
+            malformed: list.is_none(),
             id,
             name: v
                 .get("name")
@@ -197,6 +200,7 @@ impl Group {
             name: self.name.clone(),
             members: self.members.clone(),
             owner: self.owner.clone(),
+            malformed: false,
         }
     }
 }
@@ -277,6 +281,8 @@ pub enum RefuseReason {
     NotOwner,
     /// The roster is larger than the cap.
     OverCap,
+    /// The copy's `members` is missing or not a list.
+    Malformed,
 }
 
 impl RefuseReason {
@@ -286,6 +292,7 @@ impl RefuseReason {
             RefuseReason::NotMember => "not-member",
             RefuseReason::NotOwner => "not-owner",
             RefuseReason::OverCap => "over-cap",
+            RefuseReason::Malformed => "malformed",
         }
     }
 }
@@ -336,6 +343,14 @@ pub fn judge<'a>(
 ) -> Verdict {
     if left {
         return Verdict::Left;
+    }
+    if tag.malformed {
+        return Verdict::Refuse {
+            reason: RefuseReason::Malformed,
+            added: vec![],
+            removed: vec![],
+            member: held.is_some_and(|g| g.members.contains(sender)),
+        };
     }
     let Some(held) = held else {
         let all: Vec<UserId> = tag.members.iter().cloned().collect();
@@ -440,6 +455,7 @@ mod tests {
             name: "team".into(),
             members: members.iter().map(|c| u(*c)).collect(),
             owner: owner.map(u),
+            malformed: false,
         }
     }
 
@@ -516,6 +532,30 @@ mod tests {
             5.0,
         );
         assert!(matches!(v, Verdict::Adopt { ref group, .. } if group.owner == Some(u('b'))));
+    }
+
+    #[test]
+    fn a_copy_whose_members_is_not_a_list_is_malformed() {
+        let t = GroupTag::from_json(&serde_json::json!({"id": gid().as_str(), "name": "team",
+                                                         "members": "everyone"}))
+        .unwrap();
+        assert!(t.malformed);
+        let refused = |member| Verdict::Refuse {
+            reason: RefuseReason::Malformed,
+            added: vec![],
+            removed: vec![],
+            member,
+        };
+        assert_eq!(judge_held(&t, 'a'), refused(true));
+        assert_eq!(judge_held(&t, 'e'), refused(false));
+        assert_eq!(
+            judge(None, false, &t, &u('a'), &u('c'), 100, [], 2.0),
+            refused(false)
+        );
+        let t = GroupTag::from_json(&serde_json::json!({"id": gid().as_str()})).unwrap();
+        assert!(t.malformed);
+        let t = GroupTag::from_json(&serde_json::json!({"id": gid().as_str(), "members": []}));
+        assert!(!t.unwrap().malformed);
     }
 
     #[test]

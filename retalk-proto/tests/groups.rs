@@ -300,3 +300,43 @@ async fn a_requester_cannot_take_a_saved_name() {
         .unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
 }
+
+/// A roster over the receiver's cap is refused, and the record gives
+/// counts (the size, the cap, how many added and removed), not the ids: a
+/// roster may hold thousands.
+#[tokio::test]
+async fn an_over_cap_roster_is_refused_in_counts() {
+    let t = team().await;
+    client::save_group_cap(t.carol.store().as_ref(), 3).unwrap();
+    let (dave, _) = t.w.agent(&t.relay, "dave");
+    let (eve, _) = t.w.agent(&t.relay, "eve");
+    for a in [&dave, &eve] {
+        a.publish(100, false).await.unwrap();
+    }
+    let now = t.w.clock.now();
+    group_add(
+        t.alice.store().as_ref(),
+        t.alice.user_id(),
+        "team",
+        &[dave.user_id().clone(), eve.user_id().clone()],
+        100,
+        now,
+    )
+    .unwrap();
+    t.alice.send_group("team", "welcome both").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update_refused", "text:welcome both"]);
+    let f = got[0].extra_fields();
+    assert_eq!(f["reason"], "over-cap");
+    assert_eq!((f["size"].clone(), f["cap"].clone()), (5.into(), 3.into()));
+    assert_eq!(f["added_count"], 2);
+    assert_eq!(f["removed_count"], 0);
+    assert!(
+        !f.contains_key("added") && !f.contains_key("removed"),
+        "{f:?}"
+    );
+    assert_eq!(
+        members(&t.carol, "team"),
+        ids(&[&t.alice, &t.bob, &t.carol])
+    );
+}

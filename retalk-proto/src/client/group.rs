@@ -419,12 +419,15 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 member,
             } => {
                 let name = held_name.unwrap_or_else(|| label(&tag));
-                let ev = event(
-                    "group_update_refused",
-                    &name,
+                let fields = if reason == group::RefuseReason::OverCap {
+                    // Counts, not ids: the roster may hold thousands.
+                    json!({"reason": reason.as_str(), "size": tag.members.len(), "cap": cap,
+                           "added_count": added.len(), "removed_count": removed.len()})
+                } else {
                     json!({"reason": reason.as_str(), "added": ids(&added),
-                           "removed": ids(&removed)}),
-                );
+                           "removed": ids(&removed)})
+                };
+                let ev = event("group_update_refused", &name, fields);
                 (copy_extra(held, &tag, mid, member), Some(ev))
             }
         }))

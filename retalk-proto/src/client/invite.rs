@@ -64,6 +64,8 @@ struct Card {
     fingerprint: String,
     identity_key: String,
     signing_key: String,
+    /// The card as the requester sent it (the accepted record shows it).
+    sent: Value,
 }
 
 fn card_of(text: &str) -> Option<Card> {
@@ -79,6 +81,7 @@ fn card_of(text: &str) -> Option<Card> {
         fingerprint: s("fingerprint"),
         identity_key: s("identity_key"),
         signing_key: s("signing_key"),
+        sent: v,
     })
 }
 
@@ -90,15 +93,6 @@ fn card_of(text: &str) -> Option<Card> {
 /// for it, as for a card without a name.
 fn adoptable_name(name: &str) -> bool {
     crate::display::valid_saved_name(name) && crate::group::check_name(name).is_ok()
-}
-
-/// The card `{"name","fingerprint","identity_key","signing_key","verified"}`
-/// of a saved, pinned contact, as the accepted record shows it.
-fn contact_card(c: &Contact) -> Value {
-    json!({"name": c.name, "fingerprint": c.id.as_str(),
-           "identity_key": c.pin.clone().unwrap_or_default(),
-           "signing_key": c.signing_key.clone().unwrap_or_default(),
-           "verified": c.verified()})
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
@@ -211,8 +205,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     pin: Some(card.identity_key),
                     signing_key: Some(card.signing_key),
                 };
+                // The local name beside the card as it came (its own name
+                // included), as 0.3.0's `invite_watch` shows it.
                 let shown = show(json!({"kind": ACCEPTED, "code": code, "name": name,
-                                        "card": contact_card(&contact)}));
+                                        "card": card.sent}));
                 tx.changes.contacts.push(contact);
                 tx.changes.invites.push(rec);
                 Ok(Some(shown))
