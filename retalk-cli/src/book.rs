@@ -20,8 +20,8 @@ use crate::{print_stdout, py_json};
 
 /// The owner-wide list.
 pub fn global() -> Result<GlobalContacts, CliError> {
-    let path = identity::retalk_home().join(GLOBAL_CONTACTS_FILE);
-    GlobalContacts::open(&path).map_err(|source| CliError::Store { path, source })
+    let path = identity::checked_home()?.join(GLOBAL_CONTACTS_FILE);
+    GlobalContacts::open(&path).map_err(|source| CliError::GlobalContacts { path, source })
 }
 
 /// The contacts an identity sees: the global list overlaid with its own.
@@ -747,7 +747,7 @@ pub fn identity_folders() -> Vec<std::path::PathBuf> {
         .filter_map(|h| std::fs::read_dir(h).ok())
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(identity::STORE_FILE).exists())
+        .filter(|p| identity::has_identity(p))
         .collect()
 }
 

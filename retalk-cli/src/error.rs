@@ -48,6 +48,18 @@ pub enum CliError {
     BadServer(String),
     #[error("could not read the identity folder {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
+    /// Not a database, or a corrupt one (SQLite's own word): no retry
+    /// mends it, so a usage-class exit 2, not the 1 kept for a relay out
+    /// of reach or a failed write.
+    #[error("the identity's store is damaged: {path} is not a readable database ({source}); restore it from a backup, or move it away and `retalk init` a new identity")]
+    Damaged { path: PathBuf, source: StoreError },
+    /// `$RETALK_HOME/contacts.db`, the contacts every identity of the
+    /// owner sees (0.3.0's global list), not an identity's folder.
+    #[error("could not read the owner-wide contacts file {path}: {source}")]
+    GlobalContacts { path: PathBuf, source: StoreError },
+    /// What would otherwise surface as `File exists (os error 17)`.
+    #[error("the retalk home {0} is not a directory: point RETALK_HOME at a folder (unset, it is ~/.retalk)")]
+    HomeNotDir(PathBuf),
     #[error("{0}")]
     Client(ClientError),
     #[error("{0}")]
@@ -109,7 +121,10 @@ impl CliError {
         let code = self.exit_code();
         let local = matches!(
             self,
-            CliError::Store { .. } | CliError::Output(_) | CliError::Client(ClientError::Store(_))
+            CliError::Store { .. }
+                | CliError::GlobalContacts { .. }
+                | CliError::Output(_)
+                | CliError::Client(ClientError::Store(_))
         );
         match generation {
             Some(Generation::V030) if code == 1 && !local => 2,
@@ -139,6 +154,13 @@ impl CliError {
                 } if *status >= 500 || *status == 429 => 1,
                 _ => 2,
             },
+            CliError::GlobalContacts { source, .. } => {
+                if retalk_store_sqlite::is_damaged(source) {
+                    2
+                } else {
+                    1
+                }
+            }
             CliError::Store { .. } | CliError::Output(_) => 1,
             CliError::StdoutClosed => 0,
             _ => 2,

@@ -43,8 +43,11 @@ pub fn retalk_home() -> PathBuf {
         .unwrap_or_else(|| home_dir().join(".retalk"))
 }
 
-fn has_identity(dir: &Path) -> bool {
-    dir.join(STORE_FILE).exists()
+/// An identity folder holds a non-empty store: an empty `store.db` (a
+/// crash before the schema, a `touch`) is no identity, so a read command
+/// says so instead of writing a schema into it; `init` may fill it.
+pub fn has_identity(dir: &Path) -> bool {
+    std::fs::metadata(dir.join(STORE_FILE)).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
 
 /// The library's selectors from the command line (`-u` alone is 0.0.1's
@@ -71,10 +74,19 @@ pub static GENERATION: std::sync::OnceLock<Generation> = std::sync::OnceLock::ne
 pub fn resolve(sel: &Selection, creating: Option<Generation>) -> Result<Located, CliError> {
     let places = Places {
         user_level_home: data_home(),
-        retalk_home: retalk_home(),
+        retalk_home: checked_home()?,
         store_env: env_text("STORE")?.map(PathBuf::from),
         retalk_user: env_text("RETALK_USER")?,
     };
+    if let Some(u) = sel.user.as_deref().filter(|u| !u.is_empty()) {
+        check_identity_name(u, "-u")?;
+    }
+    if let Some(u) = sel.user_level.as_deref() {
+        check_identity_name(u, "-u")?;
+    }
+    if let Some(u) = places.retalk_user.as_deref() {
+        check_identity_name(u, "RETALK_USER")?;
+    }
     let purpose = creating.map_or(Purpose::Open, Purpose::Create);
     let located = locate(&selectors(sel), &places, purpose, has_identity).map_err(|e| match e {
         LocateError::NoneSelected => CliError::NoIdentitySelected,
@@ -106,10 +118,42 @@ pub fn no_identity_at(dir: &Path, generation: Generation) -> CliError {
 }
 
 pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {
-    SqliteStore::open(dir).map_err(|source| CliError::Store {
-        path: dir.to_path_buf(),
-        source,
+    SqliteStore::open(dir).map_err(|source| {
+        let path = dir.to_path_buf();
+        if retalk_store_sqlite::is_damaged(&source) {
+            CliError::Damaged {
+                path: path.join(STORE_FILE),
+                source,
+            }
+        } else {
+            CliError::Store { path, source }
+        }
     })
+}
+
+/// The retalk home, refused when it is there but not a folder.
+pub fn checked_home() -> Result<PathBuf, CliError> {
+    let home = retalk_home();
+    match std::fs::metadata(&home) {
+        Ok(m) if !m.is_dir() => Err(CliError::HomeNotDir(home)),
+        _ => Ok(home),
+    }
+}
+
+/// Refuses an identity name (`-u NAME`, `RETALK_USER`) that is not one
+/// folder name under the home: a separator, `..` or NUL would reach
+/// outside it, a leading '-' reads as a flag and a leading '.' hides it.
+/// 0.3.0 joins any name to its home (`cli.py` `_user_dir`); this is a
+/// deliberate deviation.
+fn check_identity_name(name: &str, given_as: &str) -> Result<(), CliError> {
+    let bad =
+        name.contains(['/', '\\', '\0']) || name.contains("..") || name.starts_with(['-', '.']);
+    if bad {
+        return Err(CliError::Usage(format!(
+            "identity name {name:?} ({given_as}) cannot be used: it names a folder under the retalk home, so it may not contain '/', '\\', '..' or NUL, nor start with '-' or '.'"
+        )));
+    }
+    Ok(())
 }
 
 /// A text setting from the environment: `None` when unset or empty, an

@@ -930,10 +930,13 @@ fn block(
     };
     let fp = book::peer_to_id(&book::effective(&store)?, &peer)?;
     client::set_blocked(&store, &fp, !remove)?;
-    say!(
-        "{} {peer} ({fp})",
-        if remove { "unblocked" } else { "blocked" }
-    );
+    let done = if remove { "unblocked" } else { "blocked" };
+    // Given by id: the id once (`blocked 73dc… (73dc…)` said it twice).
+    if peer.eq_ignore_ascii_case(fp.as_str()) {
+        say!("{done} {fp}");
+    } else {
+        say!("{done} {peer} ({fp})");
+    }
     Ok(())
 }
 

@@ -255,3 +255,80 @@ fn import_refuses_unsafe_cards() {
         vec![("carol".to_owned(), other.to_owned(), false)]
     );
 }
+
+/// Identity names stay one folder under the retalk home.
+#[test]
+fn identity_names_cannot_leave_the_home() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bob = Agent::ours(tmp.path(), "bob", "http://127.0.0.1:9");
+    for name in ["../x", "../../escape", "a/b", "a\\b", "-x", ".hidden", ".."] {
+        let flag = format!("-u={name}");
+        let (_, err) = bob.fails(&["init", &flag], 2);
+        assert!(err.contains("cannot be used"), "{name}: {err}");
+        let (_, err) = bob.fails(&["contacts", &flag], 2);
+        assert!(err.contains("cannot be used"), "{name}: {err}");
+    }
+    let out = bob
+        .command(&["contacts"])
+        .env("RETALK_USER", "../x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RETALK_USER"));
+    assert!(!tmp.path().join("x").exists() && !tmp.path().join("escape").exists());
+}
+
+/// Damaged and odd files are named for what they are.
+#[test]
+fn damaged_files_say_what_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bob = Agent::ours(tmp.path(), "bob", "http://127.0.0.1:9");
+
+    // An empty store.db is no identity, and stays empty.
+    let empty = bob.home.join("zed");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("store.db"), b"").unwrap();
+    let (_, err) = bob.fails(&["contacts", "-u", "zed"], 2);
+    assert!(err.contains("no identity at"), "{err}");
+    assert_eq!(std::fs::metadata(empty.join("store.db")).unwrap().len(), 0);
+
+    // A store that is not a database: exit 2, damaged.
+    let bad = bob.home.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("store.db"), vec![b'x'; 4096]).unwrap();
+    let (_, err) = bob.fails(&["contacts", "-u", "bad"], 2);
+    assert!(err.contains("the identity's store is damaged"), "{err}");
+
+    // A damaged owner-wide contacts.db is named as such.
+    std::fs::write(bob.home.join("contacts.db"), vec![b'x'; 4096]).unwrap();
+    let out = bob.run(&["contacts"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("owner-wide contacts file"), "{err}");
+    std::fs::remove_file(bob.home.join("contacts.db")).unwrap();
+
+    // RETALK_HOME that is a file.
+    let file = tmp.path().join("home-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = bob
+        .command(&["contacts"])
+        .env("RETALK_HOME", &file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+
+    // A file's name given as CARD.
+    let path = tmp.path().join("card.json");
+    std::fs::write(&path, "{}").unwrap();
+    let (_, err) = bob.fails(&["import", path.to_str().unwrap()], 2);
+    assert!(err.contains("retalk import - < FILE"), "{err}");
+
+    // block by id names it once.
+    let id = "73dc67dcd4e9ed7582e12a727f6ef2e6";
+    let out = bob.run(&["block", id]);
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches(id).count(), 1, "{err}");
+}

@@ -26,6 +26,16 @@ pub(crate) fn io_err(e: std::io::Error) -> StoreError {
     StoreError(Box::new(e))
 }
 
+/// Whether `e` says the database file is not a database or is corrupt
+/// (SQLite's `SQLITE_NOTADB`, `SQLITE_CORRUPT`): a damaged file, which
+/// trying again will not mend, unlike a busy or full disk.
+pub fn is_damaged(e: &StoreError) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    e.0.downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|c| matches!(c, NotADatabase | DatabaseCorrupt))
+}
+
 /// Opens (creating if missing) a database file with:
 /// - `journal_mode=WAL`: readers never block the writer nor each other, and
 ///   a commit is one append to the log;

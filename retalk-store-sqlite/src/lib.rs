@@ -62,5 +62,6 @@ mod relay;
 mod writer;
 
 pub use client::{SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
+pub use conn::is_damaged;
 pub use contacts::{GlobalContacts, GLOBAL_CONTACTS_FILE};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};
