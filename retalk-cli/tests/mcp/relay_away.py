@@ -3,7 +3,7 @@ relay up or gone.
 
 Run by retalk-cli/tests/mcp.rs: argv = retalk binary, work folder (alice/,
 bob/, ids.json), passphrase. Bob writes to alice before her server starts;
-her first `check_inbox` counts both messages (her server's upkeep task
+her first `check_inbox` counts all his messages (her server's upkeep task
 fetches them at the same moment). Then the script prints `STOP RELAY` and
 waits for a line on stdin (the test stops the relay): `check_inbox` and
 `receive` still answer from what is here, a `wait` waits, and the relay's
@@ -42,25 +42,26 @@ def data(result):
 
 async def main():
     cli("alice", "add", IDS["bob"], "--peer", "bob")
-    for text in ("one", "two"):
+    texts = ["one", "two", "three", "four", "five", "six", "seven", "eight"]
+    for text in texts:
         cli("bob", "send", text, "--peer", IDS["alice"])
     log = open(os.path.join(WORK, "alice.mcp.log"), "w")
     params = StdioServerParameters(command=RETALK, args=["mcp"], env=env("alice"))
     async with stdio_client(params, errlog=log) as (r, w), ClientSession(r, w) as a:
         await a.initialize()
         inbox = data(await a.call_tool("check_inbox", {}))
-        assert inbox["total"] == 2 and inbox["from"][0]["count"] == 2, inbox
+        assert inbox["total"] == len(texts) and inbox["from"][0]["count"] == len(texts), inbox
         print("ok counted at start", flush=True)
 
         print("STOP RELAY", flush=True)
         assert sys.stdin.readline().strip() == "stopped"
         inbox = await a.call_tool("check_inbox", {})
-        assert data(inbox)["total"] == 2 and "relay_error" in data(inbox), inbox
+        assert data(inbox)["total"] == len(texts) and "relay_error" in data(inbox), inbox
         assert "could not be reached" in inbox.content[0].text, inbox
         got = data(await a.call_tool("receive", {"limit": 1}))
         assert [m["text"] for m in got["messages"]] == ["one"] and got["relay_error"], got
         got = data(await a.call_tool("receive", {"wait": 5}))
-        assert [m["text"] for m in got["messages"]] == ["two"], got
+        assert [m["text"] for m in got["messages"]] == texts[1:], got
         print("ok read with the relay away", flush=True)
 
         started = time.monotonic()
