@@ -17,8 +17,10 @@ pub enum CliError {
     IdentityExists(String),
     #[error("init needs a location: a directory argument or -u [NAME]")]
     InitNeedsLocation,
-    #[error("PICKLE_SECRET is not set and there is no terminal to prompt on")]
-    NoSecret,
+    /// No passphrase source and no terminal for 0.0.1's prompt; `.0` is
+    /// what to rerun (see `identity::no_secret`).
+    #[error("no passphrase provided (and no terminal to prompt on):\n{0}")]
+    NoSecret(String),
     /// Set, but not text: using it anyway (or as if unset) would act with
     /// a secret or a relay the user did not mean.
     #[error("{0} is set but is not valid UTF-8; set it to text")]

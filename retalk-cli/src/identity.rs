@@ -273,7 +273,10 @@ fn read_passphrase_file(path: &Path) -> Result<String, CliError> {
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        // Once a run, as 0.3.0 says it: `init` reads the file twice (to
+        // create, then to register).
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if mode & 0o077 != 0 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             say!(
                 "[retalk] warning: {shown} is readable by other users (mode {mode:o}); run: chmod 600 {shown}"
             );
@@ -351,15 +354,48 @@ pub fn secret(
     }
 }
 
+/// What to rerun when 0.0.1's prompt has no terminal: the command as
+/// given with a passphrase source, in 0.3.0's words (`cli.py`,
+/// `_resolve_passphrase`: a file, `-p`, and when `creating`
+/// RETALK_PASSPHRASE or `--no-passphrase`, which make a 0.3.0 identity
+/// of `init -u NAME`), and 0.0.1's PICKLE_SECRET.
+fn no_secret(creating: bool) -> CliError {
+    let ran = std::iter::once("retalk".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut lines = vec![
+        "# rerun naming a file that holds the passphrase -- the secret stays".to_owned(),
+        "# out of the command line, the shell history, and the environment:".into(),
+        format!("{ran} --passphrase-file /path/to/passphrase"),
+        "# or pass it inline:".into(),
+        format!("{ran} -p \"<YOUR-PASSPHRASE>\""),
+    ];
+    if creating {
+        lines.extend([
+            "# or set it once for this shell, then rerun:".to_owned(),
+            "export RETALK_PASSPHRASE=\"<YOUR-PASSPHRASE>\"".into(),
+            ran.clone(),
+            "# or create it with no passphrase -- unsafe, keys stored unencrypted:".into(),
+            format!("{ran} --no-passphrase"),
+        ]);
+    }
+    lines.extend([
+        "# or, for a 0.0.1 identity, the secret in PICKLE_SECRET:".to_owned(),
+        format!("PICKLE_SECRET=\"<YOUR-SECRET>\" {ran}"),
+    ]);
+    CliError::NoSecret(crate::book::bash_block(&lines))
+}
+
 /// 0.0.1's hidden prompt (twice on `init`).
 fn prompt(confirm: bool) -> Result<String, CliError> {
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::NoSecret);
+        return Err(no_secret(confirm));
     }
     let s = rpassword::prompt_password("pickle secret (unlocks this identity): ")
-        .map_err(|_| CliError::NoSecret)?;
+        .map_err(|_| no_secret(confirm))?;
     if confirm
-        && rpassword::prompt_password("repeat to confirm: ").map_err(|_| CliError::NoSecret)? != s
+        && rpassword::prompt_password("repeat to confirm: ").map_err(|_| no_secret(confirm))? != s
     {
         return Err(CliError::SecretsDiffer);
     }

@@ -255,17 +255,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             save,
             no_save_contacts,
         } => {
+            // A usage error comes before the `using …` banner, as in 0.3.0.
+            if resolve(&sel, None)?.generation == Generation::V030 {
+                if !peer.is_empty() && all {
+                    return Err(CliError::PeerAndAll);
+                }
+                if peer.is_empty() && !all {
+                    return Err(CliError::NoReceiveTarget);
+                }
+            }
             let (agent, located) = open_agent(&sel, !quiet)?;
             let agent = agent.with_peers_only(peers_only);
             match located.generation {
                 Generation::V001 => receive::run(&agent, follow, json, limit).await,
                 Generation::V030 => {
-                    if !peer.is_empty() && all {
-                        return Err(CliError::PeerAndAll);
-                    }
-                    if peer.is_empty() && !all {
-                        return Err(CliError::NoReceiveTarget);
-                    }
                     if all && !peers_only {
                         // 0.3.0's warning (`cmd_receive`).
                         say!("\n\u{26a0} receive --all reads and ACKs mail from EVERY sender \u{2014} including ones you never added, each consuming a one-time key.\n  Prefer --peer <name> for a saved contact, or add --peers-only to drop strangers.");
@@ -405,6 +408,12 @@ async fn init(
     match generation {
         Generation::V001 => {
             say!("created identity at {}", dir.display());
+            if let Some(user) = sel.user.as_deref().filter(|u| !u.is_empty()) {
+                // `-u NAME` with no 0.3.0 passphrase source: say which
+                // generation this is, so 0.3.0 commands not finding it
+                // (they look in $RETALK_HOME) are no surprise.
+                say!("note: this is a 0.0.1 identity (in {}); 0.3.0 commands such as `RETALK_USER={user} retalk send` look under {} and do not find it. For a 0.3.0 identity instead: retalk init -u {user} --passphrase-file /path/to/passphrase", dir.display(), identity::retalk_home().display());
+            }
             say!("user id (share out-of-band; it is address + pin in one):");
             print_stdout(info.user_id.as_str())
         }
@@ -474,7 +483,45 @@ async fn sync(sel: &Selection, resend: bool) -> Result<(), CliError> {
         b(r.replenished),
         b(r.fallback_rotated),
         r.resent
-    ))
+    ))?;
+    // 0.3.0's line on stderr (`cmd_sync`, `cmd_register`).
+    let mut done: Vec<String> = [
+        ("republished", r.republished),
+        ("replenished", r.replenished),
+        ("fallback_rotated", r.fallback_rotated),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(k, _)| (*k).to_owned())
+    .collect();
+    if resend {
+        if r.resent > 0 {
+            done.push(format!("resent={}", r.resent));
+        }
+        let done = if done.is_empty() {
+            "up to date".to_owned()
+        } else {
+            done.join(", ")
+        };
+        say!("synced ({done})");
+    } else {
+        let name = agent.name()?;
+        let done = if done.is_empty() {
+            "already current".to_owned()
+        } else {
+            done.join(", ")
+        };
+        say!(
+            "registered {} on {} ({done})",
+            if name.is_empty() {
+                agent.user_id().to_string()
+            } else {
+                name
+            },
+            agent.transport().url()
+        );
+    }
+    Ok(())
 }
 
 /// What `id` prints.

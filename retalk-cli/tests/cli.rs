@@ -837,3 +837,110 @@ fn no_identity_suggests_the_init_of_its_generation() {
         "{err}"
     );
 }
+
+/// `init -u NAME` with no passphrase source and no terminal names 0.3.0's
+/// options (as Python's block) and 0.0.1's PICKLE_SECRET; with
+/// PICKLE_SECRET it makes a 0.0.1 identity and says so, with where it is
+/// and how to make a 0.3.0 one; with RETALK_PASSPHRASE a 0.3.0 one, no
+/// note.
+#[test]
+fn init_u_says_which_generation_it_makes_and_how_to_pick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cli = Cli::ours(tmp.path());
+    cli.env.push((
+        "RETALK_HOME".into(),
+        tmp.path().join("rh").display().to_string(),
+    ));
+    cli.env.push(("PICKLE_SECRET".into(), String::new()));
+    let err = cli.fails(&["init", "-u", "zed"], 2);
+    for want in [
+        "no passphrase provided",
+        "retalk init -u zed --passphrase-file /path/to/passphrase",
+        "retalk init -u zed -p \"<YOUR-PASSPHRASE>\"",
+        "export RETALK_PASSPHRASE=",
+        "retalk init -u zed --no-passphrase",
+        "PICKLE_SECRET=\"<YOUR-SECRET>\" retalk init -u zed",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!err.contains("PICKLE_SECRET is not set"), "{err}");
+
+    cli.env.pop();
+    let out = cli.run(&["init", "-u", "zed", "--server", "http://127.0.0.1:9"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(tmp.path().join("xdg/retalk/zed/store.db").exists());
+    assert!(err.contains("this is a 0.0.1 identity"), "{err}");
+    assert!(
+        err.contains(&tmp.path().join("xdg/retalk/zed").display().to_string()),
+        "{err}"
+    );
+    assert!(
+        err.contains("retalk init -u zed --passphrase-file"),
+        "{err}"
+    );
+
+    cli.env
+        .push(("RETALK_PASSPHRASE".into(), "passphrase".into()));
+    let out = cli.run(&["init", "-u", "kay", "--no-register"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(tmp.path().join("rh/kay/store.db").exists());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("0.0.1 identity"));
+}
+
+/// 0.3.0's stderr: a passphrase file readable by others is warned about
+/// once per `init` (it is read to create and again to register); `sync`
+/// and `register` say what they did; `receive` without a target is a
+/// usage error before any `using …` banner.
+#[test]
+fn stderr_lines_as_python_030_prints_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let mut cli = Cli::ours(tmp.path());
+    cli.env.push((
+        "RETALK_HOME".into(),
+        tmp.path().join("rh").display().to_string(),
+    ));
+    let file = tmp.path().join("pass");
+    std::fs::write(&file, "passphrase\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let file = file.display().to_string();
+    let out = cli.run(&[
+        "init",
+        "-u",
+        "ann",
+        "-r",
+        &relay.url,
+        "--passphrase-file",
+        &file,
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Registered on"), "{err}");
+    #[cfg(unix)]
+    assert_eq!(
+        err.matches("is readable by other users").count(),
+        1,
+        "{err}"
+    );
+
+    cli.env.push(("RETALK_PASSPHRASE_FILE".into(), file));
+    let out = cli.run(&["sync", "-u", "ann"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().any(|l| l == "synced (up to date)"), "{err}");
+    let out = cli.run(&["register", "-u", "ann"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l == format!("registered ann on {} (already current)", relay.url)),
+        "{err}"
+    );
+    let err = cli.fails(&["receive", "-u", "ann"], 2);
+    assert!(err.contains("receive needs a target"), "{err}");
+    assert!(!err.contains("using "), "{err}");
+}
