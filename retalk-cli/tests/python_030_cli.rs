@@ -352,9 +352,14 @@ fn a_python_030_identity_folder_opens_with_ours() {
         .run(&["receive", "--peer", "dave"])
         .stdout
         .contains("from our dave"));
-    // One way: Python can no longer unlock the folder.
+    // One way: Python can no longer unlock the folder, and says so in
+    // the words the README quotes (it reads like a mistyped passphrase).
     let python_dave = User::python(&python, tmp.path(), "dave", &relay.url);
-    assert_eq!(python_dave.run(&["id"]).code, Some(2));
+    let out = python_dave.command(&["id"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not unlock the identity at"), "{err}");
+    assert!(err.contains("(wrong passphrase?)"), "{err}");
 }
 
 /// The rule between the generations, both sides: the same `-u NAME` is the
