@@ -186,10 +186,17 @@ pub async fn run(
         GroupAction::Join => {
             need_name("join")?;
             let left = client::join_group(store, &name)?;
-            eprintln!(
-                "rejoined '{}': ask its owner to add you back — the group reappears with their next group message",
-                escape(&left.name)
-            );
+            if client::known_owner(store, &left.id)?.as_ref() == Some(&me) {
+                eprintln!(
+                    "rejoined '{}', which you own: the others dropped you when you left, so it reappears (still yours) only with a copy from a member who lists you again",
+                    escape(&left.name)
+                );
+            } else {
+                eprintln!(
+                    "rejoined '{}': ask its owner to add you back — the group reappears with their next group message",
+                    escape(&left.name)
+                );
+            }
         }
         GroupAction::Members => {
             need_name("members")?;
@@ -250,6 +257,12 @@ pub async fn run(
         GroupAction::Leave => {
             need_name("leave")?;
             let r = agent.leave_group(&name).await?;
+            if r.group.owner.as_ref() == Some(&me) {
+                eprintln!(
+                    "warning: you owned '{}': with you gone nobody can add members (ours refuse anyone else's additions); it can only shrink",
+                    escape(&r.group.name)
+                );
+            }
             let others = r.told.len() + r.failed.len();
             eprintln!(
                 "left '{}': told {}/{others} member(s); its copies are dropped from now on. Rejoin later with `retalk group join {}`",
@@ -262,7 +275,7 @@ pub async fn run(
             need_name("delete")?;
             let g = client::delete_group(store, &name)?;
             eprintln!(
-                "deleted group '{}' locally (peers keep their own copy)",
+                "deleted group '{}' locally (peers keep their own copy; their next copy brings it back, with its owner)",
                 escape(&g.name)
             );
         }

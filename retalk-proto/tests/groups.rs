@@ -340,3 +340,45 @@ async fn an_over_cap_roster_is_refused_in_counts() {
         ids(&[&t.alice, &t.bob, &t.carol])
     );
 }
+
+/// A group deleted here, or left and joined again, comes back with the
+/// owner it had: a member's copy bringing it back does not make that
+/// member the owner (trust on first use is for groups never held).
+#[tokio::test]
+async fn a_group_held_before_comes_back_with_its_owner() {
+    let t = team().await;
+    // carol forgets team; bob's next copy brings it back, still alice's.
+    client::delete_group(t.carol.store().as_ref(), "team").unwrap();
+    t.bob.send_group("team", "still on?").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_joined", "text:still on?"]);
+    assert_eq!(got[0].extra_fields()["owner"], t.alice.user_id().as_str());
+    let now = t.w.clock.now();
+    group_remove(
+        t.alice.store().as_ref(),
+        t.alice.user_id(),
+        "team",
+        &[t.bob.user_id().clone()],
+        now,
+    )
+    .unwrap();
+    t.alice.send_group("team", "bob is out").await.unwrap();
+    let got = receive(&t.carol).await;
+    assert_eq!(kinds(&got), ["group_update", "text:bob is out"]);
+    assert_eq!(members(&t.carol, "team"), ids(&[&t.alice, &t.carol]));
+
+    // alice (the owner) leaves and joins again; a copy that adds her back
+    // (here bob's, as a Python member's could) makes her the owner again.
+    t.alice.leave_group("team").await.unwrap();
+    client::join_group(t.alice.store().as_ref(), "team").unwrap();
+    forge(&t.bob, &t.gid, &[&t.alice, &t.bob, &t.carol]);
+    t.bob.send_group("team", "alice, come back").await.unwrap();
+    let got = receive(&t.alice).await;
+    let joined = got
+        .iter()
+        .find(|m| m.kind().as_deref() == Some("group_joined"))
+        .expect("joined");
+    assert_eq!(joined.extra_fields()["owner"], t.alice.user_id().as_str());
+    let g = find_group(t.alice.store().as_ref(), "team").unwrap();
+    assert_eq!(g.owner.as_ref(), Some(t.alice.user_id()));
+}

@@ -20,6 +20,33 @@ use crate::ids::{new_message_id, UserId};
 /// `meta.group_cap`, `cli.py@HEAD:439-456`).
 pub const GROUP_CAP_SETTING: &str = "group_cap";
 
+/// Where the owner of a group once held here is remembered after `group
+/// delete` or a leave (`group_owner/<gid>` = owner id), so that the group
+/// coming back with a member's copy keeps its owner instead of trusting
+/// that member on first use again (the creator would lose its group).
+fn owner_setting(id: &GroupId) -> String {
+    format!("group_owner/{id}")
+}
+
+/// The owner a group deleted or left here had ([`owner_setting`]).
+pub fn known_owner<S: Store + ?Sized>(
+    store: &S,
+    id: &GroupId,
+) -> Result<Option<UserId>, ClientError> {
+    Ok(store
+        .setting(&owner_setting(id))?
+        .and_then(|o| UserId::parse(&o).ok()))
+}
+
+/// Remembers `g`'s owner in `tx` ([`owner_setting`]).
+fn remember_owner<S: Store + ?Sized>(tx: &mut StoreTransaction<'_, S>, g: &Group) {
+    if let Some(o) = &g.owner {
+        tx.changes
+            .settings
+            .push((owner_setting(&g.id), o.to_string()));
+    }
+}
+
 /// The cap to judge incoming rosters by: the cached one, else
 /// [`group::DEFAULT_GROUP_CAP`].
 pub fn cached_group_cap<S: Store + ?Sized>(store: &S) -> Result<usize, ClientError> {
@@ -185,10 +212,12 @@ pub fn rename_group<S: Store + ?Sized>(
     Ok(g)
 }
 
-/// Forgets a group locally (no tombstone: a new copy brings it back).
+/// Forgets a group locally (no tombstone: a new copy brings it back, with
+/// the owner it had here).
 pub fn delete_group<S: Store + ?Sized>(store: &S, reference: &str) -> Result<Group, ClientError> {
     let g = find_group(store, reference)?;
     let mut tx = StoreTransaction::new(store)?;
+    remember_owner(&mut tx, &g);
     tx.changes.groups_removed.push(g.id.clone());
     tx.commit()?;
     Ok(g)
@@ -326,6 +355,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
         }
         let mut tx = self.transaction()?;
+        remember_owner(&mut tx, &g);
         tx.changes.left_groups.push(LeftGroup {
             id: g.id.clone(),
             name: g.name.clone(),
@@ -397,11 +427,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             Verdict::Left => return Ok(None),
             Verdict::Same { member } => (copy_extra(held, &tag, mid, member), None),
             Verdict::Adopt {
-                group,
+                mut group,
                 added,
                 removed,
                 new,
             } => {
+                // A group held here before (deleted, or left and joined
+                // again) keeps the owner it had, not the copy's say.
+                if let (true, Some(o)) = (new, known_owner(&self.store, &group.id)?) {
+                    group.owner = Some(o);
+                }
                 let ev = event(
                     if new { "group_joined" } else { "group_update" },
                     &group.name,

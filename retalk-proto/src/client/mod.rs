@@ -42,8 +42,8 @@ pub use error::ClientError;
 pub use follow::{Follow, Followed};
 pub use group::{
     cached_group_cap, create_group, delete_group, find_group, group_add, group_remove, groups,
-    join_group, left_groups, rename_group, save_group_cap, GroupSendReport, LeaveReport,
-    GROUP_CAP_SETTING,
+    join_group, known_owner, left_groups, rename_group, save_group_cap, GroupSendReport,
+    LeaveReport, GROUP_CAP_SETTING,
 };
 pub use history::{
     save_requested, seal, unseal, Conversation, ConversationSummary, History, HistoryEntry,
