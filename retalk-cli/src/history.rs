@@ -8,7 +8,7 @@ use retalk_store_sqlite::SqliteStore;
 
 use crate::args::Selection;
 use crate::error::CliError;
-use crate::identity::{self, open_store, resolve, secret};
+use crate::identity::{self, resolve, secret};
 use crate::{book, print_stdout, py_json, unlock_error};
 
 /// Whether to save message texts (0.3.0 `_save_messages_on`): `--save`,
@@ -36,7 +36,7 @@ pub fn warn_if_unsealed<S: Store + ?Sized>(store: &S) -> Result<(), CliError> {
 /// everywhere). `history` and `show` share it.
 pub fn open_reader(sel: &Selection) -> Result<(SqliteStore, String), CliError> {
     let located = resolve(sel, None)?;
-    let store = open_store(&located.dir)?;
+    let store = identity::open_unlocking(sel, &located)?;
     let no_pass = store
         .setting(setting::NO_PASSPHRASE)
         .map_err(ClientError::from)?

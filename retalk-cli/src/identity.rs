@@ -117,8 +117,50 @@ pub fn no_identity_at(dir: &Path, generation: Generation) -> CliError {
     CliError::NoIdentityAt { dir: shown, create }
 }
 
+/// Opens the store in `dir` (upgrading a Python retalk store unchecked;
+/// a command that unlocks the identity uses [`open_unlocking`]).
 pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {
-    SqliteStore::open(dir).map_err(|source| {
+    open_store_checked(dir, |_| true)
+}
+
+/// Opens the identity's store; a Python retalk store is upgraded (one way)
+/// only once `sel`'s secret unlocks its account pickle, so a wrong or
+/// missing passphrase fails as unlocking does and leaves the file byte for
+/// byte as it was (CLIENT-030.md: 0.3.0 keeps its account in `meta`).
+pub fn open_unlocking(sel: &Selection, located: &Located) -> Result<SqliteStore, CliError> {
+    let dir = &located.dir;
+    let mut refused = None;
+    let opened = open_store_checked(dir, |found| {
+        let no_pass = found
+            .settings
+            .get(retalk_proto::client::setting::NO_PASSPHRASE)
+            .is_some_and(|v| v == "1");
+        let checked = secret(sel, located.generation, false, no_pass).and_then(|(s, _)| {
+            let pickle = found
+                .account_pickle
+                .as_deref()
+                .ok_or_else(|| no_identity_at(dir, located.generation))?;
+            retalk_proto::olm::unpickle_account(
+                pickle,
+                &retalk_proto::olm::PickleKey::from_secret(&s),
+            )
+            .map(|_| ())
+            .map_err(|_| CliError::WrongSecret(dir.display().to_string()))
+        });
+        let ok = checked.is_ok();
+        refused = checked.err();
+        ok
+    });
+    opened.map_err(|e| refused.take().unwrap_or(e))
+}
+
+/// Opens the store in `dir`, upgrading a Python retalk store only when
+/// `allow` accepts it, and says once on stderr when it upgraded one.
+fn open_store_checked(
+    dir: &Path,
+    allow: impl FnOnce(&retalk_store_sqlite::PythonStore) -> bool,
+) -> Result<SqliteStore, CliError> {
+    let store = SqliteStore::open_checked(dir, allow).map_err(|source| {
         let path = dir.to_path_buf();
         if retalk_store_sqlite::is_damaged(&source) {
             CliError::Damaged {
@@ -128,7 +170,19 @@ pub fn open_store(dir: &Path) -> Result<SqliteStore, CliError> {
         } else {
             CliError::Store { path, source }
         }
-    })
+    })?;
+    if store.upgraded_python() {
+        let which = match GENERATION.get() {
+            Some(Generation::V001) => "0.0.1 ",
+            Some(Generation::V030) => "0.3.0 ",
+            None => "",
+        };
+        eprintln!(
+            "upgraded the Python retalk {which}folder {} to this retalk's store; Python retalk can no longer open it",
+            dir.display()
+        );
+    }
+    Ok(store)
 }
 
 /// The retalk home, refused when it is there but not a folder.

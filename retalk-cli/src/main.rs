@@ -1012,7 +1012,7 @@ fn unlock_error(e: ClientError, located: &Located) -> CliError {
 fn open_agent(sel: &Selection, banner: bool) -> Result<(Agent, Located), CliError> {
     let located = resolve(sel, None)?;
     let dir = &located.dir;
-    let store = open_store(dir)?;
+    let store = identity::open_unlocking(sel, &located)?;
     let setting_of = |k: &str| store.setting(k).map_err(ClientError::from);
     let saved = setting_of(setting::RELAY_URL)?;
     let saved_key = setting_of(setting::API_KEY)?;

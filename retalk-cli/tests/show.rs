@@ -356,3 +356,63 @@ fn show_renders_as_python_030_does() {
     let line = mine.lines().find(|l| l.ends_with("hi bob")).unwrap();
     assert_eq!(line.chars().count(), 80, "{line:?}");
 }
+
+/// Opening a Python 0.3.0 folder upgrades it one way, so it happens only
+/// once the passphrase unlocks the folder's account: a wrong or missing
+/// passphrase fails with exit 2 and leaves `store.db` byte for byte as it
+/// was (Python still opens it); the run that upgrades says so on stderr,
+/// once.
+#[test]
+fn show_upgrades_a_python_folder_only_after_unlocking_it() {
+    let python = python_with_retalk("0.3.0");
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::python(&python, root.path(), "alice", &relay.url);
+    let bob = Agent::python(&python, root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    let ours = Agent {
+        program: env!("CARGO_BIN_EXE_retalk").into(),
+        path: "/usr/bin:/bin".into(),
+        home: alice.home.clone(),
+        name: alice.name.clone(),
+        relay: alice.relay.clone(),
+        python: false,
+        id: alice.id.clone(),
+    };
+    let db = alice.home.join("alice").join("store.db");
+    let before = std::fs::read(&db).unwrap();
+    let run = |pass: Option<&str>| {
+        let mut c = ours.command(&["show", "alice", "bob"]);
+        match pass {
+            Some(p) => c.env("RETALK_PASSPHRASE", p),
+            None => c.env_remove("RETALK_PASSPHRASE"),
+        };
+        c.output().unwrap()
+    };
+    for pass in [Some("bad"), None] {
+        let out = run(pass);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            std::fs::read(&db).unwrap() == before,
+            "{pass:?} changed store.db"
+        );
+    }
+    // Python still opens it.
+    alice.ok(&["id"]);
+    let out = run(Some("passphrase of alice"));
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("upgraded the Python retalk 0.3.0 folder")
+            && err.contains("Python retalk can no longer open it"),
+        "{err}"
+    );
+    let again = run(Some("passphrase of alice"));
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        !String::from_utf8(again.stderr)
+            .unwrap()
+            .contains("upgraded"),
+        "said twice"
+    );
+}

@@ -201,6 +201,20 @@ pub struct SqliteStore {
     /// `store.db.take.lock`: held by a process handing messages to its
     /// application ([`Store::take_lock`]).
     take_file: Mutex<File>,
+    /// Whether this open upgraded a Python retalk store (one way).
+    upgraded_python: bool,
+}
+
+/// A Python retalk store (0.0.1 or 0.3.0 `store.py`) before its one-way
+/// upgrade: what a caller needs to check the secret first, read without
+/// writing to the file. Shapes are Python's `meta(k, v)` table.
+#[derive(Debug, Clone, Default)]
+pub struct PythonStore {
+    /// `meta.account`: the pickled Olm account, if the folder has one.
+    pub account_pickle: Option<String>,
+    /// Every other `meta` key and value (e.g. `no_passphrase` = `"1"`);
+    /// they become the upgraded store's settings, under the same keys.
+    pub settings: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -299,6 +313,19 @@ impl SqliteStore {
     /// i.e. its `store.db`, creating the schema, or upgrading a Python
     /// retalk 0.0.1 store in place (one way; see the crate docs).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_checked(dir, |_| true)
+    }
+
+    /// [`open`](Self::open), but a Python retalk store is upgraded only when
+    /// `allow` accepts what it holds (e.g. the secret unlocks its account
+    /// pickle): the upgrade is one way, so a command that fails to unlock
+    /// must not have made the folder unusable for Python. When `allow`
+    /// refuses, the file is left byte for byte as it was (it was only read,
+    /// with a read-only connection) and the error says so.
+    pub fn open_checked(
+        dir: impl AsRef<Path>,
+        allow: impl FnOnce(&PythonStore) -> bool,
+    ) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         if !dir.exists() {
             let mut builder = std::fs::DirBuilder::new();
@@ -307,30 +334,56 @@ impl SqliteStore {
             std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
             builder.create(dir).map_err(io_err)?;
         }
-        Self::open_path(dir.join(STORE_FILE))
+        Self::open_path_checked(dir.join(STORE_FILE), allow)
     }
 
     /// Opens a store database by its path; the lock file is the path plus
     /// `.lock`.
     pub fn open_path(db: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_path_checked(db, |_| true)
+    }
+
+    /// [`open_path`](Self::open_path) with the check of
+    /// [`open_checked`](Self::open_checked).
+    pub fn open_path_checked(
+        db: impl AsRef<Path>,
+        allow: impl FnOnce(&PythonStore) -> bool,
+    ) -> Result<Self, StoreError> {
         let path = db.as_ref().to_path_buf();
         let lock_file = open_lock_file(&path, ".lock")?;
         // Create and upgrade under the identity's lock, so no other process
         // (ours or Python retalk's) works on the folder half-way through.
         FileExt::lock_exclusive(&lock_file).map_err(io_err)?;
-        let opened = Self::open_locked(&path);
+        let opened = Self::open_locked(&path, allow);
         let _ = FileExt::unlock(&lock_file);
-        let conn = opened?;
+        let (conn, upgraded_python) = opened?;
         let take_file = open_lock_file(&path, ".take.lock")?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
             lock_file: Mutex::new(lock_file),
             take_file: Mutex::new(take_file),
+            upgraded_python,
         })
     }
 
-    fn open_locked(path: &Path) -> Result<Connection, StoreError> {
+    /// Opens (creating, upgrading) the database under the folder's lock;
+    /// says whether it upgraded a Python store.
+    fn open_locked(
+        path: &Path,
+        allow: impl FnOnce(&PythonStore) -> bool,
+    ) -> Result<(Connection, bool), StoreError> {
+        // Checked before the first write (even the switch to WAL rewrites
+        // the header of a Python store, which keeps a rollback journal).
+        let python = python_store(path)?;
+        if let Some(found) = &python {
+            if !allow(found) {
+                return Err(StoreError::msg(format!(
+                    "{}: not upgrading this Python retalk store (it was left unchanged)",
+                    path.display()
+                )));
+            }
+        }
         if !path.exists() {
             // An empty file is an empty database; creating it ourselves
             // makes it (and the WAL SQLite derives from it) owner-only.
@@ -352,7 +405,14 @@ impl SqliteStore {
         conn.pragma_update(None, "secure_delete", "ON")
             .map_err(db_err)?;
         upgrade(&mut conn)?;
-        Ok(conn)
+        Ok((conn, python.is_some()))
+    }
+
+    /// Whether opening this store upgraded a Python retalk store to ours,
+    /// one way (Python retalk can no longer open it): a caller tells its
+    /// user once.
+    pub fn upgraded_python(&self) -> bool {
+        self.upgraded_python
     }
 
     /// The database file.
@@ -405,6 +465,47 @@ fn columns(tx: &Transaction<'_>, table: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = tx.prepare(&format!("PRAGMA table_info(\"{table}\")"))?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
     rows.collect()
+}
+
+/// The Python retalk store at `path`, if that is what the file holds (no
+/// schema version, a `meta` table and no `identity` table: the test
+/// [`upgrade`] makes), read through a read-only connection.
+fn python_store(path: &Path) -> Result<Option<PythonStore>, StoreError> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(None);
+    }
+    let conn = conn::open_reader(path)?;
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+            .exists([name])
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if version != 0 || !table("meta").map_err(db_err)? || table("identity").map_err(db_err)? {
+        return Ok(None);
+    }
+    let mut found = PythonStore::default();
+    let mut stmt = conn.prepare("SELECT k, v FROM meta").map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (Some(k), Some(v)) = row.map_err(db_err)? else {
+            continue;
+        };
+        if k == "account" {
+            found.account_pickle = Some(v);
+        } else {
+            found.settings.insert(k, v);
+        }
+    }
+    Ok(Some(found))
 }
 
 /// Brings the file to [`SCHEMA_VERSION`] in one transaction.

@@ -61,7 +61,7 @@ mod contacts;
 mod relay;
 mod writer;
 
-pub use client::{SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
+pub use client::{PythonStore, SqliteStore, StoreLock, TakeLock, STORE_FILE, UNKNOWN_PEER};
 pub use conn::is_damaged;
 pub use contacts::{GlobalContacts, GLOBAL_CONTACTS_FILE};
 pub use relay::{SqliteRelayStore, DEFAULT_POOL_SIZE};
