@@ -140,8 +140,19 @@ fn wrong_secret_unknown_peer_and_bad_ids_exit_2() {
     c.env_remove("PICKLE_SECRET");
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("PICKLE_SECRET is not set and there is no terminal"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no passphrase provided (and no terminal to prompt on)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("PICKLE_SECRET=\"<YOUR-SECRET>\" retalk id -s alice"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("RETALK_PASSPHRASE"),
+        "opening a 0.0.1 identity: {err}"
+    );
 }
 
 #[test]
