@@ -56,6 +56,14 @@ fn advice(e: &ClientError) -> String {
         ClientError::PinMismatch { .. } => format!(
             "{e} Do not send to or trust this peer until you have compared fingerprints with them over another channel."
         ),
+        // Our relay's (and Python's) answer to keys asked for an id it
+        // does not know: a person needs to hear what that means.
+        ClientError::Relay {
+            tool: "claim_key" | "get_keys",
+            source: TransportError::Refused { error, .. },
+        } if error.starts_with("unknown peer") => format!(
+            "this relay does not know that fingerprint ({error}): it is mistyped, or the peer never registered on this relay. Check the fingerprint with the peer (their `id` tool) and that you share a relay."
+        ),
         ClientError::Relay { source, .. } if is_unreachable(source) => format!(
             "the relay could not be reached ({source}). It may be down or the network away: try again in a minute; messages already sent are kept and resent automatically."
         ),

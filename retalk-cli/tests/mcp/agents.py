@@ -229,6 +229,7 @@ async def main():
             ("share", {"contact": "nobody", "peer": "alice"}, "the `add` tool"),
             ("send", {"peer": "alice", "text": ""}, "text is empty"),
             ("add", {"fingerprint": "0" * 32, "name": "ghost", "verify": True}, "saved, but NOT verified"),
+            ("verify", {"peer": "ghost"}, "does not know that fingerprint"),
             ("verify", {"peer": "nobody"}, "`contacts`"),
             ("send", {"peer": IDS["bob"], "text": "x"}, "your own fingerprint"),
         ]:
