@@ -288,10 +288,14 @@ pub async fn run(
 /// copy failed (`cmd_send`).
 pub async fn send(agent: &Agent, group: &str, text: &str, save: bool) -> Result<(), CliError> {
     // Before the sync: an unknown group changes nothing.
-    client::find_group(agent.store(), group).map_err(|_| {
-        CliError::Usage(format!(
-            "no group '{group}' — create one with `retalk group create NAME --members ...`"
-        ))
+    client::find_group(agent.store(), group).map_err(|e| match e {
+        ClientError::Group(retalk_proto::group::GroupError::UnknownGroup(_)) => {
+            CliError::Usage(format!(
+                "no group '{}' — create one with `retalk group create NAME --members ...`",
+                escape(group)
+            ))
+        }
+        e => e.into(),
     })?;
     agent.sync(true).await?;
     let r = agent.send_group(group, text).await?;

@@ -727,3 +727,28 @@ fn a_peers_group_name_cannot_pass_for_an_id_or_forge_rows() {
     assert!(text_from(&outsider.receive(), &t.carol).is_empty());
     assert_eq!(text_from(&t.alice.receive(), &t.carol).len(), 1);
 }
+
+/// A group left here is not "unknown": naming it says how to rejoin.
+#[test]
+fn a_left_group_says_how_to_rejoin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let bob = Agent::ours(tmp.path(), "bob", &relay.url);
+    introduce(&[&alice, &bob]);
+    alice.ok(&["group", "create", "crew", "--members", "bob"]);
+    alice.ok(&["group", "leave", "crew"]);
+    for args in [
+        &["send", "hi", "--group", "crew"][..],
+        &["group", "members", "crew"][..],
+    ] {
+        let (out, err) = alice.fails(args, 2);
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("you left 'crew'") && err.contains("retalk group join crew"),
+            "{err}"
+        );
+    }
+    let (_, err) = alice.fails(&["send", "hi", "--group", "nope"], 2);
+    assert!(err.contains("no group 'nope'"), "{err}");
+}

@@ -66,6 +66,9 @@ pub enum GroupError {
     NoMembers,
     #[error("no group '{0}' — see `retalk group list`")]
     UnknownGroup(String),
+    /// The group was left here (a tombstone): not held, but known.
+    #[error("you left '{0}' — `retalk group join {0}` to rejoin (it comes back with a member's next copy that lists you)")]
+    LeftGroup(String),
     #[error("'{0}' is not a group you left — see `retalk group list`")]
     NotLeft(String),
     #[error("none of those are members — see `retalk group members {0}`")]

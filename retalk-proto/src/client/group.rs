@@ -76,13 +76,28 @@ pub fn groups<S: Store + ?Sized>(store: &S) -> Result<Vec<Group>, ClientError> {
 /// The group a person means: a group id, else a local name. The id comes
 /// first: a name is a label (some learned from a peer's copy), and an id
 /// always means its own group, whatever any group is called.
+///
+/// Errors: [`GroupError::LeftGroup`] for a group left here (so the person
+/// learns how to rejoin), else [`GroupError::UnknownGroup`].
 pub fn find_group<S: Store + ?Sized>(store: &S, reference: &str) -> Result<Group, ClientError> {
     let all = store.groups()?;
-    all.iter()
+    if let Some(g) = all
+        .iter()
         .find(|g| g.id.as_str() == reference)
         .or_else(|| all.iter().find(|g| g.name == reference))
-        .cloned()
-        .ok_or_else(|| GroupError::UnknownGroup(reference.to_owned()).into())
+    {
+        return Ok(g.clone());
+    }
+    let left = store.left_groups()?;
+    Err(match left
+        .iter()
+        .find(|l| l.id.as_str() == reference)
+        .or_else(|| left.iter().find(|l| l.name == reference))
+    {
+        Some(l) => GroupError::LeftGroup(l.name.clone()),
+        None => GroupError::UnknownGroup(reference.to_owned()),
+    }
+    .into())
 }
 
 fn check_free_name<S: Store + ?Sized>(
