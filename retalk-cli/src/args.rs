@@ -551,8 +551,8 @@ Groups are client-side: each group message is one pairwise encrypted copy
 per member, carrying the sender's roster.
 
 Who may change a roster: the group's owner is its creator (for a group you
-learn from an incoming copy, the owner that copy names, else its sender:
-trust on first use). Only the owner adds or removes others; any member may
+learn from an incoming copy, the owner that copy names unless it names
+you, else its sender: trust on first use). Only the owner adds or removes others; any member may
 leave (`group leave`, or a copy whose roster drops only its sender). A copy
 from someone not in the roster you hold (a stranger, a former member) never
 changes it: its text is shown marked \"member\": false. Every roster change
