@@ -403,9 +403,10 @@ fn save_card(
     let saved = store.contacts().map_err(|e| e.to_string())?;
     let known = saved.iter().find(|c| c.id == id);
     let as_name = as_name.filter(|n| !n.is_empty());
+    // A card without a name is refused as in 0.3.0, even for a known id.
     let name = match (as_name, known.and_then(label)) {
         (Some(n), _) => n,
-        (None, Some(kept)) if !override_name => kept,
+        (None, Some(kept)) if !override_name && !card.name.is_empty() => kept,
         _ => &card.name,
     }
     .to_owned();
