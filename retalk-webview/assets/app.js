@@ -18,6 +18,24 @@
     if (text !== undefined) e.textContent = String(text);
     return e;
   }
+  // A text under the terminal's rule (retalk_proto::display::is_hidden and
+  // escape): control, bidirectional and invisible format characters show as
+  // \t, \r, \x1b, \u{202e}, so a text cannot reorder or hide what it says;
+  // its line breaks stay breaks (names arrive escaped by the server).
+  const HIDDEN = new RegExp("[\\p{Cc}\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e" +
+    "\\u2066-\\u2069\\u00ad\\u180e\\u200b\\u2060-\\u2064\\u206a-\\u206f\\ufeff\\ufff9-\\ufffb" +
+    "\\u034f\\u{1d173}-\\u{1d17a}\\u115f\\u1160\\u2800\\u3164\\uffa0\\u{e0000}-\\u{e007f}" +
+    "\\u{e0100}-\\u{e01ef}\\ue000-\\uf8ff\\u{f0000}-\\u{10ffff}\\ufdd0-\\ufdef\\ufffe\\uffff]",
+    "gu");
+  function visible(text) {
+    return String(text).replace(HIDDEN, c => {
+      if (c === "\n") return c;
+      if (c === "\t") return "\\t";
+      if (c === "\r") return "\\r";
+      const n = c.codePointAt(0), hex = n.toString(16);
+      return n < 0x100 ? "\\x" + hex.padStart(2, "0") : "\\u{" + hex.padStart(4, "0") + "}";
+    });
+  }
   function status(text) { document.getElementById("status").textContent = text; }
   function fmtDay(ts) { return new Date(ts * 1000).toLocaleDateString(); }
   function fmtTime(ts) {
@@ -78,7 +96,7 @@
         const b = el("div", "msg " + (m.direction === "out" ? "out" : "in"));
         b.dataset.rowid = m.rowid;
         if (m.direction !== "out" || group) b.appendChild(el("div", "who", m.name));
-        b.appendChild(el("div", "text", m.text));
+        b.appendChild(el("div", "text", visible(m.text)));
         b.appendChild(el("div", "tm", fmtTime(m.ts)));
         t.appendChild(b);
       }

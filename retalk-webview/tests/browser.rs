@@ -18,6 +18,10 @@ const TEAM: &str = "7ea37ea37ea37ea37ea37ea37ea37ea3";
 const HOSTILE: &str =
     "<img src=x onerror=\"window.pwned=1\"></script><script>window.pwned=2</script>";
 
+/// A text that reorders itself (U+202E ... U+202C), clears a terminal
+/// and hides a zero-width space and a tab.
+const REORDERING: &str = "pay \u{202e}0001\u{202c} now\x1b[2J\u{200b}\t!";
+
 #[derive(Default)]
 struct Saved(Mutex<Vec<(&'static str, Message)>>);
 
@@ -86,6 +90,7 @@ async fn the_page_in_a_real_browser() {
     saved.save(BOB, Direction::Out, "alice", "hi bob");
     saved.save(BOB, Direction::In, "bob", "hi alice\nsecond line");
     saved.save(BOB, Direction::In, "bob", HOSTILE);
+    saved.save(BOB, Direction::In, "bob", REORDERING);
     saved.save(TEAM, Direction::Out, "alice", "hello team");
     saved.save(TEAM, Direction::In, "bob", "bob here");
     saved.save(TEAM, Direction::In, "~carol", "carol here");
@@ -148,7 +153,7 @@ async fn the_page_in_a_real_browser() {
     b.click(&format!(".convo[data-id='{BOB}']")).await;
     b.wait_until(
         "bob's thread",
-        "return document.querySelectorAll('#thread .msg').length === 3 && document.getElementById('thread').dataset.id.startsWith('b0b0');",
+        "return document.querySelectorAll('#thread .msg').length === 4 && document.getElementById('thread').dataset.id.startsWith('b0b0');",
         Duration::from_secs(10),
     )
     .await;
@@ -158,6 +163,8 @@ async fn the_page_in_a_real_browser() {
             "out||hi bob",
             "in|bob|hi alice\nsecond line",
             format!("in|bob|{HOSTILE}"),
+            // Shown as the terminal shows it: escaped, not reordered.
+            "in|bob|pay \\u{202e}0001\\u{202c} now\\x1b[2J\\u{200b}\\t!".to_owned(),
         ])
     );
     assert_eq!(
@@ -191,7 +198,7 @@ async fn the_page_in_a_real_browser() {
     assert_eq!(
         b.eval("return document.querySelectorAll('#thread .msg').length;")
             .await,
-        4
+        5
     );
     assert_eq!(b.eval("return typeof window.pwned;").await, "undefined");
 
