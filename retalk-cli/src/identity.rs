@@ -177,7 +177,7 @@ fn open_store_checked(
             Some(Generation::V030) => "0.3.0 ",
             None => "",
         };
-        eprintln!(
+        say!(
             "upgraded the Python retalk {which}folder {} to this retalk's store; Python retalk can no longer open it",
             dir.display()
         );
