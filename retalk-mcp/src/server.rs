@@ -626,7 +626,16 @@ impl RetalkServer {
                                 Some(r) => format!(": {}", escape(r)),
                                 None => String::new(),
                             };
-                            line.push_str(&format!("{} [{}{reason}]", escape(&who), escape(kind)))
+                            line.push_str(&format!("{} [{}{reason}]", escape(&who), escape(kind)));
+                            // A shared card: whom it is for (`add` saves it).
+                            if let Some(card) = m.extra.get("card") {
+                                let field = |k: &str| escape(card[k].as_str().unwrap_or("?"));
+                                line.push_str(&format!(
+                                    " card of {} ({})",
+                                    field("name"),
+                                    field("fingerprint")
+                                ));
+                            }
                         }
                         None => line.push_str(&human(&who, &m.text)),
                     }

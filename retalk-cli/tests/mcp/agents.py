@@ -246,6 +246,9 @@ async def main():
         assert upper["fingerprint"] == IDS["carol"], upper
         shared = data(await a.call_tool("share", {"contact": "bob", "peer": "bob"}))
         assert shared["shared"] == IDS["bob"], shared
+        result = await b.call_tool("receive", {"wait": 10})
+        assert [m["kind"] for m in data(result)["messages"]] == ["contact"], result
+        assert f"[contact] card of bob ({IDS['bob']})" in result.content[0].text, result
         synced = data(await a.call_tool("sync", {}))
         assert synced["unclaimed"] > 0, synced
         print("ok other tools")
