@@ -133,7 +133,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         let saved = |id: &UserId| {
             contacts
                 .iter()
-                .find(|c| &c.id == id)
+                // A contact saved under its own id (`request` without
+                // --peer) is unnamed: the sender's chosen name shows.
+                .find(|c| &c.id == id && c.name != c.id.as_str())
                 .map(|c| c.name.as_str())
         };
         records
