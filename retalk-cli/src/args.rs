@@ -595,9 +595,9 @@ examples:
         /// new: multi-use and no expiry (until revoked)
         #[arg(long)]
         permanent: bool,
-        /// new: days until the code expires (0: never; default 7 for a
-        /// single-use code)
-        #[arg(long, value_name = "DAYS")]
+        /// new: days until the code expires (0 or less: never; default 7
+        /// for a single-use code)
+        #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
         expires: Option<f64>,
         /// list: one JSON object per line
         #[arg(long)]

@@ -157,6 +157,11 @@ fn invite_usage_errors_change_nothing() {
     assert_eq!(rows[0]["kind"], "permanent");
     assert_eq!(rows[0]["expires"], Value::Null);
     assert_eq!(rows[0]["active"], true);
+    // A negative number of days is a number (never expires, as in 0.3.0),
+    // not an option.
+    let rec: Value =
+        serde_json::from_str(&alice.ok(&["invite", "new", "--expires", "-1"])).unwrap();
+    assert_eq!(rec["expires"], Value::Null, "{rec}");
 }
 
 /// A Python 0.0.1 relay has no `peek`: `invite watch` refuses, clearly,
