@@ -334,7 +334,8 @@ pub fn contacts(
             card
         } else {
             format!(
-                "{name}\t{fp}\t{}",
+                "{}\t{fp}\t{}",
+                crate::display::escape(&name),
                 if verified { "verified" } else { "unverified" }
             )
         });
@@ -361,7 +362,9 @@ pub fn contacts(
         } else {
             format!(
                 "{}\t{}\t{}",
-                label(c).unwrap_or("(unnamed)"),
+                // A name from a Python folder or the owner-wide list may
+                // hold anything: shown by `receive`'s rule.
+                crate::display::escape(label(c).unwrap_or("(unnamed)")),
                 c.id,
                 if verified { "verified" } else { "unverified" }
             )
@@ -400,7 +403,8 @@ fn save_card(
     if own.is_some_and(|own| *own == id) {
         return Err("the card is your own identity's -- a contact is someone else".into());
     }
-    let saved = store.contacts().map_err(|e| e.to_string())?;
+    // The contacts `--peer` resolves against: the owner-wide list too.
+    let saved = effective(store).map_err(|e| e.to_string())?;
     let known = saved.iter().find(|c| c.id == id);
     let as_name = as_name.filter(|n| !n.is_empty());
     // A card without a name is refused as in 0.3.0, even for a known id.

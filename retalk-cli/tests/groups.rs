@@ -386,6 +386,16 @@ fn a_python_folders_groups_open_with_ours() {
     let raw = "evil\nteam\t0123\t9 member(s)";
     forge_python_roster(&dave, &"d1".repeat(16), raw, &[&dave.id, &bob.id]);
 
+    // ...and a contact name (Python's `peers` table checks none).
+    let db = dave.home.join(&dave.name).join("store.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE peers SET name = ?1 WHERE fingerprint = ?2",
+            rusqlite::params!["bo\nb\tfake", bob.id],
+        )
+        .unwrap();
+
     // dave now runs our binary on the same folder.
     dave.program = std::path::PathBuf::from(env!("CARGO_BIN_EXE_retalk"));
     dave.path = "/usr/bin:/bin".into();
@@ -400,6 +410,11 @@ fn a_python_folders_groups_open_with_ours() {
         "{list}"
     );
     dave.ok(&["group", "delete", &"d1".repeat(16)]);
+    let contacts = dave.ok(&["contacts"]);
+    assert!(
+        contacts.contains(&format!("bo\\nb\\tfake\t{}\t", bob.id)),
+        "{contacts}"
+    );
     let groups = dave.groups();
     assert_eq!(groups.len(), 1, "{groups:?}");
     assert_eq!(groups[0]["group_id"], created["group_id"]);

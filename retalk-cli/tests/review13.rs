@@ -136,6 +136,14 @@ fn a_card_does_not_take_over_a_saved_contact() {
         contacts(&bob),
         vec![("alice2".to_owned(), alice.id.clone(), true)]
     );
+    // A name held in the owner-wide list is held too.
+    bob.ok(&["add", &eve.id, "--peer", "gdave", "--global"]);
+    let gdave = format!(r#"{{"fingerprint": "{}", "name": "gdave"}}"#, mallory.id);
+    let (_, err) = bob.fails(&["import", &gdave], 2);
+    assert!(
+        err.contains("a contact named 'gdave' already exists"),
+        "{err}"
+    );
     bob.ok(&["import", &stranger, "--as", "alice2", "--override"]);
     let now = contacts(&bob);
     assert!(
