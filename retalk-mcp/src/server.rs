@@ -646,7 +646,7 @@ impl RetalkServer {
         };
         let mut value = json!({ "messages": got });
         if let Some(e) = relay {
-            text.push_str(&format!("\n(these were already here; {e})"));
+            text.push_str(&format!("\n(as this call began: {e})"));
             value["relay_error"] = e.into();
         }
         Ok(done(text, value))
