@@ -43,9 +43,12 @@ use crate::error::CliError;
 /// `retalk show`'s arguments (0.3.0 `cli.py` `show` subparser).
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// The identity to read (a name under $RETALK_HOME, as -u NAME); with
-    /// --dir DIR, the one positional is the PEER
-    #[arg(value_name = "USER")]
+    /// The identity to read: a name under $RETALK_HOME, as -u NAME. Leave it
+    /// out when -u NAME, --dir DIR or -s DIR gives the identity (the one
+    /// positional is then the PEER), or when RETALK_USER does (a lone
+    /// positional is then the PEER, except with --web or --group)
+    // Its own id: under the id "user" clap filled the global -u with it.
+    #[arg(id = "show_user", value_name = "USER")]
     pub user: Option<String>,
     /// The peer whose conversation to show: a saved name or a user id
     #[arg(value_name = "PEER")]
@@ -59,19 +62,22 @@ pub struct ShowArgs {
     #[arg(long)]
     pub follow: bool,
     /// Serve every saved conversation as a web page on 127.0.0.1 (it
-    /// prints the address to open, with its access token). It never
+    /// prints the address to open, with its access token, on stderr; a
+    /// new token each run). Contacts with no saved messages are listed
+    /// too, with a count of 0. It never
     /// contacts the relay; messages saved meanwhile appear by themselves
     #[arg(long)]
     pub web: bool,
     /// (with --web) The port to listen on (default 8765, as Python 0.3.0);
-    /// 0 picks a free one
+    /// 0 picks a free one (when 8765 is taken)
     #[arg(long, value_name = "N", requires = "web")]
     pub port: Option<u16>,
 }
 
 /// `retalk show`.
 pub async fn run(sel: &Selection, args: ShowArgs) -> Result<(), CliError> {
-    let (sel, peer) = select(sel, args.user, args.peer)?;
+    let needs_peer = !args.web && args.group.is_none();
+    let (sel, peer) = select(sel, args.user, args.peer, needs_peer)?;
     if args.web {
         if args.group.is_some() || peer.is_some() {
             return Err(CliError::Usage(
@@ -98,30 +104,49 @@ pub async fn run(sel: &Selection, args: ShowArgs) -> Result<(), CliError> {
     terminal(&sel, what, args.follow).await
 }
 
-/// The identity selection and the peer: `show USER [PEER]` selects USER as
-/// `-u USER` would; with a directory given (`--dir`, `-s`) the one
-/// positional is the PEER (0.3.0 `cmd_show`).
+/// The identity selection and the peer. `show USER [PEER]` selects USER as
+/// `-u USER` would (0.3.0 `cmd_show`); when the identity is given otherwise
+/// (`-u NAME`, `--dir DIR`, `-s DIR`) the one positional is the PEER; with
+/// only `RETALK_USER` set, a lone positional is the PEER unless `--web` or
+/// `--group` is given (`show alice --web` still names the identity).
 fn select(
     sel: &Selection,
     user: Option<String>,
     peer: Option<String>,
+    needs_peer: bool,
 ) -> Result<(Selection, Option<String>), CliError> {
     let mut sel = sel.clone();
-    if sel.dir_030.is_some() || sel.dir.is_some() {
+    let given = if sel.dir_030.is_some() {
+        Some("--dir DIR")
+    } else if sel.dir.is_some() {
+        Some("-s/--store DIR")
+    } else if sel.user.is_some() {
+        Some("-u NAME")
+    } else if sel.user_level.is_some() {
+        Some("--user-level NAME")
+    } else {
+        None
+    };
+    if let Some(given) = given {
         if peer.is_some() {
-            return Err(CliError::Usage(
-                "with --dir, give just the PEER: retalk show PEER --dir DIR".into(),
-            ));
+            return Err(CliError::Usage(format!(
+                "the identity is given by {given}: give just the PEER, e.g. retalk show PEER {given}"
+            )));
         }
         return Ok((sel, user));
     }
-    let Some(user) = user else {
-        return Err(CliError::Usage(
-            "show needs an identity: a USER positional, or --dir DIR".into(),
-        ));
-    };
-    sel.user = Some(user);
-    Ok((sel, peer))
+    let env_user = crate::identity::env_text("RETALK_USER")?.is_some();
+    match user {
+        Some(one) if peer.is_none() && needs_peer && env_user => Ok((sel, Some(one))),
+        Some(user) => {
+            sel.user = Some(user);
+            Ok((sel, peer))
+        }
+        None if env_user => Ok((sel, None)),
+        None => Err(CliError::Usage(
+            "show needs an identity: a USER positional, -u NAME, --dir DIR or RETALK_USER".into(),
+        )),
+    }
 }
 
 /// The selected identity's store and the secret that opens it, without
@@ -279,7 +304,17 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
     let saved = saved_names(&opened.store)?;
     let (conversation, other, sub, peers) = match &what {
         Wanted::Peer(p) => {
-            let id = crate::book::peer_to_id(&crate::book::effective(&opened.store)?, p)?;
+            let id = crate::book::peer_to_id(&crate::book::effective(&opened.store)?, p).map_err(
+                |e| match client::find_group(&opened.store, p) {
+                    // A group's name (or id) where a peer was expected.
+                    Ok(g) => CliError::Usage(format!(
+                        "{} is a group, not a contact: show its conversation with --group {}",
+                        display::escape(p),
+                        display::escape(&g.name)
+                    )),
+                    Err(_) => e,
+                },
+            )?;
             let other = match saved.get(&id) {
                 Some(name) => name.clone(),
                 None if UserId::parse(p).is_err() => p.clone(),

@@ -209,14 +209,27 @@ fn show_renders_a_saved_conversation_in_a_real_terminal() {
     );
     assert!(!piped.contains('\u{1b}'), "{piped:?}");
     let (_, err) = alice.fails(&["show", "alice", "bob", "--dir", &dir], 2);
-    assert!(err.contains("with --dir, give just the PEER"), "{err}");
+    assert!(
+        err.contains("the identity is given by --dir DIR: give just the PEER"),
+        "{err}"
+    );
 
-    // An unknown peer, a missing conversation: clear errors.
+    // An unknown peer, a missing conversation: clear errors (without
+    // RETALK_USER, a lone positional is the USER).
     let (_, err) = alice.fails(&["show", "alice", "carol"], 2);
     assert!(err.contains("carol"), "{err}");
-    let (_, err) = alice.fails(&["show", "alice"], 2);
+    let bare = |args: &[&str]| {
+        let out = alice
+            .command(args)
+            .env_remove("RETALK_USER")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = bare(&["show", "alice"]);
     assert!(err.contains("show needs a conversation"), "{err}");
-    let (_, err) = alice.fails(&["show"], 2);
+    let err = bare(&["show"]);
     assert!(err.contains("show needs an identity"), "{err}");
 
     // --follow: a message bob sends while it runs is received, saved and
@@ -415,4 +428,54 @@ fn show_upgrades_a_python_folder_only_after_unlocking_it() {
             .contains("upgraded"),
         "said twice"
     );
+}
+
+/// `show` takes the identity as every command does (-u NAME, RETALK_USER,
+/// --dir), the USER positional still working; its refusals name what was
+/// given and what to do.
+#[test]
+fn show_selects_the_identity_as_every_command_does() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    let bob = Agent::ours(root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    bob.add(&alice);
+    alice.ok(&["send", "hi bob", "--peer", "bob", "--save"]);
+    alice.ok(&["group", "create", "team", "--members", "bob"]);
+    let without_env = |args: &[&str]| {
+        let mut c = alice.command(args);
+        c.env_remove("RETALK_USER");
+        c.output().unwrap()
+    };
+    // RETALK_USER (set by Agent) with the PEER alone; -u NAME; USER PEER.
+    assert!(alice.ok(&["show", "bob"]).contains("hi bob"));
+    let out = without_env(&["show", "-u", "alice", "bob"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hi bob"));
+    let out = without_env(&["show", "alice", "bob"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hi bob"),
+        "{out:?}"
+    );
+    // --group with RETALK_USER and no positional.
+    assert!(alice.ok(&["show", "--group", "team"]).contains("team"));
+    // Without any: the identity is asked for, naming every way.
+    let out = without_env(&["show"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-u NAME, --dir DIR or RETALK_USER"),
+        "{out:?}"
+    );
+    // A group where a peer goes: the hint says --group.
+    let (_, err) = alice.fails(&["show", "alice", "team"], 2);
+    assert!(
+        err.contains("team is a group") && err.contains("--group team"),
+        "{err}"
+    );
+    // Refusals name the flag given.
+    let (_, err) = alice.fails(&["show", "alice", "bob", "-s", "./old"], 2);
+    assert!(err.contains("-s/--store DIR"), "{err}");
+    let (_, err) = alice.fails(&["show", "alice", "bob", "-u", "alice"], 2);
+    assert!(err.contains("given by -u NAME"), "{err}");
 }

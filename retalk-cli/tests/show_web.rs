@@ -89,7 +89,8 @@ fn show_web_in_a_real_browser() {
     let port = taken.local_addr().unwrap().port().to_string();
     let (_, err) = alice.fails(&["show", "alice", "--web", "--port", &port], 2);
     assert!(
-        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && err.contains("--port 0 for a free one"),
         "{err}"
     );
     let (_, err) = alice.fails(&["show", "alice", "bob", "--web"], 2);

@@ -127,10 +127,20 @@ pub trait History: Send + Sync + 'static {
     fn messages(&self, id: &str, after: i64) -> Result<Vec<Message>, Unreadable>;
 }
 
+/// What to do when the port is taken (another program, or another
+/// `retalk show --web`, listens there).
+fn in_use_hint(source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        " (another program, or another retalk show --web, uses it): pick another with --port N, or --port 0 for a free one"
+    } else {
+        ""
+    }
+}
+
 /// The web view could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    #[error("cannot listen on 127.0.0.1:{port}: {source}{}", in_use_hint(source))]
     Bind {
         port: u16,
         #[source]
