@@ -187,7 +187,7 @@ impl Opened {
         after: i64,
     ) -> Result<Vec<HistoryEntry>, CliError> {
         let mut rows = self.history()?.entries(Some(conversation), after)?;
-        rows.retain(|e| e.conversation.key() == conversation.key());
+        rows.retain(|e| e.conversation.is(conversation));
         Ok(rows)
     }
 }
@@ -259,19 +259,27 @@ impl retalk_webview::History for Opened {
 
     fn messages(
         &self,
+        kind: retalk_webview::Kind,
         id: &str,
         after: i64,
     ) -> Result<Vec<retalk_webview::Message>, retalk_webview::Unreadable> {
         let read = || -> Result<_, CliError> {
             let saved = saved_names(&self.store)?;
             let me = display::escape(&self.me);
-            // Every conversation's new rows, kept by key: an id alone does
-            // not say whether it is a peer's or a group's.
+            // Every conversation's new rows, kept by kind and id: an id
+            // alone does not say whether it is a peer's or a group's.
             Ok(self
                 .history()?
                 .entries(None, after)?
                 .into_iter()
-                .filter(|e| e.conversation.key() == id)
+                .filter(|e| {
+                    e.conversation.key() == id
+                        && matches!(
+                            (&e.conversation, kind),
+                            (Conversation::Peer(_), retalk_webview::Kind::Peer)
+                                | (Conversation::Group { .. }, retalk_webview::Kind::Group)
+                        )
+                })
                 .map(|e| retalk_webview::Message {
                     rowid: e.rowid,
                     direction: match e.direction {

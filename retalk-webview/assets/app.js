@@ -5,10 +5,23 @@
 (() => {
   const token = new URLSearchParams(location.search).get("t") || "";
   const headers = {"X-Retalk-Token": token};
-  let sel = null, lastRow = 0, lastDay = "", busy = false;
+  // A conversation is its kind and id together: a group's id may equal a
+  // peer's. `gen` counts selections: a poll answer for an earlier one is
+  // dropped (it would append to, and advance lastRow of, the new thread).
+  let sel = null, lastRow = 0, lastDay = "", gen = 0, busyGen = -1;
+  const same = (c, s) => !!s && s.id === c.fingerprint && s.kind === c.kind;
 
   async function api(path) {
-    const r = await fetch(path, {headers, cache: "no-store"});
+    let r;
+    try {
+      r = await fetch(path, {headers, cache: "no-store"});
+    } catch (e) {
+      // No answer at all: the command ended (Ctrl-C) or the machine slept.
+      throw new Error("the retalk show --web server stopped");
+    }
+    if (r.status === 403)
+      throw new Error("this link is from an earlier run of retalk show --web "
+                      + "(the token changes each run): open the address it printed");
     if (!r.ok) throw new Error("the web view answered " + r.status);
     return r.json();
   }
@@ -48,7 +61,7 @@
     const box = document.getElementById("convos");
     box.replaceChildren();
     for (const c of d.conversations) {
-      const div = el("div", "convo" + (sel && sel.id === c.fingerprint ? " sel" : ""));
+      const div = el("div", "convo" + (same(c, sel) ? " sel" : ""));
       div.dataset.id = c.fingerprint;
       div.dataset.kind = c.kind;
       const nm = el("div", "nm", c.name);
@@ -65,6 +78,7 @@
 
   function select(c) {
     sel = {id: c.fingerprint, kind: c.kind};
+    gen += 1;
     lastRow = 0; lastDay = "";
     document.getElementById("peerName").textContent = c.name;
     document.getElementById("peerFp").textContent =
@@ -72,19 +86,21 @@
     const t = document.getElementById("thread");
     t.replaceChildren();
     t.dataset.id = c.fingerprint;
+    t.dataset.kind = c.kind;
     for (const d of document.querySelectorAll(".convo"))
-      d.classList.toggle("sel", d.dataset.id === c.fingerprint);
+      d.classList.toggle("sel", d.dataset.id === c.fingerprint && d.dataset.kind === c.kind);
     poll().catch(e => status(e.message));
   }
 
   async function poll() {
-    if (!sel || busy) return;
-    busy = true;
+    if (!sel || busyGen === gen) return;
+    const mine = gen;
+    busyGen = mine;
     try {
       const id = sel.id, group = sel.kind === "group";
       const d = await api("/api/messages?peer=" + encodeURIComponent(id)
-                          + "&after=" + lastRow);
-      if (!sel || id !== sel.id) return;  // switched threads mid-fetch
+                          + "&kind=" + sel.kind + "&after=" + lastRow);
+      if (mine !== gen) return;  // another selection since: not this thread's rows
       const t = document.getElementById("thread");
       const stick = t.scrollHeight - t.scrollTop - t.clientHeight < 60;
       const placeholder = t.querySelector(".none");
@@ -105,7 +121,7 @@
         t.appendChild(el("div", "day none", "nothing saved in this conversation yet"));
       status("");
     } finally {
-      busy = false;
+      if (busyGen === mine) busyGen = -1;
     }
   }
 

@@ -21,11 +21,14 @@
 //! The JSON routes keep 0.3.0's shapes: `/api/conversations` →
 //! `{"me","conversations":[{"fingerprint","name","count","last_ts"}]}`
 //! (plus `"kind": "peer" | "group"`), and
-//! `/api/messages?peer=ID&after=ROWID` →
+//! `/api/messages?peer=ID&kind=KIND&after=ROWID` →
 //! `{"messages":[{"rowid","direction","name","text","ts"}]}`, where `peer`
-//! is a peer's user id or a group's id. Groups are conversations of their
-//! own under their names (0.3.0 listed a group's sends as an unnamed peer:
-//! CLIENT-030 defect 34).
+//! is a peer's user id or a group's id and `kind` (`peer`, the default as
+//! 0.3.0 knows no other, or `group`) says which: a conversation is its kind
+//! and id together, since a group id and a user id are both 32 hex
+//! characters and a stranger may name a group with a contact's id. Groups
+//! are conversations of their own under their names (0.3.0 listed a
+//! group's sends as an unnamed peer: CLIENT-030 defect 34).
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -58,6 +61,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const PAGE: &str = include_str!("../assets/index.html");
+/// The page `/` answers without the right token (403): the token changes
+/// on every run, so a bookmarked or earlier link lands here. Static text
+/// (no script, no input echoed).
+const STALE_PAGE: &str = include_str!("../assets/stale.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
@@ -65,7 +72,7 @@ const STYLE: &str = include_str!("../assets/app.css");
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conversation {
     /// The peer's user id, or the group's id: what `/api/messages?peer=`
-    /// takes.
+    /// takes (with `kind`).
     #[serde(rename = "fingerprint")]
     pub id: String,
     /// What the list shows: a saved name, a group's name, else a short id.
@@ -80,7 +87,7 @@ pub struct Conversation {
 }
 
 /// Whether a conversation is with one peer or a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Peer,
@@ -122,9 +129,11 @@ pub struct Unreadable(pub String);
 pub trait History: Send + Sync + 'static {
     /// Every conversation (peers and groups), newest first.
     fn conversations(&self) -> Result<Vec<Conversation>, Unreadable>;
-    /// The messages of conversation `id` (a peer's or a group's id) with a
-    /// rowid above `after`, oldest first; an unknown id has none.
-    fn messages(&self, id: &str, after: i64) -> Result<Vec<Message>, Unreadable>;
+    /// The messages of the `kind` conversation `id` (a peer's or a group's
+    /// id) with a rowid above `after`, oldest first; an unknown one has
+    /// none. A peer's conversation never holds a group's rows, even a group
+    /// whose id is that peer's.
+    fn messages(&self, kind: Kind, id: &str, after: i64) -> Result<Vec<Message>, Unreadable>;
 }
 
 /// What to do when the port is taken (another program, or another
@@ -236,6 +245,14 @@ fn router(app: Arc<App>) -> Router {
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let mut response = if has_token(&app.token, request.headers(), request.uri().query()) {
         next.run(request).await
+    } else if request.uri().path() == "/" {
+        // A person opening a saved or old link: say why, in a page.
+        (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            STALE_PAGE,
+        )
+            .into_response()
     } else {
         error(StatusCode::FORBIDDEN, "missing or bad token")
     };
@@ -327,6 +344,8 @@ struct Thread {
     #[serde(default)]
     peer: String,
     #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
     after: Option<String>,
 }
 
@@ -336,7 +355,12 @@ async fn messages(State(app): State<Arc<App>>, Query(q): Query<Thread>) -> Respo
         Some(Ok(n)) => n,
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "after must be an integer"),
     };
-    match read(&app, move |h| h.messages(&q.peer, after)).await {
+    let kind = match q.kind.as_deref() {
+        None | Some("peer") => Kind::Peer,
+        Some("group") => Kind::Group,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "kind must be peer or group"),
+    };
+    match read(&app, move |h| h.messages(kind, &q.peer, after)).await {
         Ok(messages) => Json(serde_json::json!({ "messages": messages })).into_response(),
         Err(r) => r,
     }

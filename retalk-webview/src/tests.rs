@@ -7,7 +7,7 @@ use super::*;
 /// A history in memory; `fail` makes every read fail.
 #[derive(Default)]
 struct Fake {
-    rows: Mutex<Vec<(String, Message)>>,
+    rows: Mutex<Vec<(Kind, String, Message)>>,
     fail: bool,
 }
 
@@ -21,7 +21,13 @@ impl History for Fake {
                 id: "ab".repeat(16),
                 name: "bob".into(),
                 kind: Kind::Peer,
-                count: self.rows.lock().unwrap().len() as u64,
+                count: self
+                    .rows
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.0 == Kind::Peer)
+                    .count() as u64,
                 last_ts: Some(1_700_000_000.5),
             },
             Conversation {
@@ -34,7 +40,7 @@ impl History for Fake {
         ])
     }
 
-    fn messages(&self, id: &str, after: i64) -> Result<Vec<Message>, Unreadable> {
+    fn messages(&self, kind: Kind, id: &str, after: i64) -> Result<Vec<Message>, Unreadable> {
         if self.fail {
             return Err(Unreadable("store.db is locked".into()));
         }
@@ -43,8 +49,8 @@ impl History for Fake {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(c, m)| c == id && m.rowid > after)
-            .map(|(_, m)| m.clone())
+            .filter(|(k, c, m)| *k == kind && c == id && m.rowid > after)
+            .map(|(_, _, m)| m.clone())
             .collect())
     }
 }
@@ -144,6 +150,13 @@ async fn every_route_needs_the_token_and_no_token_crashes_it() {
             let r = run.get(&format!("{path}{query}"), header).await;
             assert_eq!(r.status(), 403, "{path}{query} {header:?}");
             assert_guarded(&r);
+            if path == "/" {
+                // The page a person lands on: why, not a bare JSON 403.
+                assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+                let body = r.text().await.unwrap();
+                assert!(body.contains("from an earlier run"), "{body}");
+                continue;
+            }
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body, serde_json::json!({"error": "missing or bad token"}));
         }
@@ -198,9 +211,27 @@ async fn the_json_routes_keep_the_030_shapes() {
     let fake = Fake::default();
     {
         let mut rows = fake.rows.lock().unwrap();
-        rows.push(("ab".repeat(16), msg(1, Direction::Out, "hi bob")));
-        rows.push(("ab".repeat(16), msg(2, Direction::In, "<b>hi</b>")));
-        rows.push(("ef".repeat(16), msg(3, Direction::In, "elsewhere")));
+        rows.push((
+            Kind::Peer,
+            "ab".repeat(16),
+            msg(1, Direction::Out, "hi bob"),
+        ));
+        rows.push((
+            Kind::Peer,
+            "ab".repeat(16),
+            msg(2, Direction::In, "<b>hi</b>"),
+        ));
+        rows.push((
+            Kind::Peer,
+            "ef".repeat(16),
+            msg(3, Direction::In, "elsewhere"),
+        ));
+        // A stranger's group whose id is bob's: a thread of its own.
+        rows.push((
+            Kind::Group,
+            "ab".repeat(16),
+            msg(4, Direction::In, "not bob"),
+        ));
     }
     let run = start(fake).await;
     let t = Some(run.token.as_bytes());
@@ -239,6 +270,29 @@ async fn the_json_routes_keep_the_030_shapes() {
         .unwrap();
     assert_eq!(after["messages"].as_array().unwrap().len(), 1);
     assert_eq!(after["messages"][0]["rowid"], 2);
+    // A stranger's group whose id is bob's (rowid 4) is a thread of its
+    // own: `kind` picks it; `peer` is the default (0.3.0 knows no other).
+    for (kind, rowids) in [("&kind=peer", vec![1, 2]), ("&kind=group", vec![4])] {
+        let m: serde_json::Value = run
+            .get(
+                &format!("/api/messages?peer={}&after=0{kind}", "ab".repeat(16)),
+                t,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let got: Vec<i64> = m["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["rowid"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, rowids, "{kind}");
+    }
+    let bad = run.get("/api/messages?peer=x&kind=both", t).await;
+    assert_eq!(bad.status(), 400);
+    assert_guarded(&bad);
     let none: serde_json::Value = run.get("/api/messages", t).await.json().await.unwrap();
     assert_eq!(none, serde_json::json!({"messages": []}));
 

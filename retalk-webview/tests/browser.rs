@@ -66,13 +66,16 @@ impl History for Saved {
         Ok(list)
     }
 
-    fn messages(&self, id: &str, after: i64) -> Result<Vec<Message>, Unreadable> {
+    /// Rows of `id` only when `kind` is its kind: the page must say which
+    /// (a group id may equal a peer's).
+    fn messages(&self, kind: Kind, id: &str, after: i64) -> Result<Vec<Message>, Unreadable> {
+        let kind_of = |c: &str| if c == TEAM { Kind::Group } else { Kind::Peer };
         Ok(self
             .0
             .lock()
             .unwrap()
             .iter()
-            .filter(|(c, m)| *c == id && m.rowid > after)
+            .filter(|(c, m)| *c == id && kind_of(c) == kind && m.rowid > after)
             .map(|(_, m)| m.clone())
             .collect())
     }
@@ -206,7 +209,14 @@ async fn the_page_in_a_real_browser() {
         .screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("webview-fake-history.png"))
         .await;
     println!("screenshot: {}", shot.display());
-    browser.close().await;
+    // The server stops: the page says so in words (not "Failed to fetch").
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    b.wait_until(
+        "the stopped status",
+        "return document.getElementById('status').textContent === 'the retalk show --web server stopped';",
+        Duration::from_secs(10),
+    )
+    .await;
+    browser.close().await;
 }

@@ -103,11 +103,27 @@ pub enum Conversation {
 }
 
 impl Conversation {
-    /// The peer's user id or the group id.
+    /// The peer's user id or the group id. Not a conversation's identity
+    /// on its own: a group id and a user id are both 32 hex characters and
+    /// anyone may pick a group id equal to a contact's id (see [`is`]).
+    ///
+    /// [`is`]: Conversation::is
     pub fn key(&self) -> &str {
         match self {
             Conversation::Peer(p) => p.as_str(),
             Conversation::Group { id, .. } => id,
+        }
+    }
+
+    /// Whether `self` and `other` are the same conversation: the same kind
+    /// and the same id (a group's name does not count). Joining by id alone
+    /// would let a stranger's group whose id is a contact's fingerprint
+    /// merge into that contact's thread.
+    pub fn is(&self, other: &Conversation) -> bool {
+        match (self, other) {
+            (Conversation::Peer(a), Conversation::Peer(b)) => a == b,
+            (Conversation::Group { id: a, .. }, Conversation::Group { id: b, .. }) => a == b,
+            _ => false,
         }
     }
 }
@@ -254,7 +270,7 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
         let mut out: Vec<ConversationSummary> = Vec::new();
         for m in self.store.messages(0)? {
             let c = conversation_of(&m.record)?;
-            match out.iter_mut().find(|s| s.conversation.key() == c.key()) {
+            match out.iter_mut().find(|s| s.conversation.is(&c)) {
                 Some(s) => {
                     s.count += 1;
                     s.last_at = Some(s.last_at.map_or(m.record.at, |t| t.max(m.record.at)));
@@ -273,8 +289,8 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
             }
         }
         for c in &self.contacts {
-            if !out.iter().any(|s| s.conversation.key() == c.id.as_str()) {
-                let conversation = Conversation::Peer(c.id.clone());
+            let conversation = Conversation::Peer(c.id.clone());
+            if !out.iter().any(|s| s.conversation.is(&conversation)) {
                 out.push(ConversationSummary {
                     name: self.label(&conversation),
                     conversation,
@@ -293,12 +309,14 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
     }
 
     fn label(&self, c: &Conversation) -> String {
+        let short = || format!("{}…", c.key().get(..12).unwrap_or(c.key()));
         match c {
             Conversation::Group { name, .. } if !name.is_empty() => name.clone(),
-            _ => self
-                .saved_name(c.key())
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}…", c.key().get(..12).unwrap_or(c.key()))),
+            // Never a contact's name: a group id may equal a contact's id.
+            Conversation::Group { .. } => short(),
+            Conversation::Peer(p) => self
+                .saved_name(p.as_str())
+                .map_or_else(short, str::to_owned),
         }
     }
 }
@@ -527,6 +545,64 @@ mod tests {
         tx.changes.messages = vec![row(&PickleKey::from_secret("x"), "d", 2, &bob, false, 4.0)];
         tx.commit().unwrap();
         assert!(matches!(h.entries(None, 0), Err(ClientError::Unseal(_))));
+    }
+
+    /// A stranger's group whose id is a saved contact's fingerprint stays
+    /// a conversation of its own: not merged into the contact's thread,
+    /// not named after the contact.
+    #[test]
+    fn a_group_with_a_contacts_id_is_not_that_contact() {
+        use crate::client::{create_identity, MemoryStore, StoreTransaction};
+        let store = MemoryStore::new();
+        create_identity(&store, "pw", "me").unwrap();
+        let key = PickleKey::from_secret("pw");
+        let mallory = uid(2);
+        let mut tx = StoreTransaction::new(&store).unwrap();
+        tx.changes.messages = vec![
+            row(&key, "a", 2, mallory.as_str(), false, 1.0),
+            MessageRecord {
+                group: Some(GroupTag {
+                    id: mallory.to_string(),
+                    name: String::new(),
+                }),
+                ..row(&key, "b", 3, &uid(3).to_string(), false, 2.0)
+            },
+        ];
+        tx.changes.contacts = vec![Contact {
+            name: "mallory".into(),
+            id: mallory.clone(),
+            pin: None,
+            signing_key: None,
+        }];
+        tx.commit().unwrap();
+        let h = History::open(&store, "pw").unwrap();
+        let convs = h.conversations().unwrap();
+        let shown: Vec<_> = convs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.count,
+                    matches!(c.conversation, Conversation::Group { .. }),
+                )
+            })
+            .collect();
+        assert_eq!(shown, [("000000000000…", 1, true), ("mallory", 1, false)]);
+        let group = Conversation::Group {
+            id: mallory.to_string(),
+            name: String::new(),
+        };
+        let peer = Conversation::Peer(mallory);
+        assert!(!peer.is(&group) && peer.is(&peer.clone()) && group.is(&group.clone()));
+        let ids = |c: &Conversation| -> Vec<String> {
+            h.entries(Some(c), 0)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(ids(&peer), ["a"]);
+        assert_eq!(ids(&group), ["b"]);
     }
 
     #[test]
