@@ -219,7 +219,7 @@ pub fn add(
             ));
         }
         if !crate::display::valid_saved_name(n) {
-            return Err(CliError::BadPeerName(n.to_owned()));
+            return Err(bad_name(n));
         }
     }
     let selected = sel.dir_030.is_some() || sel.user.as_deref().is_some_and(|u| !u.is_empty());
@@ -382,6 +382,18 @@ struct Card {
     sk: String,
 }
 
+/// A name refused by the name rule, shown at most a little past the
+/// longest allowed (a card's name may be a megabyte).
+fn bad_name(name: &str) -> CliError {
+    let max = retalk_proto::display::MAX_SAVED_NAME;
+    let shown: String = name.chars().take(max + 1).collect();
+    CliError::BadPeerName(if shown.len() < name.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    })
+}
+
 /// Checks a card and saves it (0.3.0 `_save_card`); the refusal text is
 /// Python's. Returns (name, id, verified).
 ///
@@ -421,7 +433,7 @@ fn save_card(
         return Err("nickname looks like a user id -- give it a human name with `--as`".into());
     }
     if !crate::display::valid_saved_name(&name) {
-        return Err(CliError::BadPeerName(name).to_string());
+        return Err(bad_name(&name).to_string());
     }
     if let Some(holder) = saved.iter().find(|c| c.name == name && c.id != id) {
         if !override_name {
@@ -532,8 +544,15 @@ pub fn import(
         let field = |k: &str| match m.get(k) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(v)) => Ok(v.clone()),
+            // The kind, not the value: a card may be any size.
             Some(other) => Err(CliError::Usage(format!(
-                "card field '{k}' must be text, not {other}"
+                "card field '{k}' must be text, not {}",
+                match other {
+                    Value::Bool(_) => "true/false",
+                    Value::Number(_) => "a number",
+                    Value::Array(_) => "a list",
+                    _ => "an object",
+                }
             ))),
         };
         let card = Card {
