@@ -12,7 +12,16 @@
   const same = (c, s) => !!s && s.id === c.fingerprint && s.kind === c.kind;
 
   async function api(path) {
-    const r = await fetch(path, {headers, cache: "no-store"});
+    let r;
+    try {
+      r = await fetch(path, {headers, cache: "no-store"});
+    } catch (e) {
+      // No answer at all: the command ended (Ctrl-C) or the machine slept.
+      throw new Error("the retalk show --web server stopped");
+    }
+    if (r.status === 403)
+      throw new Error("this link is from an earlier run of retalk show --web "
+                      + "(the token changes each run): open the address it printed");
     if (!r.ok) throw new Error("the web view answered " + r.status);
     return r.json();
   }

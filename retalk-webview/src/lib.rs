@@ -61,6 +61,10 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const PAGE: &str = include_str!("../assets/index.html");
+/// The page `/` answers without the right token (403): the token changes
+/// on every run, so a bookmarked or earlier link lands here. Static text
+/// (no script, no input echoed).
+const STALE_PAGE: &str = include_str!("../assets/stale.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
@@ -241,6 +245,14 @@ fn router(app: Arc<App>) -> Router {
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let mut response = if has_token(&app.token, request.headers(), request.uri().query()) {
         next.run(request).await
+    } else if request.uri().path() == "/" {
+        // A person opening a saved or old link: say why, in a page.
+        (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            STALE_PAGE,
+        )
+            .into_response()
     } else {
         error(StatusCode::FORBIDDEN, "missing or bad token")
     };

@@ -150,6 +150,13 @@ async fn every_route_needs_the_token_and_no_token_crashes_it() {
             let r = run.get(&format!("{path}{query}"), header).await;
             assert_eq!(r.status(), 403, "{path}{query} {header:?}");
             assert_guarded(&r);
+            if path == "/" {
+                // The page a person lands on: why, not a bare JSON 403.
+                assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+                let body = r.text().await.unwrap();
+                assert!(body.contains("from an earlier run"), "{body}");
+                continue;
+            }
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body, serde_json::json!({"error": "missing or bad token"}));
         }

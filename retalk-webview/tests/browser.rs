@@ -209,7 +209,14 @@ async fn the_page_in_a_real_browser() {
         .screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("webview-fake-history.png"))
         .await;
     println!("screenshot: {}", shot.display());
-    browser.close().await;
+    // The server stops: the page says so in words (not "Failed to fetch").
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    b.wait_until(
+        "the stopped status",
+        "return document.getElementById('status').textContent === 'the retalk show --web server stopped';",
+        Duration::from_secs(10),
+    )
+    .await;
+    browser.close().await;
 }
