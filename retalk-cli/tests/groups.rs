@@ -767,3 +767,45 @@ fn a_left_group_says_how_to_rejoin() {
     let (_, err) = alice.fails(&["send", "hi", "--group", "nope"], 2);
     assert!(err.contains("no group 'nope'"), "{err}");
 }
+
+/// A stranger's group whose id is a saved contact's fingerprint (both are
+/// 32 hex characters) is refused as malformed: not adopted, and its text
+/// shows, and is saved, as the stranger's direct message, so it cannot
+/// pass for that contact's conversation (`show --web` once listed one
+/// entry merging mallory's history with the stranger's text).
+#[test]
+fn a_group_id_equal_to_a_contacts_id_is_refused_as_malformed() {
+    let python = python_with_retalk("0.3.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(tmp.path());
+    let alice = Agent::ours(tmp.path(), "alice", &relay.url);
+    let mallory = Agent::ours(tmp.path(), "mallory", &relay.url);
+    let stranger = Agent::python(&python, tmp.path(), "stranger", &relay.url);
+    introduce(&[&alice, &mallory]);
+    stranger.add(&alice);
+    for (gid, name) in [(&mallory.id, "mallory"), (&alice.id, "me")] {
+        forge_python_roster(&stranger, gid, name, &[&stranger.id, &alice.id]);
+        stranger.ok(&["send", &format!("hi from {name}"), "--group", name]);
+    }
+    let got = alice.ok(&["receive", "--all", "--save"]);
+    let got = common::agent030::lines(&got);
+    let texts = text_from(&got, &stranger);
+    assert_eq!(texts.len(), 2, "{got:?}");
+    for t in &texts {
+        assert!(
+            t.get("group").is_none() && t.get("group_id").is_none(),
+            "{t}"
+        );
+    }
+    let refused = kind(&got, "group_update_refused");
+    assert_eq!(refused.len(), 2, "{got:?}");
+    assert!(
+        refused.iter().all(|r| r["reason"] == "malformed"),
+        "{got:?}"
+    );
+    assert!(kind(&got, "group_joined").is_empty(), "{got:?}");
+    assert!(alice.groups().is_empty(), "{:?}", alice.groups());
+    // Saved as the stranger's direct messages: mallory's thread holds none.
+    let mallory_thread = alice.ok(&["show", "mallory"]);
+    assert!(!mallory_thread.contains("hi from"), "{mallory_thread}");
+}

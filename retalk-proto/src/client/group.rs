@@ -438,6 +438,26 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             }
         };
         let held_name = held.map(|g| g.name.clone());
+        // A group id is 32 hex characters, as a user id is: a copy whose
+        // group id is ours or a saved contact's would file a stranger's
+        // group under that contact's id (the attack on `show --web`'s
+        // list). Refused as malformed, and its text is shown as the
+        // sender's direct message (no group fields).
+        let me = self.user_id().as_str();
+        if tag.id.as_str() == me
+            || self
+                .contacts()?
+                .iter()
+                .any(|c| c.id.as_str() == tag.id.as_str())
+        {
+            let reason = group::RefuseReason::Malformed.as_str();
+            let ev = event(
+                "group_update_refused",
+                &label(&tag),
+                json!({"reason": reason, "added": [], "removed": []}),
+            );
+            return Ok(Some((String::new(), Some(ev))));
+        }
         Ok(Some(match verdict {
             Verdict::Left => return Ok(None),
             Verdict::Same { member } => (copy_extra(held, &tag, mid, member), None),
@@ -469,7 +489,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 member,
             } => {
                 let name = held_name.unwrap_or_else(|| label(&tag));
-                let fields = if reason == group::RefuseReason::OverCap {
+                let mut fields = if reason == group::RefuseReason::OverCap {
                     // Counts, not ids: the roster may hold thousands.
                     json!({"reason": reason.as_str(), "size": tag.members.len(), "cap": cap,
                            "added_count": added.len(), "removed_count": removed.len()})
@@ -477,6 +497,12 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                     json!({"reason": reason.as_str(), "added": ids(&added),
                            "removed": ids(&removed)})
                 };
+                // Who could have made the change (the owner held here;
+                // null for a group not held, or imported without one).
+                fields["owner"] = held
+                    .and_then(|g| g.owner.as_ref())
+                    .map(UserId::as_str)
+                    .into();
                 let ev = event("group_update_refused", &name, fields);
                 (copy_extra(held, &tag, mid, member), Some(ev))
             }
