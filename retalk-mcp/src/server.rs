@@ -3,8 +3,8 @@
 //! (rmcp's own parsing answers a protocol error, which hosts hide), while
 //! `tools/list` still shows each tool's JSON schema (schemars).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use retalk_proto::client::{self, Contact, Delivery, Received, Store};
@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     watch: Option<UserId>,
     /// The watched peer's messages, to the notifier (which drops repeats).
     notes: mpsc::UnboundedSender<Value>,
+    /// Ids of the messages `receive` handed to the model: the notifier
+    /// does not push them again.
+    handed: Mutex<HashSet<String>>,
     /// Cancelled when the host closes the connection (stdin at its end):
     /// from then on nothing is taken from the inbox, since no answer can
     /// reach the host and a taken message would be lost.
@@ -70,13 +73,22 @@ impl Shared {
             arrivals: watch::Sender::new(0),
             watch,
             notes,
+            handed: Mutex::default(),
             closing: CancellationToken::new(),
         };
         (shared, rx)
     }
 
-    /// A message was seen (by the upkeep task, or taken by `receive` before
-    /// the upkeep task saw it): the watched peer's go to the host.
+    /// Whether `receive` already handed the message `id` to the model.
+    pub(crate) fn was_handed(&self, id: &str) -> bool {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    /// The upkeep task saw a message: the watched peer's go to the host
+    /// (unless `receive` hands it out first, see [`Self::was_handed`]).
     pub(crate) fn saw(&self, m: &Received) {
         if self.watch.as_ref() == Some(&m.from) {
             let _ = self.notes.send(json!({
@@ -688,7 +700,11 @@ impl RetalkServer {
                     return Err(ToolError::Closing);
                 }
                 self.shared.cli.keep_received(self.agent(), m)?;
-                self.shared.saw(m);
+                self.shared
+                    .handed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(m.id.clone());
                 let saved = contacts.iter().find(|c| c.id == m.from);
                 out.push(Shown {
                     id: m.id.clone(),

@@ -30,7 +30,7 @@ pub(crate) async fn run(
     host: Peer<RoleServer>,
     stop: CancellationToken,
 ) {
-    let notifier = tokio::spawn(notify(notes, host, stop.clone()));
+    let notifier = tokio::spawn(notify(shared.clone(), notes, host, stop.clone()));
     loop {
         let handled = shared
             .agent
@@ -67,12 +67,14 @@ pub(crate) async fn run(
     let _ = notifier.await;
 }
 
-/// Sends each watched message once as `notifications/message` (agent-talk's
-/// shape: the message's id, source and text in `data`). MCP's logging
-/// notification is what hosts show today; rmcp marks it deprecated because
-/// a later protocol revision replaces it.
+/// Sends each watched message once, unless `receive` handed it out first,
+/// as `notifications/message` (agent-talk's shape: the message's id,
+/// source and text in `data`). MCP's logging notification is what hosts
+/// show today; rmcp marks it deprecated because a later protocol revision
+/// replaces it.
 #[allow(deprecated)]
 async fn notify(
+    shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Value>,
     host: Peer<RoleServer>,
     stop: CancellationToken,
@@ -83,7 +85,8 @@ async fn notify(
         _ = stop.cancelled() => None,
     } {
         let id = data["id"].as_str().unwrap_or_default().to_owned();
-        if !sent.insert(id) {
+        // Not what `receive` already handed out: the model has it.
+        if shared.was_handed(&id) || !sent.insert(id) {
             continue;
         }
         let note =

@@ -147,9 +147,10 @@ async def main():
         assert [m["id"] for m in got] == [ping["id"]], got
         await anyio.sleep(1)
         assert sum(n.data.get("id") == ping["id"] for n in notes) == 1, notes
-        # every earlier message from alice was pushed too, each once
+        # each pushed once (an earlier message `receive` took before the
+        # server heard of it is not pushed: the model has it)
         ids = [n.data.get("id") for n in notes]
-        assert len(ids) == len(set(ids)) and sent["id"] in ids, notes
+        assert len(ids) == len(set(ids)), notes
         print("ok watch-peer notification")
 
         # -- cancelling a waiting receive: it takes nothing afterwards
