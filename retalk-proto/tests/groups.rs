@@ -170,6 +170,7 @@ async fn a_member_cannot_add_an_outsider_but_may_leave() {
     let got = receive(&t.carol).await;
     assert_eq!(kinds(&got), ["group_update_refused", "text:meet eve"]);
     assert_eq!(got[0].extra_fields()["reason"], "not-owner");
+    assert_eq!(got[0].extra_fields()["owner"], t.alice.user_id().as_str());
     assert!(!got[1].extra_fields().contains_key("member"));
     assert_eq!(
         members(&t.carol, "team"),
