@@ -338,9 +338,7 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
         Wanted::Group(g) => find_group(&opened, g)?,
     };
     let tty = std::io::stdout().is_terminal();
-    let width = terminal_size::terminal_size()
-        .map_or(80, |(w, _)| usize::from(w.0))
-        .min(100);
+    let width = draw_width();
     let mut chat = Chat::new(&opened.me, &other, &sub, width, tty, Clock::Local, saved);
     chat.group = matches!(conversation, Conversation::Group { .. });
     emit(&chat.header())?;
@@ -357,6 +355,20 @@ async fn terminal(sel: &Selection, what: Wanted, follow: bool) -> Result<(), Cli
         emit(&chat.entries(&entries))
     })
     .await
+}
+
+/// The columns `show` draws in: `COLUMNS` when it is a positive number
+/// (piped output too), else the terminal's width, else 80; at most 100.
+/// 0.3.0 `cli.py`:1622, `min(shutil.get_terminal_size((80, 24)).columns,
+/// 100)`.
+fn draw_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+        .or_else(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+        .unwrap_or(80)
+        .min(100)
 }
 
 /// Writes rendered lines (each ending in a newline) to stdout, as
@@ -578,8 +590,9 @@ impl Chat {
             let lines = self.wrap(&e.text);
             match e.direction {
                 Direction::Out => {
+                    // Ends in the last column, as the text lines under it.
                     let head = format!("{hhmm} · {} 🟢", self.me);
-                    let pad = self.width.saturating_sub(head.width() + 1);
+                    let pad = self.width.saturating_sub(head.width());
                     out.push_str(&" ".repeat(pad));
                     out.push_str(&self.st(&hhmm, "2;3"));
                     out.push_str(&self.st(" · ", "2"));

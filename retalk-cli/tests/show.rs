@@ -344,6 +344,17 @@ fn show_renders_as_python_030_does() {
     alice.ok(&["send", long, "--peer", "bob", "--save"]);
 
     let theirs = alice.ok(&["show", "alice", "bob"]);
+    // Piped, COLUMNS sets the width (before ours upgrades the folder).
+    let narrow = |a: &Agent| {
+        let out = a
+            .command(&["show", "alice", "bob"])
+            .env("COLUMNS", "60")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let theirs_narrow = narrow(&alice);
     // Ours opens the same folder (upgrading it one way).
     let ours = Agent {
         program: env!("CARGO_BIN_EXE_retalk").into(),
@@ -365,9 +376,23 @@ fn show_renders_as_python_030_does() {
         theirs.contains("hi bob") && theirs.contains("twice over"),
         "{theirs}"
     );
-    // Ours right-aligns our lines to the last column, as Python does.
+    // Ours right-aligns our lines to the last column, as Python does, the
+    // `HH:MM · alice 🟢` line too (in display columns: the emoji takes two).
     let line = mine.lines().find(|l| l.ends_with("hi bob")).unwrap();
     assert_eq!(line.chars().count(), 80, "{line:?}");
+    for head in mine.lines().filter(|l| l.ends_with("alice 🟢")) {
+        assert_eq!(unicode_width::UnicodeWidthStr::width(head), 80, "{head:?}");
+    }
+
+    // Piped, COLUMNS sets the width, in both.
+    let (mine, theirs) = (narrow(&ours), theirs_narrow);
+    assert_eq!(
+        trimmed(&mine),
+        trimmed(&theirs),
+        "ours:\n{mine}\nPython 0.3.0:\n{theirs}"
+    );
+    let line = mine.lines().find(|l| l.ends_with("hi bob")).unwrap();
+    assert_eq!(line.chars().count(), 60, "{line:?}");
 }
 
 /// Opening a Python 0.3.0 folder upgrades it one way, so it happens only

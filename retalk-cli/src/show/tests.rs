@@ -63,7 +63,7 @@ fn the_030_layout_both_sides_and_day_lines() {
         String::new(),
         format!(
             "{}09:05 · alice 🟢",
-            " ".repeat(80 - "09:05 · alice 🟢".width() - 1)
+            " ".repeat(80 - "09:05 · alice 🟢".width())
         ),
         format!("{}hi bob", " ".repeat(74)),
         String::new(),
@@ -169,7 +169,7 @@ fn a_group_names_each_sender_as_receive_does() {
             "🔵 bob · 09:05",
             &format!(
                 "{}09:05 · alice 🟢",
-                " ".repeat(80 - "09:05 · alice 🟢".width() - 1)
+                " ".repeat(80 - "09:05 · alice 🟢".width())
             ),
         ]
     );
