@@ -13,9 +13,10 @@
 //! - every control character (C0, DEL, C1 — NEL U+0085 among them), the
 //!   line and paragraph separators U+2028/U+2029, the bidirectional
 //!   controls and the invisible format characters are shown escaped: `\t`,
-//!   `\r`, `\n` (inside names), `\x1b`, `\u{202e}`. Backslashes are not
-//!   escaped, so `\x1b` may also be four typed characters; JSON output is
-//!   the exact text.
+//!   `\r`, `\n` (inside names), `\x1b`, `\u{202e}`;
+//! - a backslash the sender typed is shown doubled, `\\`, so an escape
+//!   is never ambiguous: `\x1b` is a real ESC, `\\x1b` the four typed
+//!   characters. JSON output is the exact text.
 
 /// What every line after the first of a multi-line text starts with.
 pub const CONTINUATION: &str = "  | ";
@@ -64,11 +65,13 @@ pub fn is_hidden(c: char) -> bool {
         )
 }
 
-/// `s` with every [hidden](is_hidden) character escaped.
+/// `s` with every [hidden](is_hidden) character escaped, and every
+/// backslash doubled (so an escape cannot be typed as plain text).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\\' => out.push_str("\\\\"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             '\n' => out.push_str("\\n"),
@@ -128,6 +131,11 @@ mod tests {
             "~m: a\\x1b[2K\\x1b[1Gb\\rc\\x85d\\u{2028}e\\u{202e}f\\tg"
         );
         assert_eq!(human("~a\nb", "x"), "~a\\nb: x");
+        // A typed escape is not a real one: its backslash shows doubled.
+        assert_eq!(escape("\\x1b[2J"), "\\\\x1b[2J");
+        assert_eq!(escape("\u{1b}[2J"), "\\x1b[2J");
+        assert_ne!(escape("\\x1b"), escape("\u{1b}"));
+        assert_eq!(human("~m", "a\\nb"), "~m: a\\\\nb");
         // Tag characters, fillers and private use are shown, not hidden.
         assert_eq!(
             escape("hi\u{e0069}\u{e0067}\u{2800}\u{115f}\u{034f}\u{e000}!"),

@@ -33,9 +33,10 @@
   }
   // A text under the terminal's rule (retalk_proto::display::is_hidden and
   // escape): control, bidirectional and invisible format characters show as
-  // \t, \r, \x1b, \u{202e}, so a text cannot reorder or hide what it says;
+  // \t, \r, \x1b, \u{202e}, so a text cannot reorder or hide what it says,
+  // and a typed backslash shows doubled (\\x1b: typed, \x1b: a real ESC);
   // its line breaks stay breaks (names arrive escaped by the server).
-  const HIDDEN = new RegExp("[\\p{Cc}\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e" +
+  const HIDDEN = new RegExp("[\\\\\\p{Cc}\\u2028\\u2029\\u061c\\u200e\\u200f\\u202a-\\u202e" +
     "\\u2066-\\u2069\\u00ad\\u180e\\u200b\\u2060-\\u2064\\u206a-\\u206f\\ufeff\\ufff9-\\ufffb" +
     "\\u034f\\u{1d173}-\\u{1d17a}\\u115f\\u1160\\u2800\\u3164\\uffa0\\u{e0000}-\\u{e007f}" +
     "\\u{e0100}-\\u{e01ef}\\ue000-\\uf8ff\\u{f0000}-\\u{10ffff}\\ufdd0-\\ufdef\\ufffe\\uffff]",
@@ -43,6 +44,7 @@
   function visible(text) {
     return String(text).replace(HIDDEN, c => {
       if (c === "\n") return c;
+      if (c === "\\") return "\\\\";
       if (c === "\t") return "\\t";
       if (c === "\r") return "\\r";
       const n = c.codePointAt(0), hex = n.toString(16);

@@ -19,8 +19,8 @@ const HOSTILE: &str =
     "<img src=x onerror=\"window.pwned=1\"></script><script>window.pwned=2</script>";
 
 /// A text that reorders itself (U+202E ... U+202C), clears a terminal
-/// and hides a zero-width space and a tab.
-const REORDERING: &str = "pay \u{202e}0001\u{202c} now\x1b[2J\u{200b}\t!";
+/// and hides a zero-width space and a tab; then a typed (not real) escape.
+const REORDERING: &str = "pay \u{202e}0001\u{202c} now\x1b[2J\u{200b}\t! \\x1b";
 
 #[derive(Default)]
 struct Saved(Mutex<Vec<(&'static str, Message)>>);
@@ -167,7 +167,8 @@ async fn the_page_in_a_real_browser() {
             "in|bob|hi alice\nsecond line",
             format!("in|bob|{HOSTILE}"),
             // Shown as the terminal shows it: escaped, not reordered.
-            "in|bob|pay \\u{202e}0001\\u{202c} now\\x1b[2J\\u{200b}\\t!".to_owned(),
+            // A typed backslash shows doubled: `\x1b` is the real ESC.
+            "in|bob|pay \\u{202e}0001\\u{202c} now\\x1b[2J\\u{200b}\\t! \\\\x1b".to_owned(),
         ])
     );
     assert_eq!(
