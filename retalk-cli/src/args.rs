@@ -371,9 +371,10 @@ line after the first of a multi-line text starts with `  | `, which no
 name starts with; control characters (escape sequences, carriage
 returns, tabs, NEL), the line separators U+2028/U+2029 and invisible or
 text-reordering characters (bidi controls such as U+202E, zero-width
-spaces) are shown escaped, as `\\n`, `\\r`, `\\t`, `\\x1b`, `\\u{202e}`. So a
-line that starts with `alice: ` is from the peer you saved as alice. With
---json the text is exact, byte for byte.
+spaces) are shown escaped, as `\\n`, `\\r`, `\\t`, `\\x1b`, `\\u{202e}`, and a
+typed backslash shows doubled (`\\\\x1b` is four typed characters, `\\x1b` a
+real escape). So a line that starts with `alice: ` is from the peer you
+saved as alice. With --json the text is exact, byte for byte.
 
 Pipes: a line counts as printed once the system took it, which for a pipe
 means its buffer, not its reader. When the reader stops early (`| head
