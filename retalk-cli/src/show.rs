@@ -382,8 +382,10 @@ fn emit(lines: &str) -> Result<(), CliError> {
 }
 
 /// `show --follow`'s loop (0.3.0 `cmd_show`): every 2 s, receives from
-/// each of `peers` (never anyone else, so the rest of the inbox stays for
-/// `receive`), saves what arrives as `receive --save` does, then calls
+/// `peers` (a group's members in one fetch, so their messages keep the
+/// relay's order across members; only `peers`' messages are taken, the
+/// rest of the inbox stays for `receive`), saves what arrives as `receive
+/// --save` does, then calls
 /// `render` (which shows every new saved row, another process's
 /// included); key upkeep every 60 s without resending, until Ctrl-C.
 async fn follow_saving(
@@ -406,11 +408,17 @@ async fn follow_saving(
     let mut stop = std::pin::pin!(crate::receive::interrupted());
     let mut last_sync = std::time::Instant::now();
     loop {
-        for peer in peers {
-            match agent.fetch_from(peer).await {
-                Ok(inbox) => crate::receive::report(&inbox),
-                Err(e) => eprintln!("retalk: {} (retrying)", CliError::from(e)),
-            }
+        // A group's members in one fetch: the inbox then holds their mail
+        // in the relay's arrival order, which the take below keeps (one
+        // fetch per member would save each member's messages as a block).
+        // Others' mail waits, decrypted, in the local inbox for `receive`.
+        let fetched = match peers {
+            [peer] => agent.fetch_from(peer).await,
+            _ => agent.fetch().await,
+        };
+        match fetched {
+            Ok(inbox) => crate::receive::report(&inbox),
+            Err(e) => eprintln!("retalk: {} (retrying)", CliError::from(e)),
         }
         agent.take_messages_from(Some(peers), usize::MAX, |m| {
             crate::receive::kept(&agent, m, keep).map(drop)

@@ -504,3 +504,47 @@ fn show_selects_the_identity_as_every_command_does() {
     let (_, err) = alice.fails(&["show", "alice", "bob", "-u", "alice"], 2);
     assert!(err.contains("given by -u NAME"), "{err}");
 }
+
+/// `show --group --follow` saves the members' messages in the order the
+/// relay got them, not member by member: bob and carol send alternately
+/// before alice follows, and her history keeps their order.
+#[test]
+fn show_group_follow_keeps_the_order_across_members() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    let bob = Agent::ours(root.path(), "bob", &relay.url);
+    let carol = Agent::ours(root.path(), "carol", &relay.url);
+    for (a, b) in [(&alice, &bob), (&alice, &carol), (&bob, &carol)] {
+        a.add(b);
+        b.add(a);
+    }
+    alice.ok(&["group", "create", "team", "--members", "bob,carol"]);
+    alice.ok(&["send", "hello team", "--group", "team"]);
+    bob.ok(&["receive", "--all"]);
+    carol.ok(&["receive", "--all"]);
+    for (who, text) in [(&bob, "b1"), (&carol, "c1"), (&bob, "b2"), (&carol, "c2")] {
+        who.ok(&["send", text, "--group", "team"]);
+    }
+    let mut follow = alice
+        .command(&["show", "alice", "--group", "team", "--follow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let texts = loop {
+        let texts: Vec<String> =
+            common::agent030::lines(&alice.ok(&["history", "--group", "team"]))
+                .iter()
+                .map(|m| m["text"].as_str().unwrap().to_owned())
+                .collect();
+        if texts.len() >= 4 || start.elapsed() > Duration::from_secs(20) {
+            break texts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    common::signal(&follow, "-TERM");
+    common::wait_exit(&mut follow, Duration::from_secs(10));
+    assert_eq!(texts, ["b1", "c1", "b2", "c2"]);
+}
