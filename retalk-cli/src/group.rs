@@ -249,7 +249,7 @@ pub async fn run(
             let old = client::find_group(store, &name)?;
             let g = client::rename_group(store, &name, &new)?;
             eprintln!(
-                "renamed group '{}' -> '{}' (your local label only — the group id stays the same and peers keep their own names)",
+                "renamed group '{}' -> '{}' (the group id stays the same; your copies carry this name, and each peer keeps the label it has)",
                 escape(&old.name),
                 escape(&g.name)
             );

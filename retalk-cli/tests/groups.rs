@@ -507,7 +507,11 @@ fn a_learned_group_whose_name_is_taken_is_suffixed() {
         .collect();
     listed.sort();
     assert_eq!(listed, ["team", "team-2", "team-3"]);
-    carol.ok(&["group", "rename", "team-2", "alices"]);
+    let out = carol.run(&["group", "rename", "team-2", "alices"]);
+    assert!(out.status.success());
+    // Not promised to stay local: our copies carry our label.
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("your copies carry this name"), "{err}");
     alice.ok(&["send", "three", "--group", "team"]);
     let got = carol.receive();
     assert_eq!(text_from(&got, &alice)[0]["group"], "alices");
