@@ -228,7 +228,24 @@ async fn web(sel: &Selection, port: u16) -> Result<(), CliError> {
     let view = retalk_webview::WebView::bind(port, me.clone(), Arc::new(opened)).await?;
     eprintln!("retalk web view for {me} — open:\n  {}", view.url());
     eprintln!("127.0.0.1 only; the token in the URL is required. ctrl-c to stop.");
-    view.serve(crate::receive::interrupted()).await?;
+    // The first Ctrl-C (or SIGTERM) stops it, giving requests under way
+    // a moment (retalk_webview::SHUTDOWN_GRACE); a second ends it at once.
+    let (first, firsts) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        crate::receive::interrupted().await;
+        let _ = first.send(());
+    };
+    let second = async move {
+        if firsts.await.is_ok() {
+            crate::receive::interrupted().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = view.serve(stop) => served?,
+        () = second => {}
+    }
     Ok(())
 }
 

@@ -339,3 +339,35 @@ fn the_json_routes_answer_as_python_030s() {
     );
     assert_eq!(theirs.1["messages"][1]["text"], HOSTILE);
 }
+
+/// A local process holding a half-sent request does not keep `show --web`
+/// running: after Ctrl-C it stops within the grace period (1.5 s), and a
+/// second Ctrl-C ends it at once.
+#[test]
+fn show_web_stops_despite_a_half_sent_request() {
+    use std::io::Write as _;
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    for second in [false, true] {
+        let (mut child, url) = serve(&alice, "http://127.0.0.1:9");
+        let addr = url.trim_start_matches("http://").split('/').next().unwrap();
+        let mut half = std::net::TcpStream::connect(addr).unwrap();
+        half.write_all(b"GET /api/conversations HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        common::signal(&child, "-INT");
+        if second {
+            std::thread::sleep(Duration::from_millis(100));
+            common::signal(&child, "-INT");
+            let status = common::wait_exit(&mut child, Duration::from_millis(1000));
+            assert!(status.success(), "{status:?}");
+        } else {
+            let status = common::wait_exit(&mut child, Duration::from_secs(4));
+            assert!(status.success(), "{status:?}");
+            assert!(started.elapsed() >= Duration::from_millis(1000));
+        }
+        drop(half);
+    }
+}

@@ -30,7 +30,7 @@
 //! are conversations of their own under their names (0.3.0 listed a
 //! group's sends as an unnamed peer: CLIENT-030 defect 34).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -50,6 +50,10 @@ use tokio::net::TcpListener;
 /// The port `show --web` listens on when none is given (0.3.0's default,
 /// `cli.py` `--port`).
 pub const DEFAULT_PORT: u16 = 8765;
+
+/// How long requests under way may take to finish once the web view is
+/// told to stop; connections still open then are dropped.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The header a request may carry its token in (0.3.0's name).
 pub const TOKEN_HEADER: &str = "x-retalk-token";
@@ -216,15 +220,31 @@ impl WebView {
         format!("http://{}/?t={}", self.addr, self.app.token)
     }
 
-    /// Serves until `stop` resolves.
+    /// Serves until `stop` resolves, then lets requests under way finish
+    /// for at most [`SHUTDOWN_GRACE`] and drops the connections left (a
+    /// local process holding a half-sent request must not keep the
+    /// command running).
     pub async fn serve(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebError> {
-        axum::serve(self.listener, router(self.app))
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(WebError::Serve)
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            axum::serve(self.listener, router(self.app)).with_graceful_shutdown(async move {
+                stop.await;
+                let _ = stopping.send(());
+            });
+        let grace = async move {
+            match stopped.await {
+                Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                // The server ended first (an error): its answer wins.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = server.into_future() => served.map_err(WebError::Serve),
+            () = grace => Ok(()),
+        }
     }
 }
 

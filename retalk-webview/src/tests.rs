@@ -353,3 +353,29 @@ fn two_views_draw_different_tokens() {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     });
 }
+
+/// A local process holding a half-sent request (headers never finished)
+/// does not keep the web view from stopping: it stops within the grace.
+#[tokio::test]
+async fn a_half_sent_request_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncWriteExt as _;
+    let run = start(Fake::default()).await;
+    let addr = run.base.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /api/conversations HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // And one that finished a request and keeps its connection open.
+    let idle = reqwest::Client::new();
+    let r = idle
+        .get(format!("{}/api/conversations", run.base))
+        .header(TOKEN_HEADER, run.token.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::timeout(SHUTDOWN_GRACE * 3, run.stop())
+        .await
+        .expect("the web view stops although a request is half sent");
+    drop(half);
+}
