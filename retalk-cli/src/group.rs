@@ -77,13 +77,21 @@ fn ids<'a>(v: impl IntoIterator<Item = &'a UserId>) -> Value {
     Value::Array(v.into_iter().map(|u| u.as_str().into()).collect())
 }
 
-/// The group as `list --json` and `create` print it: Python's keys, the
-/// members other than us, then ours: the owner.
+/// The members `group list` and `group members` show, as 0.3.0 does: a
+/// group we created without us; one learned from a copy (or imported from
+/// a Python folder) as its roster holds it, us included.
+fn shown_members<'a>(g: &'a Group, me: &'a UserId) -> impl Iterator<Item = &'a UserId> + 'a {
+    let created = g.owner.as_ref() == Some(me);
+    g.members.iter().filter(move |m| !created || *m != me)
+}
+
+/// The group as `list --json` prints it: Python's keys (members as
+/// [`shown_members`]), then ours: the owner.
 fn group_json(g: &Group, me: &UserId) -> String {
     py_object(&[
         ("group_id", g.id.as_str().into()),
         ("name", g.name.clone().into()),
-        ("members", ids(g.recipients(me))),
+        ("members", ids(shown_members(g, me))),
         ("owner", g.owner.as_ref().map(UserId::as_str).into()),
     ])
 }
@@ -176,9 +184,7 @@ pub async fn run(
                         "{}\t{}\t{} member(s)",
                         escape(&g.name),
                         g.id,
-                        g.members
-                            .len()
-                            .saturating_sub(usize::from(g.members.contains(&me)))
+                        shown_members(&g, &me).count()
                     ))?;
                 }
             }
@@ -203,8 +209,9 @@ pub async fn run(
             let g = client::find_group(store, &name)?;
             let contacts = crate::book::effective(store)?;
             // As 0.3.0 prints them (`name<TAB>id`, `(unnamed)` when not
-            // saved); the others only: the owner is in `list --json`.
-            for fp in g.recipients(&me) {
+            // saved; us too in a group learned from a copy); the owner is
+            // in `list --json`.
+            for fp in shown_members(&g, &me) {
                 let label = contacts
                     .iter()
                     .find(|c| &c.id == fp && c.name != fp.as_str())

@@ -507,6 +507,17 @@ fn a_learned_group_whose_name_is_taken_is_suffixed() {
         .collect();
     listed.sort();
     assert_eq!(listed, ["team", "team-2", "team-3"]);
+    // As 0.3.0 lists them: a learned roster as it came (carol in it), a
+    // created one without its creator.
+    for g in carol.groups() {
+        let has_me = g["members"]
+            .as_array()
+            .unwrap()
+            .contains(&carol.id.as_str().into());
+        assert_eq!(has_me, g["name"] != "team", "{g}");
+    }
+    let members = carol.ok(&["group", "members", "team-2"]);
+    assert!(members.contains(&format!("\t{}", carol.id)), "{members}");
     let out = carol.run(&["group", "rename", "team-2", "alices"]);
     assert!(out.status.success());
     // Not promised to stay local: our copies carry our label.
