@@ -401,10 +401,13 @@ fn emit(lines: &str) -> Result<(), CliError> {
 /// `show --follow`'s loop (0.3.0 `cmd_show`): every 2 s, receives from
 /// `peers` (a group's members in one fetch, so their messages keep the
 /// relay's order across members; only `peers`' messages are taken, the
-/// rest of the inbox stays for `receive`), saves what arrives as `receive
-/// --save` does, then calls
-/// `render` (which shows every new saved row, another process's
-/// included); key upkeep every 60 s without resending, until Ctrl-C.
+/// rest of the inbox stays for `receive`) and saves what arrives as
+/// `receive --save` does; key upkeep every 60 s without resending, until
+/// Ctrl-C or SIGTERM, which ends it at once, relay call under way or not.
+/// `render` (which shows every new saved row, another process's included)
+/// runs every second on its own, so rows saved elsewhere show while the
+/// relay is slow or hangs. A relay that cannot be reached is said once,
+/// and again once it answers.
 async fn follow_saving(
     sel: &Selection,
     peers: &[UserId],
@@ -423,33 +426,65 @@ async fn follow_saving(
         center("· listening for new messages — ctrl-c to stop ·", width)
     );
     let mut stop = std::pin::pin!(crate::receive::interrupted());
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Runs `work` while rendering every tick; None: interrupted first.
+    macro_rules! rendering {
+        ($work:expr) => {{
+            let mut work = std::pin::pin!($work);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break None,
+                    done = &mut work => break Some(done),
+                    _ = tick.tick() => render()?,
+                }
+            }
+        }};
+    }
     let mut last_sync = std::time::Instant::now();
+    let mut unreachable = false;
     loop {
         // A group's members in one fetch: the inbox then holds their mail
         // in the relay's arrival order, which the take below keeps (one
         // fetch per member would save each member's messages as a block).
         // Others' mail waits, decrypted, in the local inbox for `receive`.
-        let fetched = match peers {
-            [peer] => agent.fetch_from(peer).await,
-            _ => agent.fetch().await,
-        };
+        let fetched = rendering!(async {
+            match peers {
+                [peer] => agent.fetch_from(peer).await,
+                _ => agent.fetch().await,
+            }
+        });
         match fetched {
-            Ok(inbox) => crate::receive::report(&inbox),
-            Err(e) => eprintln!("retalk: {} (retrying)", CliError::from(e)),
+            None => return Ok(()),
+            Some(Ok(inbox)) => {
+                if std::mem::take(&mut unreachable) {
+                    eprintln!("retalk: relay reachable again");
+                }
+                crate::receive::report(&inbox);
+            }
+            Some(Err(e)) if !unreachable => {
+                unreachable = true;
+                eprintln!(
+                    "retalk: {} (retrying every 2 s; said again once it answers)",
+                    CliError::from(e)
+                );
+            }
+            Some(Err(_)) => {}
         }
         agent.take_messages_from(Some(peers), usize::MAX, |m| {
             crate::receive::kept(&agent, m, keep).map(drop)
         })?;
         render()?;
-        if last_sync.elapsed().as_secs() >= 60 {
-            if let Err(e) = agent.sync(false).await {
-                eprintln!("retalk: key maintenance failed: {e} (will retry)");
+        if !unreachable && last_sync.elapsed().as_secs() >= 60 {
+            match rendering!(agent.sync(false)) {
+                None => return Ok(()),
+                Some(Err(e)) => eprintln!("retalk: key maintenance failed: {e} (will retry)"),
+                Some(Ok(_)) => {}
             }
             last_sync = std::time::Instant::now();
         }
-        tokio::select! {
-            _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        if rendering!(tokio::time::sleep(std::time::Duration::from_secs(2))).is_none() {
+            return Ok(());
         }
     }
 }

@@ -548,3 +548,93 @@ fn show_group_follow_keeps_the_order_across_members() {
     common::wait_exit(&mut follow, Duration::from_secs(10));
     assert_eq!(texts, ["b1", "c1", "b2", "c2"]);
 }
+
+/// `show --follow` for `alice` and `bob` with the relay at `relay`;
+/// stdout and stderr collected as they come.
+fn follow_with(
+    alice: &Agent,
+    relay: &str,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::Read as _;
+    let mut child = alice
+        .command(&["show", "alice", "bob", "--follow"])
+        .env("RETALK_RELAY", relay)
+        .env("COLUMNS", "80")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |mut from: Box<dyn std::io::Read + Send>| {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        got
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    (child, out, err)
+}
+
+/// With a relay that accepts connections and never answers: rows another
+/// process saves show within seconds (not after the relay call's 30 s
+/// timeout), and Ctrl-C ends it at once. With a relay nothing listens on:
+/// the failure is said once, not every 2 s.
+#[test]
+fn show_follow_stays_live_and_stoppable_while_the_relay_hangs() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let alice = Agent::ours(root.path(), "alice", &relay.url);
+    let bob = Agent::ours(root.path(), "bob", &relay.url);
+    alice.add(&bob);
+    bob.add(&alice);
+    // A relay that takes every connection and never says a word.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hole.incoming() {
+            held.push(s);
+        }
+    });
+    let (mut follow, out, _) = follow_with(&alice, &hole_url);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Saved by another process (on the working relay).
+    alice.ok(&["send", "saved elsewhere", "--peer", "bob", "--save"]);
+    let start = Instant::now();
+    while !out.lock().unwrap().contains("saved elsewhere") {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "not shown while the relay hangs:\n{}",
+            out.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    common::signal(&follow, "-INT");
+    let status = common::wait_exit(&mut follow, Duration::from_secs(3));
+    assert!(status.success(), "{status:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+
+    // Nothing listens: said once in 7 s (it retries every 2 s).
+    let (mut follow, _, err) = follow_with(&alice, "http://127.0.0.1:9");
+    std::thread::sleep(Duration::from_secs(7));
+    common::signal(&follow, "-INT");
+    common::wait_exit(&mut follow, Duration::from_secs(3));
+    let err = err.lock().unwrap().clone();
+    let said = err.lines().filter(|l| l.starts_with("retalk:")).count();
+    assert_eq!(said, 1, "{err}");
+}
