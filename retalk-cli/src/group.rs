@@ -166,7 +166,7 @@ pub async fn run(
                 ("name", g.name.clone().into()),
                 ("members", ids(g.recipients(&me))),
             ]))?;
-            eprintln!(
+            say!(
                 "created group '{}' with {} member(s); you own it (only you add or remove members). Send with: retalk send --group {} \"hello\"",
                 escape(&g.name),
                 g.members.len() - 1,
@@ -193,12 +193,12 @@ pub async fn run(
             need_name("join")?;
             let left = client::join_group(store, &name)?;
             if client::known_owner(store, &left.id)?.as_ref() == Some(&me) {
-                eprintln!(
+                say!(
                     "rejoined '{}', which you own: the others dropped you when you left, so it reappears (still yours) only with a copy from a member who lists you again",
                     escape(&left.name)
                 );
             } else {
-                eprintln!(
+                say!(
                     "rejoined '{}': ask its owner to add you back — the group reappears with their next group message",
                     escape(&left.name)
                 );
@@ -232,7 +232,7 @@ pub async fn run(
             let mine = g.owner.as_ref().is_none_or(|o| o == &me);
             let cap = if mine { cap(agent).await? } else { 0 };
             let (g, added) = client::group_add(store, &me, &name, &list, cap, now())?;
-            eprintln!(
+            say!(
                 "added {added} member(s) to '{}' — the new roster reaches everyone on your next group send",
                 escape(&g.name)
             );
@@ -241,7 +241,7 @@ pub async fn run(
             need_name("remove")?;
             let list = resolve_members(agent, members.as_deref())?;
             let (g, removed) = client::group_remove(store, &me, &name, &list, now())?;
-            eprintln!(
+            say!(
                 "removed {removed} member(s) from '{}' — they stop getting your copies now, and the others' once your next group send reaches them",
                 escape(&g.name)
             );
@@ -255,7 +255,7 @@ pub async fn run(
             })?;
             let old = client::find_group(store, &name)?;
             let g = client::rename_group(store, &name, &new)?;
-            eprintln!(
+            say!(
                 "renamed group '{}' -> '{}' (the group id stays the same; your copies carry this name, and each peer keeps the label it has)",
                 escape(&old.name),
                 escape(&g.name)
@@ -265,13 +265,13 @@ pub async fn run(
             need_name("leave")?;
             let r = agent.leave_group(&name).await?;
             if r.group.owner.as_ref() == Some(&me) {
-                eprintln!(
+                say!(
                     "warning: you owned '{}': with you gone nobody can add members (ours refuse anyone else's additions); it can only shrink",
                     escape(&r.group.name)
                 );
             }
             let others = r.told.len() + r.failed.len();
-            eprintln!(
+            say!(
                 "left '{}': told {}/{others} member(s); its copies are dropped from now on. Rejoin later with `retalk group join {}`",
                 escape(&r.group.name),
                 r.told.len(),
@@ -281,7 +281,7 @@ pub async fn run(
         GroupAction::Delete => {
             need_name("delete")?;
             let g = client::delete_group(store, &name)?;
-            eprintln!(
+            say!(
                 "deleted group '{}' locally (peers keep their own copy; their next copy brings it back, with its owner)",
                 escape(&g.name)
             );
@@ -325,14 +325,14 @@ pub async fn send(agent: &Agent, group: &str, text: &str, save: bool) -> Result<
         ("sent", r.sent.len().into()),
         ("failed", r.failed.len().into()),
     ]))?;
-    eprintln!(
+    say!(
         "sent to group '{}' ({}/{} members)",
         escape(&r.group),
         r.sent.len(),
         r.sent.len() + r.failed.len()
     );
     for (fp, err) in &r.failed {
-        eprintln!("  \u{2717} {fp}: {}", escape(err));
+        say!("  \u{2717} {fp}: {}", escape(err));
     }
     if r.failed.is_empty() {
         Ok(())

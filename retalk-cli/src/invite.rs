@@ -98,7 +98,7 @@ pub async fn run(sel: &Selection, a: InviteArgs) -> Result<(), CliError> {
             let me = open_agent(sel, false)
                 .map(|(agent, _)| agent.user_id().to_string())
                 .unwrap_or_else(|_| "<your-user-id>".into());
-            eprintln!(
+            say!(
                 "\n\u{2709} Invite code minted ({})\n\nSend your peer the invite plus this redeem command:\n\n    # redeem the invite code -- adds me and asks me to add you back:\n    retalk request {me} --code {}\n",
                 rec.kind.as_str(),
                 rec.code
@@ -108,7 +108,7 @@ pub async fn run(sel: &Selection, a: InviteArgs) -> Result<(), CliError> {
             let rows = client::invites(&store()?)?;
             let at = now();
             if rows.is_empty() && !a.json {
-                eprintln!("no invite codes -- mint one with `retalk invite new`");
+                say!("no invite codes -- mint one with `retalk invite new`");
             }
             for r in rows {
                 let line = if a.json {
@@ -139,7 +139,7 @@ pub async fn run(sel: &Selection, a: InviteArgs) -> Result<(), CliError> {
             if !client::revoke_invite(&store()?, &code)? {
                 return Err(CliError::Usage("no such invite code".into()));
             }
-            eprintln!("revoked {code}");
+            say!("revoked {code}");
         }
         InviteAction::Watch => {
             if a.interval.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
@@ -184,13 +184,13 @@ pub async fn request(
             // Kept in the outbox and resent: sent as far as the user is
             // concerned (Python: no error either).
             ClientError::NotDelivered { id, .. } => {
-                eprintln!("the relay could not take the request now; it is kept and resent");
+                say!("the relay could not take the request now; it is kept and resent");
                 CliError::Usage(format!("request {id} not delivered yet"))
             }
             e => e.into(),
         })?;
     print_stdout(&py_json(&[("id", &id), ("to", inviter.as_str())]))?;
-    eprintln!(
+    say!(
         "request sent -- the inviter's watch accepts it and they can then message you.\nAcceptance is not observable from this side; ask them out-of-band if unsure."
     );
     Ok(())
