@@ -538,8 +538,7 @@ enum IdShape {
 
 fn id(sel: &Selection, shape: IdShape, as_name: Option<String>) -> Result<(), CliError> {
     let located = resolve(sel, None)?;
-    let dir = &located.dir;
-    let store = open_store(dir)?;
+    let store = identity::open_unlocking(sel, &located)?;
     let no_pass = store
         .setting(setting::NO_PASSPHRASE)
         .map_err(ClientError::from)?

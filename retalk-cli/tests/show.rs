@@ -427,6 +427,14 @@ fn show_upgrades_a_python_folder_only_after_unlocking_it() {
         };
         c.output().unwrap()
     };
+    // `id` unlocks too: the same check first.
+    let out = ours
+        .command(&["id"])
+        .env("RETALK_PASSPHRASE", "bad")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(std::fs::read(&db).unwrap() == before, "id changed store.db");
     for pass in [Some("bad"), None] {
         let out = run(pass);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
