@@ -283,20 +283,22 @@ impl retalk_webview::History for Opened {
         let read = || -> Result<_, CliError> {
             let saved = saved_names(&self.store)?;
             let me = display::escape(&self.me);
-            // Every conversation's new rows, kept by kind and id: an id
-            // alone does not say whether it is a peer's or a group's.
+            // Only this conversation's rows are read and unsealed (by kind
+            // and id: an id alone does not say whether it is a peer's or a
+            // group's).
+            let conversation = match kind {
+                retalk_webview::Kind::Peer => match UserId::parse(id) {
+                    Ok(p) => Conversation::Peer(p),
+                    Err(_) => return Ok(Vec::new()),
+                },
+                retalk_webview::Kind::Group => Conversation::Group {
+                    id: id.to_owned(),
+                    name: String::new(),
+                },
+            };
             Ok(self
-                .history()?
-                .entries(None, after)?
+                .entries(&conversation, after)?
                 .into_iter()
-                .filter(|e| {
-                    e.conversation.key() == id
-                        && matches!(
-                            (&e.conversation, kind),
-                            (Conversation::Peer(_), retalk_webview::Kind::Peer)
-                                | (Conversation::Group { .. }, retalk_webview::Kind::Group)
-                        )
-                })
                 .map(|e| retalk_webview::Message {
                     rowid: e.rowid,
                     direction: match e.direction {

@@ -8,7 +8,7 @@ use retalk_proto::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreError,
 };
-use retalk_proto::client::{Group, InviteRecord, LeftGroup};
+use retalk_proto::client::{Group, InviteRecord, LeftGroup, MessageFilter};
 use retalk_proto::group::GroupId;
 use retalk_proto::ids::UserId;
 use retalk_proto::invite::InviteKind;
@@ -826,23 +826,15 @@ impl Store for SledStore {
     }
 
     fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
-        let from = u64::try_from(after_rowid.saturating_add(1)).unwrap_or(0);
-        let mut v: Vec<SavedMessage> = self.read(|b| {
-            b.tree(MESSAGES)?
-                .range(from.to_be_bytes()..)
-                .map(|row| {
-                    let (k, v) = row.map_err(sled_err)?;
-                    decode_message(&k, &v)
-                })
-                .collect::<Result<_, _>>()
-        })?;
-        v.sort_by(|a, b| {
-            a.record
-                .at
-                .total_cmp(&b.record.at)
-                .then(a.rowid.cmp(&b.rowid))
-        });
-        Ok(v)
+        self.messages_where(after_rowid, |_| true)
+    }
+
+    fn messages_of(
+        &self,
+        of: MessageFilter<'_>,
+        after_rowid: i64,
+    ) -> Result<Vec<SavedMessage>, StoreError> {
+        self.messages_where(after_rowid, |r| of.matches(r))
     }
 
     fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
@@ -887,6 +879,33 @@ impl Store for SledStore {
 }
 
 impl SledStore {
+    /// The saved rows after `after_rowid` that `keep` takes, in
+    /// [`Store::messages`]' order.
+    fn messages_where(
+        &self,
+        after_rowid: i64,
+        keep: impl Fn(&MessageRecord) -> bool,
+    ) -> Result<Vec<SavedMessage>, StoreError> {
+        let from = u64::try_from(after_rowid.saturating_add(1)).unwrap_or(0);
+        let mut v: Vec<SavedMessage> = self.read(|b| {
+            b.tree(MESSAGES)?
+                .range(from.to_be_bytes()..)
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_message(&k, &v)
+                })
+                .filter(|m| m.as_ref().map_or(true, |m| keep(&m.record)))
+                .collect::<Result<_, _>>()
+        })?;
+        v.sort_by(|a, b| {
+            a.record
+                .at
+                .total_cmp(&b.record.at)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+        Ok(v)
+    }
+
     /// Every row of a tree keyed by the record's own key.
     fn rows<T>(
         &self,

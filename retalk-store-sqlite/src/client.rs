@@ -11,7 +11,7 @@ use retalk_proto::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreError,
 };
-use retalk_proto::client::{Group, InviteRecord, LeftGroup};
+use retalk_proto::client::{Group, InviteRecord, LeftGroup, MessageFilter};
 use retalk_proto::group::GroupId;
 use retalk_proto::ids::UserId;
 use retalk_proto::invite::InviteKind;
@@ -1407,6 +1407,26 @@ impl Store for SqliteStore {
                  gname FROM messages WHERE rowid > ?1 ORDER BY ts, rowid",
             )?;
             let rows = stmt.query_map([after_rowid], message_row)?;
+            rows.collect()
+        })
+    }
+
+    fn messages_of(
+        &self,
+        of: MessageFilter<'_>,
+        after_rowid: i64,
+    ) -> Result<Vec<SavedMessage>, StoreError> {
+        // Picked by SQL, so only the conversation's rows are read.
+        let (column, key) = match of {
+            MessageFilter::Peer(p) => ("peer_fp", p),
+            MessageFilter::Group(g) => ("gid", g),
+        };
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT rowid, msg_id, from_fp, from_name, peer_fp, direction, body, ts, gid, \
+                 gname FROM messages WHERE rowid > ?1 AND {column} = ?2 ORDER BY ts, rowid"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params![after_rowid, key], message_row)?;
             rows.collect()
         })
     }

@@ -21,8 +21,8 @@ use vodozemac::{Curve25519PublicKey, Curve25519SecretKey};
 
 use super::identity::unlock;
 use super::{
-    setting, Client, ClientError, Contact, Direction, GroupTag, MessageRecord, SavedMessage, Store,
-    Transport,
+    setting, Client, ClientError, Contact, Direction, GroupTag, MessageFilter, MessageRecord,
+    SavedMessage, Store, Transport,
 };
 use crate::clock::Clock;
 use crate::ids::UserId;
@@ -228,18 +228,17 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
         of: Option<&Conversation>,
         after_rowid: i64,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
-        self.store
-            .messages(after_rowid)?
-            .into_iter()
-            .filter(|m| match of {
-                None => true,
-                Some(Conversation::Peer(p)) => m.record.peer == p.as_str(),
-                Some(Conversation::Group { id, .. }) => {
-                    m.record.group.as_ref().is_some_and(|g| &g.id == id)
-                }
-            })
-            .map(|m| self.open_row(m))
-            .collect()
+        // Picked by the store before any row is unsealed.
+        let rows = match of {
+            None => self.store.messages(after_rowid)?,
+            Some(Conversation::Peer(p)) => self
+                .store
+                .messages_of(MessageFilter::Peer(p.as_str()), after_rowid)?,
+            Some(Conversation::Group { id, .. }) => self
+                .store
+                .messages_of(MessageFilter::Group(id), after_rowid)?,
+        };
+        rows.into_iter().map(|m| self.open_row(m)).collect()
     }
 
     fn open_row(&self, m: SavedMessage) -> Result<HistoryEntry, ClientError> {
@@ -545,6 +544,9 @@ mod tests {
         tx.changes.messages = vec![row(&PickleKey::from_secret("x"), "d", 2, &bob, false, 4.0)];
         tx.commit().unwrap();
         assert!(matches!(h.entries(None, 0), Err(ClientError::Unseal(_))));
+        // One conversation's rows are picked before unsealing: the group's
+        // reads open without touching bob's bad row.
+        assert_eq!(h.entries(Some(&group), 0).unwrap().len(), 1);
     }
 
     /// A stranger's group whose id is a saved contact's fingerprint stays

@@ -213,6 +213,30 @@ pub struct MessageRecord {
     pub group: Option<GroupTag>,
 }
 
+/// Which saved rows [`Store::messages_of`] reads: a store picks them before
+/// anything is unsealed, so a reader of one conversation does not open the
+/// whole history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFilter<'a> {
+    /// Rows filed under this peer's user id (`MessageRecord::peer`; 0.3.0
+    /// `message_rows`' `peer_fp = ?`, which takes in the group messages
+    /// received from that peer, and the sent ones of a group whose id is
+    /// that).
+    Peer(&'a str),
+    /// Rows tagged with this group id.
+    Group(&'a str),
+}
+
+impl MessageFilter<'_> {
+    /// Whether `r` is one of the rows this filter reads.
+    pub fn matches(&self, r: &MessageRecord) -> bool {
+        match self {
+            MessageFilter::Peer(p) => r.peer == *p,
+            MessageFilter::Group(g) => r.group.as_ref().is_some_and(|t| t.id == *g),
+        }
+    }
+}
+
 /// A [`MessageRecord`] with the row number the store gave it: increasing in
 /// save order, so a reader can ask for what came after the last it saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +363,13 @@ pub trait Store: Send + Sync {
     /// oldest first (by save time, then row number, as 0.3.0's
     /// `message_rows` orders them).
     fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError>;
+    /// [`messages`](Store::messages) of one peer or group only, picked by
+    /// the store (an SQL `WHERE`), in the same order.
+    fn messages_of(
+        &self,
+        of: MessageFilter<'_>,
+        after_rowid: i64,
+    ) -> Result<Vec<SavedMessage>, StoreError>;
     /// The blocked senders, sorted.
     fn blocked(&self) -> Result<Vec<UserId>, StoreError>;
     /// Staged contact cards, by recommended name (then fingerprint).
@@ -447,6 +478,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
         (**self).messages(after_rowid)
+    }
+    fn messages_of(
+        &self,
+        of: MessageFilter<'_>,
+        after_rowid: i64,
+    ) -> Result<Vec<SavedMessage>, StoreError> {
+        (**self).messages_of(of, after_rowid)
     }
     fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
         (**self).blocked()

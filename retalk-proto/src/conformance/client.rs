@@ -10,7 +10,7 @@ use crate::client::{
     MessageRecord, OutboxEntry, OutboxKind, ProcessedRecord, ReceivedContact, SavedMessage,
     SessionRecord, Store, StoreTransaction,
 };
-use crate::client::{Group, InviteRecord, LeftGroup};
+use crate::client::{Group, InviteRecord, LeftGroup, MessageFilter};
 use crate::group::GroupId;
 use crate::ids::UserId;
 use crate::invite::InviteKind;
@@ -770,6 +770,19 @@ pub fn messages_dedupe_order_after<S: Store>(store: &S) {
     assert_eq!(message_ids(&store.messages(r1).unwrap()), ["m2", "m3"]);
     assert_eq!(message_ids(&store.messages(r2).unwrap()), ["m3"]);
     assert!(store.messages(r3).unwrap().is_empty());
+    // One conversation, picked by the store, in the same order.
+    let bob = uid(2).to_string();
+    let of = |f: MessageFilter<'_>, after: i64| -> Vec<String> {
+        let rows = store.messages_of(f, after).unwrap();
+        message_ids(&rows).into_iter().map(str::to_owned).collect()
+    };
+    assert_eq!(of(MessageFilter::Peer(&bob), 0), ["m2", "m1"]);
+    assert_eq!(of(MessageFilter::Peer(&bob), r1), ["m2"]);
+    assert_eq!(of(MessageFilter::Group(gid), 0), ["m3"]);
+    assert!(of(MessageFilter::Group(gid), r3).is_empty());
+    // A group id is not a peer's id, nor the other way round.
+    assert!(of(MessageFilter::Group(&bob), 0).is_empty());
+    assert!(of(MessageFilter::Peer(&uid(3).to_string()), 0).is_empty());
 }
 
 /// The block list: a set of user ids, sorted, with removals.
