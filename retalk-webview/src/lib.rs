@@ -34,7 +34,7 @@ use std::future::{Future, IntoFuture as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -43,7 +43,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use rand::RngCore as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
@@ -91,7 +91,7 @@ pub struct Conversation {
 }
 
 /// Whether a conversation is with one peer or a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Peer,
@@ -359,17 +359,37 @@ async fn conversations(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+/// `/api/messages`' query: `peer`, `kind`, `after`, each its first value
+/// when given several (as 0.3.0's `parse_qs(...)[0]`), so a repeated one
+/// is no plain-text rejection but read as the first.
 struct Thread {
-    #[serde(default)]
     peer: String,
-    #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
     after: Option<String>,
 }
 
-async fn messages(State(app): State<Arc<App>>, Query(q): Query<Thread>) -> Response {
+impl Thread {
+    fn parse(query: Option<&str>) -> Thread {
+        let (mut peer, mut kind, mut after) = (None, None, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "peer" => &mut peer,
+                "kind" => &mut kind,
+                "after" => &mut after,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        Thread {
+            peer: peer.unwrap_or_default(),
+            kind,
+            after,
+        }
+    }
+}
+
+async fn messages(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let q = Thread::parse(query.as_deref());
     let after = match q.after.as_deref().map(str::parse::<i64>) {
         None => 0,
         Some(Ok(n)) => n,

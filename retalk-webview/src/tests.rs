@@ -290,6 +290,24 @@ async fn the_json_routes_keep_the_030_shapes() {
             .collect();
         assert_eq!(got, rowids, "{kind}");
     }
+    // A repeated parameter is read as its first value; an empty `after`
+    // is a JSON 400 like any other bad one.
+    let twice: serde_json::Value = run
+        .get(
+            &format!(
+                "/api/messages?peer={}&peer=x&after=1&after=zz&kind=peer&kind=group",
+                "ab".repeat(16)
+            ),
+            t,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(twice["messages"][0]["rowid"], 2, "{twice}");
+    let empty = run.get("/api/messages?peer=x&after=", t).await;
+    assert_eq!(empty.status(), 400);
+    assert!(empty.json::<serde_json::Value>().await.unwrap()["error"].is_string());
     let bad = run.get("/api/messages?peer=x&kind=both", t).await;
     assert_eq!(bad.status(), 400);
     assert_guarded(&bad);
