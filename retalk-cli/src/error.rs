@@ -126,6 +126,7 @@ impl CliError {
             CliError::Store { .. }
                 | CliError::GlobalContacts { .. }
                 | CliError::Output(_)
+                | CliError::Web(_)
                 | CliError::Client(ClientError::Store(_))
         );
         match generation {
@@ -163,7 +164,9 @@ impl CliError {
                     1
                 }
             }
-            CliError::Store { .. } | CliError::Output(_) => 1,
+            // A local failure (a taken port: another run may end, or
+            // --port picks another), as Python 0.3.0's traceback exits 1.
+            CliError::Store { .. } | CliError::Output(_) | CliError::Web(_) => 1,
             CliError::StdoutClosed => 0,
             _ => 2,
         }

@@ -87,7 +87,8 @@ fn show_web_in_a_real_browser() {
     // Refusals: a taken port, --web with a conversation, --port alone.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (_, err) = alice.fails(&["show", "alice", "--web", "--port", &port], 2);
+    // A local failure, exit 1 (as 0.3.0's traceback), not a usage error.
+    let (_, err) = alice.fails(&["show", "alice", "--web", "--port", &port], 1);
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
             && err.contains("--port 0 for a free one"),
