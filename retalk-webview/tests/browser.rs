@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ const HOSTILE: &str =
 /// and hides a zero-width space and a tab; then a typed (not real) escape.
 const REORDERING: &str = "pay \u{202e}0001\u{202c} now\x1b[2J\u{200b}\t! \\x1b";
 
+/// The rows, and how long a read of bob's thread takes (ms; 0: at once).
 #[derive(Default)]
-struct Saved(Mutex<Vec<(&'static str, Message)>>);
+struct Saved(Mutex<Vec<(&'static str, Message)>>, AtomicU64);
 
 impl Saved {
     fn save(&self, conv: &'static str, direction: Direction, name: &str, text: &str) {
@@ -70,6 +72,12 @@ impl History for Saved {
     /// (a group id may equal a peer's).
     fn messages(&self, kind: Kind, id: &str, after: i64) -> Result<Vec<Message>, Unreadable> {
         let kind_of = |c: &str| if c == TEAM { Kind::Group } else { Kind::Peer };
+        let slow = self.1.load(Ordering::SeqCst);
+        if id == BOB && slow > 0 {
+            // The rows are read after the wait: what was saved meanwhile
+            // comes back too.
+            std::thread::sleep(Duration::from_millis(slow));
+        }
         Ok(self
             .0
             .lock()
@@ -210,6 +218,31 @@ async fn the_page_in_a_real_browser() {
         .screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("webview-fake-history.png"))
         .await;
     println!("screenshot: {}", shot.display());
+
+    // A poll answer for an earlier selection is dropped: with bob's reads
+    // taking 1.5 s, one is under way (and will bring a new row) when the
+    // user opens the team and comes back to bob. Appended to the new
+    // thread, it would move its last row past bob's first five, which
+    // would then never show.
+    saved.1.store(1500, Ordering::SeqCst);
+    saved.save(BOB, Direction::In, "bob", "during a slow read");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    b.click(&format!(".convo[data-id='{TEAM}']")).await;
+    b.click(&format!(".convo[data-id='{BOB}']")).await;
+    b.wait_until(
+        "bob's whole thread again",
+        "return document.querySelectorAll('#thread .msg').length === 6;",
+        Duration::from_secs(10),
+    )
+    .await;
+    saved.1.store(0, Ordering::SeqCst);
+    let texts = b
+        .eval(
+            "return [...document.querySelectorAll('#thread .msg .text')].map(t => t.textContent);",
+        )
+        .await;
+    assert_eq!(texts[0], "hi bob", "{texts}");
+    assert_eq!(texts[5], "during a slow read", "{texts}");
     // The server stops: the page says so in words (not "Failed to fetch").
     let _ = stop.send(());
     server.await.unwrap().unwrap();
