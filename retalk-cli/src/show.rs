@@ -444,7 +444,9 @@ async fn follow_saving(
         }};
     }
     let mut last_sync = std::time::Instant::now();
-    let mut unreachable = false;
+    // The kind of relay error last said, by exit status (1: unreachable,
+    // 2: refused); None: the relay answered last time.
+    let mut failing: Option<u8> = None;
     loop {
         // A group's members in one fetch: the inbox then holds their mail
         // in the relay's arrival order, which the take below keeps (one
@@ -459,25 +461,25 @@ async fn follow_saving(
         match fetched {
             None => return Ok(()),
             Some(Ok(inbox)) => {
-                if std::mem::take(&mut unreachable) {
+                if failing.take().is_some() {
                     eprintln!("retalk: relay reachable again");
                 }
                 crate::receive::report(&inbox);
             }
-            Some(Err(e)) if !unreachable => {
-                unreachable = true;
-                eprintln!(
-                    "retalk: {} (retrying every 2 s; said again once it answers)",
-                    CliError::from(e)
-                );
+            Some(Err(e)) => {
+                // Said once, not every 2 s; another kind of failure is said.
+                let e = CliError::from(e);
+                if failing != Some(e.exit_code()) {
+                    eprintln!("retalk: {e} (retrying every 2 s; said again once it answers)");
+                    failing = Some(e.exit_code());
+                }
             }
-            Some(Err(_)) => {}
         }
         agent.take_messages_from(Some(peers), usize::MAX, |m| {
             crate::receive::kept(&agent, m, keep).map(drop)
         })?;
         render()?;
-        if !unreachable && last_sync.elapsed().as_secs() >= 60 {
+        if failing.is_none() && last_sync.elapsed().as_secs() >= 60 {
             match rendering!(agent.sync(false)) {
                 None => return Ok(()),
                 Some(Err(e)) => eprintln!("retalk: key maintenance failed: {e} (will retry)"),

@@ -599,12 +599,20 @@ fn follow_with(
 
 /// With a relay that accepts connections and never answers: rows another
 /// process saves show within seconds (not after the relay call's 30 s
-/// timeout), and Ctrl-C ends it at once. With a relay nothing listens on:
-/// the failure is said once, not every 2 s.
+/// timeout), and Ctrl-C ends it at once. With a relay that closes every
+/// connection: the failure is said once, not every 2 s, and once more
+/// when it answers again.
 #[test]
 fn show_follow_stays_live_and_stoppable_while_the_relay_hangs() {
     let root = tempfile::tempdir().unwrap();
-    let relay = OurRelay::start(root.path());
+    // The relay also answers requests signed for the forwarder below.
+    let door = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let door_url = format!("http://{}", door.local_addr().unwrap());
+    let port = common::free_port();
+    let relay = OurRelay::start_with(root.path(), |c| {
+        c.port = port;
+        c.audiences = Some(vec![format!("http://127.0.0.1:{port}"), door_url.clone()]);
+    });
     let alice = Agent::ours(root.path(), "alice", &relay.url);
     let bob = Agent::ours(root.path(), "bob", &relay.url);
     alice.add(&bob);
@@ -637,12 +645,50 @@ fn show_follow_stays_live_and_stoppable_while_the_relay_hangs() {
     assert!(status.success(), "{status:?}");
     assert!(start.elapsed() < Duration::from_secs(3));
 
-    // Nothing listens: said once in 7 s (it retries every 2 s).
-    let (mut follow, _, err) = follow_with(&alice, "http://127.0.0.1:9");
+    // A relay that closes every connection, then works (a forwarder to
+    // the real one): the failure is said once in 7 s (it retries every
+    // 2 s), and the recovery once.
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = relay.url.trim_start_matches("http://").to_owned();
+    let open = up.clone();
+    std::thread::spawn(move || {
+        for client in door.incoming() {
+            let Ok(client) = client else { continue };
+            if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // dropped: closed at once
+            }
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    let (mut follow, _, err) = follow_with(&alice, &door_url);
     std::thread::sleep(Duration::from_secs(7));
+    let down = err.lock().unwrap().clone();
+    let said = down.lines().filter(|l| l.starts_with("retalk:")).count();
+    assert_eq!(said, 1, "{down}");
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while !err.lock().unwrap().contains("relay reachable again") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     common::signal(&follow, "-INT");
     common::wait_exit(&mut follow, Duration::from_secs(3));
     let err = err.lock().unwrap().clone();
     let said = err.lines().filter(|l| l.starts_with("retalk:")).count();
-    assert_eq!(said, 1, "{err}");
+    assert_eq!(said, 2, "{err}");
 }
