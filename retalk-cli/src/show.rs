@@ -226,8 +226,8 @@ async fn web(sel: &Selection, port: u16) -> Result<(), CliError> {
     let opened = Opened::open(sel)?;
     let me = display::escape(&opened.me);
     let view = retalk_webview::WebView::bind(port, me.clone(), Arc::new(opened)).await?;
-    eprintln!("retalk web view for {me} — open:\n  {}", view.url());
-    eprintln!("127.0.0.1 only; the token in the URL is required. ctrl-c to stop.");
+    say!("retalk web view for {me} — open:\n  {}", view.url());
+    say!("127.0.0.1 only; the token in the URL is required. ctrl-c to stop.");
     // The first Ctrl-C (or SIGTERM) stops it, giving requests under way
     // a moment (retalk_webview::SHUTDOWN_GRACE); a second ends it at once.
     let (first, firsts) = tokio::sync::oneshot::channel::<()>();
@@ -423,7 +423,7 @@ async fn follow_saving(
         messages: true,
         contacts: true,
     };
-    eprintln!(
+    say!(
         "\n{}",
         center("· listening for new messages — ctrl-c to stop ·", width)
     );
@@ -462,7 +462,7 @@ async fn follow_saving(
             None => return Ok(()),
             Some(Ok(inbox)) => {
                 if failing.take().is_some() {
-                    eprintln!("retalk: relay reachable again");
+                    say!("retalk: relay reachable again");
                 }
                 crate::receive::report(&inbox);
             }
@@ -470,7 +470,7 @@ async fn follow_saving(
                 // Said once, not every 2 s; another kind of failure is said.
                 let e = CliError::from(e);
                 if failing != Some(e.exit_code()) {
-                    eprintln!("retalk: {e} (retrying every 2 s; said again once it answers)");
+                    say!("retalk: {e} (retrying every 2 s; said again once it answers)");
                     failing = Some(e.exit_code());
                 }
             }
@@ -482,7 +482,7 @@ async fn follow_saving(
         if failing.is_none() && last_sync.elapsed().as_secs() >= 60 {
             match rendering!(agent.sync(false)) {
                 None => return Ok(()),
-                Some(Err(e)) => eprintln!("retalk: key maintenance failed: {e} (will retry)"),
+                Some(Err(e)) => say!("retalk: key maintenance failed: {e} (will retry)"),
                 Some(Ok(_)) => {}
             }
             last_sync = std::time::Instant::now();
