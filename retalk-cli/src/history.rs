@@ -8,7 +8,7 @@ use retalk_store_sqlite::SqliteStore;
 
 use crate::args::Selection;
 use crate::error::CliError;
-use crate::identity::{self, resolve, secret};
+use crate::identity;
 use crate::{book, print_stdout, py_json, unlock_error};
 
 /// Whether to save message texts (0.3.0 `_save_messages_on`): `--save`,
@@ -35,14 +35,7 @@ pub fn warn_if_unsealed<S: Store + ?Sized>(store: &S) -> Result<(), CliError> {
 /// relay: its store and passphrase, checked (a wrong one is refused as
 /// everywhere). `history` and `show` share it.
 pub fn open_reader(sel: &Selection) -> Result<(SqliteStore, String), CliError> {
-    let located = resolve(sel, None)?;
-    let store = identity::open_unlocking(sel, &located)?;
-    let no_pass = store
-        .setting(setting::NO_PASSPHRASE)
-        .map_err(ClientError::from)?
-        .as_deref()
-        == Some("1");
-    let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+    let (located, store, secret) = identity::open_with_secret(sel)?;
     History::open(&store, &secret).map_err(|e| unlock_error(e, &located))?;
     Ok((store, secret))
 }

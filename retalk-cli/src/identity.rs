@@ -154,6 +154,21 @@ pub fn open_unlocking(sel: &Selection, located: &Located) -> Result<SqliteStore,
     opened.map_err(|e| refused.take().unwrap_or(e))
 }
 
+/// The selected identity's store and secret, without its relay: for the
+/// commands that only read it (`id`, `history`, `show`). The secret is
+/// the one [`open_unlocking`] checked.
+pub fn open_with_secret(sel: &Selection) -> Result<(Located, SqliteStore, String), CliError> {
+    let located = resolve(sel, None)?;
+    let store = open_unlocking(sel, &located)?;
+    let no_pass =
+        retalk_proto::client::Store::setting(&store, retalk_proto::client::setting::NO_PASSPHRASE)
+            .map_err(retalk_proto::ClientError::from)?
+            .as_deref()
+            == Some("1");
+    let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+    Ok((located, store, secret))
+}
+
 /// Opens the store in `dir`, upgrading a Python retalk store only when
 /// `allow` accepts it, and says once on stderr when it upgraded one.
 fn open_store_checked(

@@ -537,14 +537,7 @@ enum IdShape {
 }
 
 fn id(sel: &Selection, shape: IdShape, as_name: Option<String>) -> Result<(), CliError> {
-    let located = resolve(sel, None)?;
-    let store = identity::open_unlocking(sel, &located)?;
-    let no_pass = store
-        .setting(setting::NO_PASSPHRASE)
-        .map_err(ClientError::from)?
-        .as_deref()
-        == Some("1");
-    let (secret, _) = secret(sel, located.generation, false, no_pass)?;
+    let (located, store, secret) = identity::open_with_secret(sel)?;
     let info = client::identity_info(&store, &secret).map_err(|e| unlock_error(e, &located))?;
     if let IdShape::Plain = shape {
         return print_stdout(info.user_id.as_str());

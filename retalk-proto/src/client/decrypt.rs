@@ -226,6 +226,17 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         at: now,
                     });
                 }
+                // The record every kind starts from: who sent which
+                // envelope in which ciphertext, and when it arrived.
+                let arrived = |id: String| InboxRecord {
+                    hash: record.hash.clone(),
+                    envelope_id: id,
+                    from: sender.clone(),
+                    claimed_name: String::new(),
+                    text: String::new(),
+                    received_at: now,
+                    extra: None,
+                };
                 match envelope {
                     _ if seen => {}
                     Envelope::Msg {
@@ -236,13 +247,9 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         mid,
                     } => {
                         let rec = InboxRecord {
-                            hash: record.hash.clone(),
-                            envelope_id: id,
-                            from: sender.clone(),
                             claimed_name: name,
                             text,
-                            received_at: now,
-                            extra: None,
+                            ..arrived(id)
                         };
                         match group {
                             None => tx.changes.inbox.push(rec),
@@ -273,47 +280,21 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                         let card: serde_json::Value =
                             serde_json::from_str(&card).unwrap_or_default();
                         tx.changes.inbox.push(InboxRecord {
-                            hash: record.hash.clone(),
-                            envelope_id: id,
-                            from: sender.clone(),
                             claimed_name: name,
-                            text: String::new(),
-                            received_at: now,
                             extra: Some(
                                 serde_json::json!({"kind": "contact", "card": card}).to_string(),
                             ),
+                            ..arrived(id)
                         })
                     }
                     Envelope::GroupLeave { id, group_id, .. } => {
-                        let rec = self.file_group_leave(
-                            &mut tx,
-                            sender,
-                            &group_id,
-                            InboxRecord {
-                                hash: record.hash.clone(),
-                                envelope_id: id,
-                                from: sender.clone(),
-                                claimed_name: String::new(),
-                                text: String::new(),
-                                received_at: now,
-                                extra: None,
-                            },
-                        )?;
+                        let rec = self.file_group_leave(&mut tx, sender, &group_id, arrived(id))?;
                         tx.changes.inbox.push(rec);
                     }
                     Envelope::ContactRequest { id, code, card } => {
-                        let rec = InboxRecord {
-                            hash: record.hash.clone(),
-                            envelope_id: id,
-                            from: sender.clone(),
-                            claimed_name: String::new(),
-                            text: String::new(),
-                            received_at: now,
-                            extra: None,
-                        };
                         // Judged against our invite codes (client/invite.rs).
                         let shown =
-                            self.file_contact_request(&mut tx, sender, &code, &card, rec)?;
+                            self.file_contact_request(&mut tx, sender, &code, &card, arrived(id))?;
                         tx.changes.inbox.extend(shown);
                     }
                     Envelope::Other { kind, .. } => {
