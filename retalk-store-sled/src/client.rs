@@ -825,11 +825,7 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
-        self.messages_where(after_rowid, |_| true)
-    }
-
-    fn messages_of(
+    fn messages(
         &self,
         of: MessageFilter<'_>,
         after_rowid: i64,

@@ -1400,31 +1400,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT rowid, msg_id, from_fp, from_name, peer_fp, direction, body, ts, gid, \
-                 gname FROM messages WHERE rowid > ?1 ORDER BY ts, rowid",
-            )?;
-            let rows = stmt.query_map([after_rowid], message_row)?;
-            rows.collect()
-        })
-    }
-
-    fn messages_of(
+    fn messages(
         &self,
         of: MessageFilter<'_>,
         after_rowid: i64,
     ) -> Result<Vec<SavedMessage>, StoreError> {
-        // Picked by SQL, so only the conversation's rows are read.
+        // Picked by SQL, so only the conversation's rows are read (`?2 IS
+        // NULL` for every row).
         let (column, key) = match of {
-            MessageFilter::Peer(p) => ("peer_fp", p),
-            MessageFilter::Group(g) => ("gid", g),
+            MessageFilter::All => ("peer_fp", None),
+            MessageFilter::Peer(p) => ("peer_fp", Some(p)),
+            MessageFilter::Group(g) => ("gid", Some(g)),
         };
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT rowid, msg_id, from_fp, from_name, peer_fp, direction, body, ts, gid, \
-                 gname FROM messages WHERE rowid > ?1 AND {column} = ?2 ORDER BY ts, rowid"
+                 gname FROM messages WHERE rowid > ?1 AND (?2 IS NULL OR {column} = ?2) ORDER BY ts, rowid"
             ))?;
             let rows = stmt.query_map(rusqlite::params![after_rowid, key], message_row)?;
             rows.collect()

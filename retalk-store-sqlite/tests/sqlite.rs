@@ -763,7 +763,10 @@ fn client_upgrades_a_version_2_store() {
     let contacts = store.contacts().unwrap();
     assert_eq!(contacts[0].pin.as_deref(), Some("ik"));
     assert_eq!(contacts[0].signing_key, None);
-    assert!(store.messages(0).unwrap().is_empty());
+    assert!(store
+        .messages(retalk_proto::client::MessageFilter::All, 0)
+        .unwrap()
+        .is_empty());
     assert!(store.received_contacts().unwrap().is_empty());
 }
 

@@ -229,15 +229,12 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
         after_rowid: i64,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
         // Picked by the store before any row is unsealed.
-        let rows = match of {
-            None => self.store.messages(after_rowid)?,
-            Some(Conversation::Peer(p)) => self
-                .store
-                .messages_of(MessageFilter::Peer(p.as_str()), after_rowid)?,
-            Some(Conversation::Group { id, .. }) => self
-                .store
-                .messages_of(MessageFilter::Group(id), after_rowid)?,
+        let filter = match of {
+            None => MessageFilter::All,
+            Some(Conversation::Peer(p)) => MessageFilter::Peer(p.as_str()),
+            Some(Conversation::Group { id, .. }) => MessageFilter::Group(id),
         };
+        let rows = self.store.messages(filter, after_rowid)?;
         rows.into_iter().map(|m| self.open_row(m)).collect()
     }
 
@@ -267,7 +264,7 @@ impl<'a, S: Store + ?Sized> History<'a, S> {
     /// `_show_web`'s order). Group rows count for the group. Reads no text.
     pub fn conversations(&self) -> Result<Vec<ConversationSummary>, ClientError> {
         let mut out: Vec<ConversationSummary> = Vec::new();
-        for m in self.store.messages(0)? {
+        for m in self.store.messages(MessageFilter::All, 0)? {
             let c = conversation_of(&m.record)?;
             match out.iter_mut().find(|s| s.conversation.is(&c)) {
                 Some(s) => {

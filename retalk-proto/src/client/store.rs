@@ -213,11 +213,13 @@ pub struct MessageRecord {
     pub group: Option<GroupTag>,
 }
 
-/// Which saved rows [`Store::messages_of`] reads: a store picks them before
+/// Which saved rows [`Store::messages`] reads: a store picks them before
 /// anything is unsealed, so a reader of one conversation does not open the
 /// whole history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageFilter<'a> {
+    /// Every row.
+    All,
     /// Rows filed under this peer's user id (`MessageRecord::peer`; 0.3.0
     /// `message_rows`' `peer_fp = ?`, which takes in the group messages
     /// received from that peer, and the sent ones of a group whose id is
@@ -231,6 +233,7 @@ impl MessageFilter<'_> {
     /// Whether `r` is one of the rows this filter reads.
     pub fn matches(&self, r: &MessageRecord) -> bool {
         match self {
+            MessageFilter::All => true,
             MessageFilter::Peer(p) => r.peer == *p,
             MessageFilter::Group(g) => r.group.as_ref().is_some_and(|t| t.id == *g),
         }
@@ -359,13 +362,11 @@ pub trait Store: Send + Sync {
     fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError>;
     fn contacts(&self) -> Result<Vec<Contact>, StoreError>;
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
-    /// Saved history rows with a row number above `after_rowid` (0: all),
-    /// oldest first (by save time, then row number, as 0.3.0's
+    /// The saved history rows `of` picks (by the store, an SQL `WHERE`,
+    /// before anything is unsealed) with a row number above `after_rowid`
+    /// (0: all), oldest first (by save time, then row number, as 0.3.0's
     /// `message_rows` orders them).
-    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError>;
-    /// [`messages`](Store::messages) of one peer or group only, picked by
-    /// the store (an SQL `WHERE`), in the same order.
-    fn messages_of(
+    fn messages(
         &self,
         of: MessageFilter<'_>,
         after_rowid: i64,
@@ -476,15 +477,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         (**self).setting(key)
     }
-    fn messages(&self, after_rowid: i64) -> Result<Vec<SavedMessage>, StoreError> {
-        (**self).messages(after_rowid)
-    }
-    fn messages_of(
+    fn messages(
         &self,
         of: MessageFilter<'_>,
         after_rowid: i64,
     ) -> Result<Vec<SavedMessage>, StoreError> {
-        (**self).messages_of(of, after_rowid)
+        (**self).messages(of, after_rowid)
     }
     fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
         (**self).blocked()

@@ -244,7 +244,7 @@ fn snapshot<S: Store>(store: &S, peers: &[UserId], hashes: &[&str], settings: &[
         inbox: store.inbox().unwrap(),
         contacts: store.contacts().unwrap(),
         settings: settings.iter().map(|k| store.setting(k).unwrap()).collect(),
-        messages: store.messages(0).unwrap(),
+        messages: store.messages(MessageFilter::All, 0).unwrap(),
         blocked: store.blocked().unwrap(),
         received_contacts: store.received_contacts().unwrap(),
         groups: sorted_groups(store),
@@ -263,7 +263,7 @@ fn assert_empty<S: Store>(store: &S) {
     assert!(store.inbox().unwrap().is_empty());
     assert!(store.contacts().unwrap().is_empty());
     assert_eq!(store.setting("name").unwrap(), None);
-    assert!(store.messages(0).unwrap().is_empty());
+    assert!(store.messages(MessageFilter::All, 0).unwrap().is_empty());
     assert!(store.blocked().unwrap().is_empty());
     assert!(store.received_contacts().unwrap().is_empty());
     assert!(store.groups().unwrap().is_empty());
@@ -758,7 +758,7 @@ pub fn messages_dedupe_order_after<S: Store>(store: &S) {
             ..Changes::default()
         },
     );
-    let all = store.messages(0).unwrap();
+    let all = store.messages(MessageFilter::All, 0).unwrap();
     assert_eq!(message_ids(&all), ["m2", "m1", "m3"]);
     assert_eq!(all[1].record, message("m1", Direction::In, 10.0, None));
     assert_eq!(
@@ -767,13 +767,19 @@ pub fn messages_dedupe_order_after<S: Store>(store: &S) {
     );
     let (r1, r2, r3) = (all[1].rowid, all[0].rowid, all[2].rowid);
     assert!(0 < r1 && r1 < r2 && r2 < r3, "{r1} {r2} {r3}");
-    assert_eq!(message_ids(&store.messages(r1).unwrap()), ["m2", "m3"]);
-    assert_eq!(message_ids(&store.messages(r2).unwrap()), ["m3"]);
-    assert!(store.messages(r3).unwrap().is_empty());
+    assert_eq!(
+        message_ids(&store.messages(MessageFilter::All, r1).unwrap()),
+        ["m2", "m3"]
+    );
+    assert_eq!(
+        message_ids(&store.messages(MessageFilter::All, r2).unwrap()),
+        ["m3"]
+    );
+    assert!(store.messages(MessageFilter::All, r3).unwrap().is_empty());
     // One conversation, picked by the store, in the same order.
     let bob = uid(2).to_string();
     let of = |f: MessageFilter<'_>, after: i64| -> Vec<String> {
-        let rows = store.messages_of(f, after).unwrap();
+        let rows = store.messages(f, after).unwrap();
         message_ids(&rows).into_iter().map(str::to_owned).collect()
     };
     assert_eq!(of(MessageFilter::Peer(&bob), 0), ["m2", "m1"]);
@@ -967,7 +973,10 @@ pub fn one_batch_touches_everything<S: Store>(store: &S) {
     assert_eq!(store.inbox().unwrap(), c.inbox);
     assert_eq!(store.contacts().unwrap(), c.contacts);
     assert_eq!(store.setting("name").unwrap().as_deref(), Some("me"));
-    assert_eq!(message_ids(&store.messages(0).unwrap()), ["m1"]);
+    assert_eq!(
+        message_ids(&store.messages(MessageFilter::All, 0).unwrap()),
+        ["m1"]
+    );
     assert_eq!(store.blocked().unwrap(), c.blocked);
     assert_eq!(store.received_contacts().unwrap(), c.received_contacts);
     assert_eq!(store.groups().unwrap(), c.groups);
@@ -1089,7 +1098,7 @@ pub fn durable_order_and_dedupe_continue_after_reopen<S: Store, H>(
             ..Changes::default()
         },
     );
-    let first = store.messages(0).unwrap()[0].rowid;
+    let first = store.messages(MessageFilter::All, 0).unwrap()[0].rowid;
     drop(store);
     let store = reopen(&handle);
     commit(
@@ -1108,7 +1117,7 @@ pub fn durable_order_and_dedupe_continue_after_reopen<S: Store, H>(
             ..Changes::default()
         },
     );
-    let saved = store.messages(0).unwrap();
+    let saved = store.messages(MessageFilter::All, 0).unwrap();
     assert_eq!(message_ids(&saved), ["h1", "h2"]);
     assert_eq!(saved[0].rowid, first);
     assert!(saved[1].rowid > first);
