@@ -736,9 +736,9 @@ impl RetalkServer {
         let args: CheckInboxArgs = parse(args)?;
         let relay = self.agent().fetch().await.err();
         let known = self.known_senders()?;
-        // What waits here: the decrypted inbox, and what was fetched but is
-        // not decrypted yet (the upkeep task's read may have taken the
-        // relay's mail a moment before our fetch, and be opening it now).
+        // What waits here: the decrypted inbox, and fetched mail kept for
+        // a retry after a passing failure. Our fetch waited for a read in
+        // flight (the upkeep task's), so no mail is between the two.
         let mut waiting: Vec<(String, String)> = self
             .agent()
             .pending_messages()?

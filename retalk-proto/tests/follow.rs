@@ -459,3 +459,41 @@ fn the_relay_core_parks_a_waiting_read_and_names_whom_new_mail_is_for() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A fetch that starts while another's read is in flight (the MCP server's
+/// background driver, and a `check_inbox` call) waits for it: on return,
+/// the mail the relay handed the other one is in the local inbox, so a
+/// count made then is not zero.
+#[tokio::test]
+async fn a_fetch_waits_for_the_read_in_flight_and_then_sees_its_mail() {
+    let w = World::new();
+    let relay = w.relay("http://r");
+    let (alice, _) = w.agent(&relay, "alice");
+    let (bob, bob_faults) = w.agent(&relay, "bob");
+    bob.ensure_published().await.unwrap();
+    alice.send(bob.user_id(), "in flight").await.unwrap();
+
+    let release = bob_faults.hold_next_answer(Tool::ReadMessages);
+    let mut first = std::pin::pin!(bob.fetch());
+    // The first read took the mail from the relay; its answer is held.
+    assert!(poll_once(first.as_mut()).await.is_pending());
+    assert!(relay.store().queued().is_empty());
+
+    let mut second = std::pin::pin!(async {
+        bob.fetch().await.unwrap();
+        bob.pending_messages().unwrap().len()
+    });
+    assert!(
+        poll_once(second.as_mut()).await.is_pending(),
+        "the second fetch returned while the first one's mail was in flight"
+    );
+    release.send(()).unwrap();
+    let (first, waiting) = tokio::join!(first, second);
+    first.unwrap();
+    assert_eq!(waiting, 1);
+}
+
+/// Polls `f` once.
+async fn poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut f).poll(cx))).await
+}

@@ -95,6 +95,12 @@ pub struct Client<S, T, C> {
     /// When the relay last would not hold a read (a Python relay, or one
     /// at its cap); `None`: ask it to.
     wait_refused_at: Mutex<Option<f64>>,
+    /// Held by each fetch from its read to its last decrypt: a fetch that
+    /// starts while another is under way (the MCP server's background
+    /// driver and a tool call) waits for it, so that when it returns the
+    /// mail the relay handed the other one is in the local inbox, not in
+    /// flight. Async so that the wait yields, held across the relay calls.
+    fetching: futures_util::lock::Mutex<()>,
 }
 
 impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
@@ -131,6 +137,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
             peers_only: false,
             global_contacts: Vec::new(),
             wait_refused_at: Mutex::new(None),
+            fetching: futures_util::lock::Mutex::new(()),
         })
     }
 

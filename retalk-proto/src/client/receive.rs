@@ -69,6 +69,10 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// acks, leaving the messages in the store's inbox until
     /// [`take_inbox`](Self::take_inbox). A message is durable there before
     /// its ack leaves.
+    ///
+    /// Fetches of one client run one at a time: one that starts while
+    /// another is under way waits for it, so on return the inbox holds
+    /// everything the relay had when this one was called.
     pub async fn fetch(&self) -> Result<Inbox, ClientError> {
         self.fetch_scoped(None).await
     }
@@ -81,6 +85,7 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     }
 
     async fn fetch_scoped(&self, peer: Option<&UserId>) -> Result<Inbox, ClientError> {
+        let _fetching = self.fetching.lock().await;
         self.ensure_published().await?;
         let mut inbox = Inbox::default();
         for _ in 0..self.config.max_fetch_rounds.max(1) {

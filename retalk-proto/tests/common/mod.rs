@@ -31,6 +31,10 @@ pub struct Faults {
     /// The next call to each listed tool reaches the relay, but its answer
     /// is lost.
     pub lose_answer: Mutex<VecDeque<Tool>>,
+    /// The next call to each listed tool reaches the relay, and its answer
+    /// is held until the paired sender fires (or is dropped): a request in
+    /// flight, for races.
+    pub hold_answer: Mutex<VecDeque<(Tool, tokio::sync::oneshot::Receiver<()>)>>,
     /// Every request sent, as body bytes (0.0.1 dialect).
     pub log: Mutex<Vec<Vec<u8>>>,
 }
@@ -51,6 +55,13 @@ impl Faults {
     }
     pub fn lose_next_answer(&self, tool: Tool) {
         self.lose_answer.lock().unwrap().push_back(tool);
+    }
+    /// Holds the answer to the next call of `tool` until the returned
+    /// sender fires.
+    pub fn hold_next_answer(&self, tool: Tool) -> tokio::sync::oneshot::Sender<()> {
+        let (release, held) = tokio::sync::oneshot::channel();
+        self.hold_answer.lock().unwrap().push_back((tool, held));
+        release
     }
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -85,11 +96,21 @@ impl<T: Transport> Transport for Faulty<T> {
         } else {
             Some(self.inner.call(request))
         };
+        let held = {
+            let mut l = faults.hold_answer.lock().unwrap();
+            l.iter()
+                .position(|(t, _)| *t == tool)
+                .and_then(|i| l.remove(i))
+                .map(|(_, held)| held)
+        };
         async move {
             let Some(inner) = inner else {
                 return Err(TransportError::NotSent("simulated outage".into()));
             };
             let answer = inner.await;
+            if let Some(held) = held {
+                let _ = held.await;
+            }
             if Faults::take(&faults.lose_answer, tool) {
                 return Err(TransportError::Unreachable("simulated lost answer".into()));
             }
