@@ -37,10 +37,10 @@ pub enum ToolError {
     Refused(String),
     #[error("{}", advice(.0))]
     Client(#[from] ClientError),
-    /// The host closed the connection: nothing more is taken (never shown:
-    /// no answer reaches the host then).
-    #[error("the MCP host closed the connection")]
-    Closing,
+    /// The relay accepted the fetch but did not answer in time (the fetch
+    /// goes on, and what it brings is read by the next call).
+    #[error("the relay did not answer within {0} s. Mail it delivers later is kept for the next receive; if this repeats, the relay is overloaded or something between holds the connection.")]
+    Slow(u64),
     /// The command line's part failed (a contact list or the history that
     /// cannot be read or written).
     #[error("{0}")]

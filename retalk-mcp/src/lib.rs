@@ -17,6 +17,8 @@
 
 mod cli;
 mod error;
+mod handout;
+mod link;
 mod server;
 mod upkeep;
 
@@ -26,8 +28,7 @@ use retalk_proto::client::Follow;
 use retalk_proto::{Client, UserId};
 use retalk_store_sqlite::SqliteStore;
 use retalk_transport_http::{HttpTransport, SystemClock};
-use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
-use rmcp::transport::{IntoTransport, Transport};
+use rmcp::transport::IntoTransport;
 use rmcp::{RoleServer, ServiceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -100,9 +101,9 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let (shared, notes) = server::Shared::new(agent, Box::new(cli), receive_from, watch);
     let shared = Arc::new(shared);
-    let transport = Closing {
+    let transport = link::Link {
         inner: transport.into_transport(),
-        closed: shared.closing.clone(),
+        shared: shared.clone(),
     };
     let running = server::RetalkServer::new(shared.clone())
         .serve(transport)
@@ -117,7 +118,7 @@ where
         ..options.follow
     };
     let upkeep = tokio::spawn(upkeep::run(
-        shared,
+        shared.clone(),
         notes,
         follow,
         running.peer().clone(),
@@ -126,39 +127,11 @@ where
     let quit = running.waiting().await;
     stop.cancel();
     let _ = upkeep.await;
+    // Answers rmcp gave up writing (it drains for 5 s): their mail stays.
+    for held in shared.handouts.all() {
+        shared.put_back(held);
+    }
     tracing::info!("the MCP host closed the connection");
     quit.map(|_| ())
         .map_err(|e| ServeError::Start(e.to_string()))
-}
-
-/// The host's transport, which says when its input ends: rmcp only cancels
-/// running calls 5 s after that (it lets them finish and answer), and a
-/// waiting `receive` would meanwhile take mail that no one can read.
-struct Closing<T> {
-    inner: T,
-    /// [`server::Shared::closing`].
-    closed: CancellationToken,
-}
-
-impl<T: Transport<RoleServer>> Transport<RoleServer> for Closing<T> {
-    type Error = T::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleServer>,
-    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
-        let message = self.inner.receive().await;
-        if message.is_none() {
-            self.closed.cancel();
-        }
-        message
-    }
-
-    fn close(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.close()
-    }
 }

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use retalk_proto::client::{self, Contact, Delivery, Received, Store};
+use retalk_proto::client::{self, Contact, Delivery, HandOut, Received, Store};
 use retalk_proto::display::{escape, human, valid_saved_name};
 use retalk_proto::group::Group;
 use retalk_proto::{ClientError, UserId};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
-    CallToolResult, ContentBlock, JsonObject, ProgressNotificationParam, RequestMetaObject,
-    ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, JsonObject, ProgressNotificationParam, RequestId,
+    RequestMetaObject, ServerCapabilities, ServerConfig,
 };
 use rmcp::{tool, tool_handler, tool_router, Peer, RoleServer, ServerHandler};
 use schemars::JsonSchema;
@@ -26,10 +26,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::CommandLine;
 use crate::error::ToolError;
+use crate::handout::Handouts;
 use crate::{Agent, MAX_WAIT};
 
 /// Messages one `receive` returns when the model gives no `limit`.
 const DEFAULT_LIMIT: usize = 20;
+
+/// Longest a tool call waits for its fetch from the relay before it
+/// answers from the local inbox (most hosts time a call out at 60 s; the
+/// HTTP timeout is 30 s, and a fetch may first wait for the background
+/// one).
+const FETCH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Seconds between progress notifications of a waiting `receive`.
 const PROGRESS_EVERY: f64 = 1.0;
@@ -50,6 +57,8 @@ pub(crate) struct Shared {
     /// Ids of the messages `receive` handed to the model: the notifier
     /// does not push them again.
     handed: Mutex<HashSet<String>>,
+    /// What each `receive` in flight took, until its answer leaves.
+    pub(crate) handouts: Handouts,
     /// Cancelled when the host closes the connection (stdin at its end):
     /// from then on nothing is taken from the inbox, since no answer can
     /// reach the host and a taken message would be lost.
@@ -74,9 +83,22 @@ impl Shared {
             watch,
             notes,
             handed: Mutex::default(),
+            handouts: Handouts::default(),
             closing: CancellationToken::new(),
         };
         (shared, rx)
+    }
+
+    /// Returns mail whose answer never reached the host to the inbox.
+    pub(crate) fn put_back(&self, held: HandOut) {
+        let n = held.messages.len();
+        if n == 0 {
+            return;
+        }
+        match self.agent.put_back(held) {
+            Ok(()) => tracing::info!("{n} message(s) taken by a call whose answer was not sent are back in the inbox"),
+            Err(e) => tracing::error!("{n} message(s) taken by a call whose answer was not sent could not be put back: {e}"),
+        }
     }
 
     /// Whether `receive` already handed the message `id` to the model.
@@ -528,9 +550,10 @@ impl RetalkServer {
         args: JsonObject,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
+        call: rmcp::handler::server::common::RequestId,
         cancel: CancellationToken,
     ) -> CallToolResult {
-        reply(self.do_receive(args, meta, peer, cancel).await)
+        reply(self.do_receive(args, meta, peer, &call.0, cancel).await)
     }
 
     async fn do_receive(
@@ -538,6 +561,7 @@ impl RetalkServer {
         args: JsonObject,
         meta: RequestMetaObject,
         host: Peer<RoleServer>,
+        call: &RequestId,
         cancel: CancellationToken,
     ) -> Outcome {
         let args: ReceiveArgs = parse(args)?;
@@ -554,7 +578,16 @@ impl RetalkServer {
         }
         let strangers = args.include_strangers.unwrap_or(false);
         let from = match &args.peer {
-            Some(p) => Some(vec![self.find(p)?]),
+            Some(p) => {
+                let peer = self.find(p)?;
+                if !strangers && !self.known_senders()?.contains(&peer) {
+                    return Err(ToolError::Invalid(format!(
+                        "'{}' is not a saved contact: their messages are untrusted input. Save them with `add` if you know who they are, or call receive again with include_strangers=true to read them marked untrusted.",
+                        escape(p)
+                    )));
+                }
+                Some(vec![peer])
+            }
             None => self.default_senders(strangers)?,
         };
         let mut arrivals = self.shared.arrivals.subscribe();
@@ -562,8 +595,8 @@ impl RetalkServer {
         // A relay that cannot be reached does not hide the mail already
         // here, nor stop the wait (the upkeep task keeps trying and wakes
         // it); it is reported when nothing came, else beside the messages.
-        let relay = self.agent().fetch().await.err();
-        let mut got = self.take(from.as_deref(), limit)?;
+        let relay = self.fetch().await;
+        let mut got = self.take(call, &cancel, from.as_deref(), limit)?;
         let token = meta.get_progress_token();
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_secs_f64(wait);
@@ -585,9 +618,12 @@ impl RetalkServer {
                     if changed.is_err() {
                         break;
                     }
-                    got = self.take(from.as_deref(), limit)?;
+                    got = self.take(call, &cancel, from.as_deref(), limit)?;
                 }
                 _ = tick.tick() => {
+                    // Mail another process sharing the identity brought in
+                    // wakes no one here: looked for every tick.
+                    got = self.take(call, &cancel, from.as_deref(), limit)?;
                     if let Some(token) = &token {
                         let waited = started.elapsed().as_secs_f64();
                         let note = ProgressNotificationParam::new(token.clone(), waited)
@@ -609,8 +645,8 @@ impl RetalkServer {
             tracing::info!("a waiting receive was cancelled by the host");
         }
         let relay = match relay {
-            Some(e) if got.is_empty() => return Err(e.into()),
-            other => other.map(|e| ToolError::from(e).to_string()),
+            Some(e) if got.is_empty() => return Err(e),
+            other => other.map(|e| e.to_string()),
         };
         let mut text = if got.is_empty() {
             "No new messages.".to_owned()
@@ -685,41 +721,71 @@ impl RetalkServer {
     }
 
     /// Takes at most `limit` messages from `from` (everyone: `None`) out of
-    /// the local inbox; none once the host [closed](Shared::closing) the
-    /// connection (checked before each message is taken).
-    fn take(&self, from: Option<&[UserId]>, limit: usize) -> Result<Vec<Shown>, ToolError> {
-        let contacts = self.book_contacts()?;
-        let mut out = Vec::new();
+    /// the local inbox for the call `call`, held until its answer leaves
+    /// ([`Handouts`]); none once the host [closed](Shared::closing) the
+    /// connection or cancelled the call.
+    fn take(
+        &self,
+        call: &RequestId,
+        cancel: &CancellationToken,
+        from: Option<&[UserId]>,
+        limit: usize,
+    ) -> Result<Vec<Shown>, ToolError> {
         if self.shared.closing.is_cancelled() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let taken = self
-            .agent()
-            .take_messages_from(from, limit, |m: &Received| {
-                if self.shared.closing.is_cancelled() {
-                    return Err(ToolError::Closing);
+        let contacts = self.book_contacts()?;
+        let taken = self.shared.handouts.take(call, cancel, || {
+            let handed = self.agent().hand_out(from, limit)?;
+            let kept = handed
+                .messages
+                .iter()
+                .try_for_each(|m| self.shared.cli.keep_received(self.agent(), m));
+            match kept {
+                Ok(()) => Ok(handed),
+                Err(e) => {
+                    self.shared.put_back(handed);
+                    Err(ToolError::from(e))
                 }
-                self.shared.cli.keep_received(self.agent(), m)?;
-                self.shared
-                    .handed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(m.id.clone());
+            }
+        })?;
+        let mut handed = self.shared.handed.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(taken
+            .into_iter()
+            .map(|m| {
+                handed.insert(m.id.clone());
                 let saved = contacts.iter().find(|c| c.id == m.from);
-                out.push(Shown {
-                    id: m.id.clone(),
-                    from: m.from.to_string(),
-                    name: m.name.clone(),
-                    text: m.text.clone(),
+                Shown {
                     contact: saved.is_some(),
                     verified: saved.is_some_and(|c| c.verified()),
                     extra: m.extra_fields(),
-                });
-                Ok::<_, ToolError>(())
-            });
-        match taken {
-            Ok(_) | Err(ToolError::Closing) => Ok(out),
-            Err(e) => Err(e),
+                    id: m.id,
+                    from: m.from.to_string(),
+                    name: m.name,
+                    text: m.text,
+                }
+            })
+            .collect())
+    }
+
+    /// Fetches for a tool call, waiting at most [`FETCH_PATIENCE`]: the
+    /// fetch runs on its own task, so one that outlasts the wait (a relay
+    /// that accepts and never answers) still lands its mail, and a waiting
+    /// `receive` is told. `None`: fetched; else what to tell the model.
+    async fn fetch(&self) -> Option<ToolError> {
+        let shared = self.shared.clone();
+        let fetching = tokio::spawn(async move {
+            let fetched = shared.agent.fetch().await;
+            if fetched.is_ok() {
+                shared.arrivals.send_modify(|n| *n += 1);
+            }
+            fetched
+        });
+        match tokio::time::timeout(FETCH_PATIENCE, fetching).await {
+            Ok(Ok(Ok(_))) => None,
+            Ok(Ok(Err(e))) => Some(e.into()),
+            Ok(Err(e)) => Some(ToolError::Invalid(format!("the fetch failed: {e}"))),
+            Err(_) => Some(ToolError::Slow(FETCH_PATIENCE.as_secs())),
         }
     }
 
@@ -734,7 +800,7 @@ impl RetalkServer {
 
     async fn do_check_inbox(&self, args: JsonObject) -> Outcome {
         let args: CheckInboxArgs = parse(args)?;
-        let relay = self.agent().fetch().await.err();
+        let relay = self.fetch().await;
         let known = self.known_senders()?;
         // What waits here: the decrypted inbox, and fetched mail kept for
         // a retry after a passing failure. Our fetch waited for a read in
@@ -748,8 +814,8 @@ impl RetalkServer {
         let incoming = self.agent().store().incoming().map_err(ClientError::from)?;
         waiting.extend(incoming.into_iter().map(|r| (r.from, String::new())));
         let relay = match relay {
-            Some(e) if waiting.is_empty() => return Err(e.into()),
-            other => other.map(|e| ToolError::from(e).to_string()),
+            Some(e) if waiting.is_empty() => return Err(e),
+            other => other.map(|e| e.to_string()),
         };
         let mut counts: BTreeMap<(bool, String), (String, usize)> = BTreeMap::new();
         let mut strangers = 0;

@@ -463,3 +463,49 @@ async fn fault11_a_refused_message_is_resent_by_the_next_receive_once_due() {
     alice.receive().await.unwrap();
     assert_eq!(texts(&bob).await, ["b2"]);
 }
+
+/// A hand-out whose answer never reached the reader (the MCP host
+/// cancelled the call) is put back whole, and a second taker meanwhile
+/// gets none of it: nothing lost, nothing handed twice.
+#[tokio::test]
+async fn a_hand_out_is_exclusive_and_put_back_whole() {
+    let w = World::new();
+    let relay = w.relay(R1);
+    let (alice, _) = w.agent(&relay, "alice");
+    let (carol, _) = w.agent(&relay, "carol");
+    let (bob, _) = w.agent(&relay, "bob");
+    bob.publish(100, false).await.unwrap();
+    for t in ["a1", "a2", "a3"] {
+        alice.send(bob.user_id(), t).await.unwrap();
+    }
+    carol.send(bob.user_id(), "c1").await.unwrap();
+    bob.fetch().await.unwrap();
+    let texts = |h: &retalk_proto::client::HandOut| {
+        h.messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let from_alice = [alice.user_id().clone()];
+    let first = bob.hand_out(Some(&from_alice), 2).unwrap();
+    assert_eq!(texts(&first), ["a1", "a2"]);
+    let second = bob.hand_out(Some(&from_alice), 10).unwrap();
+    assert_eq!(texts(&second), ["a3"], "a second taker got the first one's");
+    bob.put_back(first).unwrap();
+    bob.put_back(second).unwrap();
+    let left: Vec<String> = bob
+        .pending_messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(left, ["c1", "a1", "a2", "a3"]);
+    // Put back as stored: it reads the same after a restart.
+    let (bob2, _) = w.move_agent(&bob, "bob", &relay);
+    assert_eq!(
+        texts(&bob2.hand_out(None, 10).unwrap()),
+        ["c1", "a1", "a2", "a3"]
+    );
+    assert!(bob2.pending_messages().unwrap().is_empty());
+}

@@ -119,13 +119,59 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
         Ok(taken)
     }
 
+    /// Takes at most `limit` messages from the senders in `from` (all with
+    /// `None`) out of the inbox in one step, oldest first, for a hand-off
+    /// that can still fail after the take: an answer its transport may drop
+    /// (the MCP server's, when the host cancels the call). Give the
+    /// [`HandOut`] to [`put_back`](Self::put_back) if it never reached the
+    /// reader, else drop it. Holds the take lock as
+    /// [`take_messages`](Self::take_messages) does, so no other taker
+    /// (another process either) gets the same messages.
+    pub fn hand_out(&self, from: Option<&[UserId]>, limit: usize) -> Result<HandOut, ClientError> {
+        let _taking = self.store.take_lock()?;
+        let records = self.store.inbox()?;
+        let messages = self.open_records(records.clone())?;
+        let wanted = |m: &Received| from.is_none_or(|f| f.contains(&m.from));
+        let (records, messages): (Vec<InboxRecord>, Vec<Received>) = records
+            .into_iter()
+            .zip(messages)
+            .filter(|(_, m)| wanted(m))
+            .take(limit)
+            .unzip();
+        if !records.is_empty() {
+            let mut tx = self.transaction()?;
+            tx.changes.inbox_removed = records.iter().map(|r| r.hash.clone()).collect();
+            tx.commit()?;
+        }
+        Ok(HandOut { messages, records })
+    }
+
+    /// Returns what [`hand_out`](Self::hand_out) took to the inbox, as it
+    /// was stored (sealed, with its arrival time); it is read after the
+    /// messages that arrived in between.
+    pub fn put_back(&self, handed: HandOut) -> Result<(), ClientError> {
+        if handed.records.is_empty() {
+            return Ok(());
+        }
+        let _taking = self.store.take_lock()?;
+        let mut tx = self.transaction()?;
+        tx.changes.inbox = handed.records;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The decrypted messages not yet taken, oldest first, without removing
     /// them: for looking (a count, a test). To hand them on, use
     /// [`take_messages`](Self::take_messages) or
     /// [`take_inbox`](Self::take_inbox); another process may take a message
     /// this returned at any moment.
     pub fn pending_messages(&self) -> Result<Vec<Received>, ClientError> {
-        let records = self.store.inbox()?;
+        self.open_records(self.store.inbox()?)
+    }
+
+    /// The stored inbox records, opened and named as the application sees
+    /// them, in the same order.
+    fn open_records(&self, records: Vec<InboxRecord>) -> Result<Vec<Received>, ClientError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -152,5 +198,22 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
                 })
             })
             .collect()
+    }
+}
+
+/// Messages [`Client::hand_out`] took from the inbox: `messages` to give
+/// the reader, and the stored records, so that only what was taken can be
+/// put back, exactly as it was.
+#[derive(Debug, Default)]
+pub struct HandOut {
+    pub messages: Vec<Received>,
+    records: Vec<InboxRecord>,
+}
+
+impl HandOut {
+    /// Adds a later hand-out's messages (one reader's several takes).
+    pub fn extend(&mut self, other: HandOut) {
+        self.messages.extend(other.messages);
+        self.records.extend(other.records);
     }
 }

@@ -49,6 +49,7 @@ pub use history::{
     save_requested, seal, unseal, Conversation, ConversationSummary, History, HistoryEntry,
 };
 pub use identity::{create_identity, identity_info, IdentityInfo};
+pub use inbox::HandOut;
 pub use invite::{invites, new_invite, revoke_invite, ACCEPTED, REJECTED};
 pub use keys::{MaintainReport, SyncReport};
 pub use locate::{locate, Generation, LocateError, Located, Places, Purpose, Selectors};
