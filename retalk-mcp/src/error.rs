@@ -37,6 +37,10 @@ pub enum ToolError {
     Refused(String),
     #[error("{}", advice(.0))]
     Client(#[from] ClientError),
+    /// The host closed the connection while the call waited for the relay
+    /// (never shown: no answer reaches the host then).
+    #[error("the MCP host closed the connection")]
+    Closing,
     /// The relay accepted the fetch but did not answer in time (the fetch
     /// goes on, and what it brings is read by the next call).
     #[error("the relay did not answer within {0} s. Mail it delivers later is kept for the next receive; if this repeats, the relay is overloaded or something between holds the connection.")]

@@ -42,6 +42,9 @@ pub type Agent = Client<SqliteStore, HttpTransport, SystemClock>;
 /// out at 60 s, and our relay holds a read at most 25 s by default.
 pub const MAX_WAIT: f64 = 25.0;
 
+/// How long the background task may take to stop once the host is gone.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How the server behaves beyond the identity.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -126,7 +129,15 @@ where
     ));
     let quit = running.waiting().await;
     stop.cancel();
-    let _ = upkeep.await;
+    // The driver stops at once unless it is in a relay call; one stuck on
+    // a relay that never answers is left behind after a moment rather
+    // than for its HTTP timeout. Mail its read took but could not store
+    // is not lost: the sender resends until our ack arrives.
+    let mut upkeep = upkeep;
+    if tokio::time::timeout(STOP_GRACE, &mut upkeep).await.is_err() {
+        tracing::warn!("the background read is still waiting for the relay; exiting without it");
+        upkeep.abort();
+    }
     // Answers rmcp gave up writing (it drains for 5 s): their mail stays.
     for held in shared.handouts.all() {
         shared.put_back(held);

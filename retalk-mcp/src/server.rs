@@ -781,7 +781,12 @@ impl RetalkServer {
             }
             fetched
         });
-        match tokio::time::timeout(FETCH_PATIENCE, fetching).await {
+        // Nobody reads the answer once the host is gone: no more waiting.
+        let fetched = tokio::select! {
+            fetched = tokio::time::timeout(FETCH_PATIENCE, fetching) => fetched,
+            _ = self.shared.closing.cancelled() => return Some(ToolError::Closing),
+        };
+        match fetched {
             Ok(Ok(Ok(_))) => None,
             Ok(Ok(Err(e))) => Some(e.into()),
             Ok(Err(e)) => Some(ToolError::Invalid(format!("the fetch failed: {e}"))),
