@@ -45,9 +45,9 @@ fn mcp_with_input(work: &Path, who: &str, passphrase: &str, stdin: &str) -> Outp
     mcp_with(work, who, passphrase, &[], stdin)
 }
 
-/// [`mcp_with_input`] with more arguments before `mcp`.
-fn mcp_with(work: &Path, who: &str, passphrase: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = retalk(work, who)
+/// `retalk mcp` for `who` (with `args` before `mcp`), every stdio piped.
+fn spawn_mcp(work: &Path, who: &str, passphrase: &str, args: &[&str]) -> std::process::Child {
+    retalk(work, who)
         .env("RETALK_PASSPHRASE", passphrase)
         .args(args)
         .arg("mcp")
@@ -55,7 +55,12 @@ fn mcp_with(work: &Path, who: &str, passphrase: &str, args: &[&str], stdin: &str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`mcp_with_input`] with more arguments before `mcp`.
+fn mcp_with(work: &Path, who: &str, passphrase: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = spawn_mcp(work, who, passphrase, args);
     child
         .stdin
         .take()
@@ -365,14 +370,7 @@ impl RawHost {
     /// Starts `who`'s server (with `args` before `mcp`) and initializes it.
     fn start(work: &Path, who: &str, args: &[&str]) -> RawHost {
         use std::io::{BufRead, BufReader};
-        let mut child = retalk(work, who)
-            .args(args)
-            .arg("mcp")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_mcp(work, who, PASSPHRASE, args);
         let (tx, lines) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -471,16 +469,13 @@ fn texts_in(said: &[serde_json::Value], ids: &[i64]) -> Vec<String> {
         .collect()
 }
 
-/// The host cancels a `receive` the moment it makes it, while a message
-/// waits in the inbox: rmcp drops the answer of a cancelled call, so the
-/// call must take nothing (or, if its answer left first, carry it). The
-/// message reaches the model exactly once, from one of the two calls.
-#[test]
-fn a_cancelled_receive_loses_no_mail() {
+/// bob's message `text` waits in alice's inbox: bob is her saved contact,
+/// and her server (calls 1 and 2 made) has counted it.
+fn alice_has_mail_from_bob(text: &str) -> (Setup, RawHost) {
     let s = setup();
     let alice = s.ids["alice"].as_str().unwrap();
     let bob = s.ids["bob"].as_str().unwrap();
-    send(&s.work, "bob", alice, "cancel me not");
+    send(&s.work, "bob", alice, text);
     let mut host = RawHost::start(&s.work, "alice", &[]);
     host.result(
         1,
@@ -489,6 +484,16 @@ fn a_cancelled_receive_loses_no_mail() {
     );
     let counted = host.result(2, "check_inbox", serde_json::json!({}));
     assert_eq!(counted["structuredContent"]["total"], 1, "{counted}");
+    (s, host)
+}
+
+/// The host cancels a `receive` the moment it makes it, while a message
+/// waits in the inbox: rmcp drops the answer of a cancelled call, so the
+/// call must take nothing (or, if its answer left first, carry it). The
+/// message reaches the model exactly once, from one of the two calls.
+#[test]
+fn a_cancelled_receive_loses_no_mail() {
+    let (_s, mut host) = alice_has_mail_from_bob("cancel me not");
     // The call and its cancellation in one write: rmcp reads both before
     // the call has fetched.
     host.write(&[
@@ -535,18 +540,7 @@ fn a_strangers_mail_needs_include_strangers_even_by_fingerprint() {
 /// say the relay is silent.
 #[test]
 fn a_silent_relay_does_not_hold_up_the_tools() {
-    let s = setup();
-    let alice = s.ids["alice"].as_str().unwrap();
-    let bob = s.ids["bob"].as_str().unwrap();
-    send(&s.work, "bob", alice, "already here");
-    let mut host = RawHost::start(&s.work, "alice", &[]);
-    host.result(
-        1,
-        "add",
-        serde_json::json!({"fingerprint": bob, "name": "bob"}),
-    );
-    let counted = host.result(2, "check_inbox", serde_json::json!({}));
-    assert_eq!(counted["structuredContent"]["total"], 1, "{counted}");
+    let (s, host) = alice_has_mail_from_bob("already here");
     host.finish();
 
     // Accepts, reads, never answers.
