@@ -249,18 +249,25 @@ fn show_renders_a_saved_conversation_in_a_real_terminal() {
     tmux.wait_for("live", "from another terminal");
 }
 
-#[test]
-fn show_group_names_each_sender_in_a_real_terminal() {
-    let root = tempfile::tempdir().unwrap();
-    let relay = OurRelay::start(root.path());
-    let alice = Agent::ours(root.path(), "alice", &relay.url);
-    let bob = Agent::ours(root.path(), "bob", &relay.url);
-    let carol = Agent::ours(root.path(), "carol", &relay.url);
+/// alice, bob and carol, each the others' contact, and alice's group
+/// `team` of the three.
+fn team(root: &Path, relay: &OurRelay) -> (Agent, Agent, Agent) {
+    let alice = Agent::ours(root, "alice", &relay.url);
+    let bob = Agent::ours(root, "bob", &relay.url);
+    let carol = Agent::ours(root, "carol", &relay.url);
     for (a, b) in [(&alice, &bob), (&alice, &carol), (&bob, &carol)] {
         a.add(b);
         b.add(a);
     }
     alice.ok(&["group", "create", "team", "--members", "bob,carol"]);
+    (alice, bob, carol)
+}
+
+#[test]
+fn show_group_names_each_sender_in_a_real_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let relay = OurRelay::start(root.path());
+    let (alice, bob, carol) = team(root.path(), &relay);
     alice.ok(&["send", "plan: ship friday", "--group", "team", "--save"]);
     bob.ok(&["receive", "--all", "--save"]);
     bob.ok(&["send", "bob agrees", "--group", "team", "--save"]);
@@ -356,15 +363,7 @@ fn show_renders_as_python_030_does() {
     };
     let theirs_narrow = narrow(&alice);
     // Ours opens the same folder (upgrading it one way).
-    let ours = Agent {
-        program: env!("CARGO_BIN_EXE_retalk").into(),
-        path: "/usr/bin:/bin".into(),
-        home: alice.home.clone(),
-        name: alice.name.clone(),
-        relay: alice.relay.clone(),
-        python: false,
-        id: alice.id.clone(),
-    };
+    let ours = alice.ours_on_same_folder();
     let mine = ours.ok(&["show", "alice", "bob"]);
     let trimmed = |s: &str| s.lines().map(|l| l.trim().to_owned()).collect::<Vec<_>>();
     assert_eq!(
@@ -408,15 +407,7 @@ fn show_upgrades_a_python_folder_only_after_unlocking_it() {
     let alice = Agent::python(&python, root.path(), "alice", &relay.url);
     let bob = Agent::python(&python, root.path(), "bob", &relay.url);
     alice.add(&bob);
-    let ours = Agent {
-        program: env!("CARGO_BIN_EXE_retalk").into(),
-        path: "/usr/bin:/bin".into(),
-        home: alice.home.clone(),
-        name: alice.name.clone(),
-        relay: alice.relay.clone(),
-        python: false,
-        id: alice.id.clone(),
-    };
+    let ours = alice.ours_on_same_folder();
     let db = alice.home.join("alice").join("store.db");
     let before = std::fs::read(&db).unwrap();
     let run = |pass: Option<&str>| {
@@ -520,14 +511,7 @@ fn show_selects_the_identity_as_every_command_does() {
 fn show_group_follow_keeps_the_order_across_members() {
     let root = tempfile::tempdir().unwrap();
     let relay = OurRelay::start(root.path());
-    let alice = Agent::ours(root.path(), "alice", &relay.url);
-    let bob = Agent::ours(root.path(), "bob", &relay.url);
-    let carol = Agent::ours(root.path(), "carol", &relay.url);
-    for (a, b) in [(&alice, &bob), (&alice, &carol), (&bob, &carol)] {
-        a.add(b);
-        b.add(a);
-    }
-    alice.ok(&["group", "create", "team", "--members", "bob,carol"]);
+    let (alice, bob, carol) = team(root.path(), &relay);
     alice.ok(&["send", "hello team", "--group", "team"]);
     bob.ok(&["receive", "--all"]);
     carol.ok(&["receive", "--all"]);

@@ -312,15 +312,7 @@ fn the_json_routes_answer_as_python_030s() {
     };
     let theirs = answers(&alice);
     // Ours opens the same folder (upgrading it one way).
-    let ours = Agent {
-        program: env!("CARGO_BIN_EXE_retalk").into(),
-        path: "/usr/bin:/bin".into(),
-        home: alice.home.clone(),
-        name: alice.name.clone(),
-        relay: alice.relay.clone(),
-        python: false,
-        id: alice.id.clone(),
-    };
+    let ours = alice.ours_on_same_folder();
     let mine = answers(&ours);
     println!(
         "Python 0.3.0: {}\n{}\nours: {}\n{}",

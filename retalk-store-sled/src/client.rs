@@ -830,7 +830,19 @@ impl Store for SledStore {
         of: MessageFilter<'_>,
         after_rowid: i64,
     ) -> Result<Vec<SavedMessage>, StoreError> {
-        self.messages_where(after_rowid, |r| of.matches(r))
+        let from = u64::try_from(after_rowid.saturating_add(1)).unwrap_or(0);
+        let mut rows: Vec<SavedMessage> = self.read(|b| {
+            b.tree(MESSAGES)?
+                .range(from.to_be_bytes()..)
+                .map(|row| {
+                    let (k, v) = row.map_err(sled_err)?;
+                    decode_message(&k, &v)
+                })
+                .filter(|m| m.as_ref().map_or(true, |m| of.matches(&m.record)))
+                .collect::<Result<_, _>>()
+        })?;
+        SavedMessage::sort_for_history(&mut rows);
+        Ok(rows)
     }
 
     fn blocked(&self) -> Result<Vec<UserId>, StoreError> {
@@ -875,33 +887,6 @@ impl Store for SledStore {
 }
 
 impl SledStore {
-    /// The saved rows after `after_rowid` that `keep` takes, in
-    /// [`Store::messages`]' order.
-    fn messages_where(
-        &self,
-        after_rowid: i64,
-        keep: impl Fn(&MessageRecord) -> bool,
-    ) -> Result<Vec<SavedMessage>, StoreError> {
-        let from = u64::try_from(after_rowid.saturating_add(1)).unwrap_or(0);
-        let mut v: Vec<SavedMessage> = self.read(|b| {
-            b.tree(MESSAGES)?
-                .range(from.to_be_bytes()..)
-                .map(|row| {
-                    let (k, v) = row.map_err(sled_err)?;
-                    decode_message(&k, &v)
-                })
-                .filter(|m| m.as_ref().map_or(true, |m| keep(&m.record)))
-                .collect::<Result<_, _>>()
-        })?;
-        v.sort_by(|a, b| {
-            a.record
-                .at
-                .total_cmp(&b.record.at)
-                .then(a.rowid.cmp(&b.rowid))
-        });
-        Ok(v)
-    }
-
     /// Every row of a tree keyed by the record's own key.
     fn rows<T>(
         &self,

@@ -10,6 +10,7 @@ use retalk_testkit::python::{describe, venv_bin};
 use serde_json::Value;
 
 /// One identity driven through a `retalk` program (Python 0.3.0's or ours).
+#[derive(Clone)]
 pub struct Agent {
     pub program: PathBuf,
     pub path: String,
@@ -63,6 +64,17 @@ impl Agent {
         );
         a.init();
         a
+    }
+
+    /// Our binary on this (Python) user's folder, as a user who switches
+    /// would run it.
+    pub fn ours_on_same_folder(&self) -> Agent {
+        Agent {
+            program: env!("CARGO_BIN_EXE_retalk").into(),
+            path: "/usr/bin:/bin".into(),
+            python: false,
+            ..self.clone()
+        }
     }
 
     fn init(&mut self) {

@@ -39,32 +39,6 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The saved rows after `after_rowid` that `keep` takes, in
-    /// [`Store::messages`]' order.
-    fn messages_where(
-        &self,
-        after_rowid: i64,
-        keep: impl Fn(&MessageRecord) -> bool,
-    ) -> Result<Vec<SavedMessage>, StoreError> {
-        let s = self.state()?;
-        let mut v: Vec<SavedMessage> = s
-            .messages
-            .range(after_rowid.saturating_add(1)..)
-            .filter(|(_, record)| keep(record))
-            .map(|(rowid, record)| SavedMessage {
-                rowid: *rowid,
-                record: record.clone(),
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            a.record
-                .at
-                .total_cmp(&b.record.at)
-                .then(a.rowid.cmp(&b.rowid))
-        });
-        Ok(v)
-    }
-
     /// How many processed markers are kept (for tests of the bounds).
     pub fn processed_count(&self) -> usize {
         self.state().map(|s| s.processed.len()).unwrap_or_default()
@@ -275,7 +249,18 @@ impl Store for MemoryStore {
         of: MessageFilter<'_>,
         after_rowid: i64,
     ) -> Result<Vec<SavedMessage>, StoreError> {
-        self.messages_where(after_rowid, |r| of.matches(r))
+        let mut rows: Vec<SavedMessage> = self
+            .state()?
+            .messages
+            .range(after_rowid.saturating_add(1)..)
+            .filter(|(_, record)| of.matches(record))
+            .map(|(rowid, record)| SavedMessage {
+                rowid: *rowid,
+                record: record.clone(),
+            })
+            .collect();
+        SavedMessage::sort_for_history(&mut rows);
+        Ok(rows)
     }
 
     fn blocked(&self) -> Result<Vec<UserId>, StoreError> {

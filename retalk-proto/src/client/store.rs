@@ -248,6 +248,20 @@ pub struct SavedMessage {
     pub record: MessageRecord,
 }
 
+impl SavedMessage {
+    /// Sorts rows into [`Store::messages`]' order: by save time, ties by
+    /// row number (0.3.0's `message_rows` orders by `ts`), for backends
+    /// that cannot ask their storage for it.
+    pub fn sort_for_history(rows: &mut [SavedMessage]) {
+        rows.sort_by(|a, b| {
+            a.record
+                .at
+                .total_cmp(&b.record.at)
+                .then(a.rowid.cmp(&b.rowid))
+        });
+    }
+}
+
 /// A contact card received from a peer (a `contact` envelope), staged until
 /// the user imports it (0.3.0's `received_contacts`, `cli.py`
 /// `_stage_contact`); one per card fingerprint, the newest share wins.
