@@ -566,3 +566,21 @@ fn a_silent_relay_does_not_hold_up_the_tools() {
     );
     host.kill();
 }
+
+/// The relay goes away while a `receive` waits: the wait ends in the
+/// relay's error, not in "No new messages" (which a model would read as a
+/// quiet peer).
+#[test]
+fn a_relay_lost_during_a_wait_is_reported() {
+    let mut s = setup();
+    let mut host = RawHost::start(&s.work, "alice", &[]);
+    host.write(&[RawHost::call(1, "receive", serde_json::json!({"wait": 6}))]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let server = s.relay.server.take().unwrap();
+    s.relay.runtime.block_on(server.shutdown());
+    let result = host.answer(1)["result"].clone();
+    assert_eq!(result["isError"], true, "{result}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("could not be reached"), "{text}");
+    host.kill();
+}

@@ -22,7 +22,8 @@ pub(crate) struct Handouts {
 
 #[derive(Default)]
 struct State {
-    /// What each unanswered call took.
+    /// What each unanswered call took (a call that took nothing has no
+    /// entry).
     held: HashMap<RequestId, HandOut>,
     /// Calls the host cancelled whose answer is not sent: rmcp will drop
     /// it. Cleared when the host reuses the id for a new call.
@@ -52,12 +53,14 @@ impl Handouts {
         if cancel.is_cancelled() || state.cancelled.contains(id) {
             return Ok(Vec::new());
         }
-        if state.held.get(id).is_some_and(|h| !h.messages.is_empty()) {
+        if state.held.contains_key(id) {
             return Ok(Vec::new());
         }
         let taken = take()?;
         let messages = taken.messages.clone();
-        state.held.entry(id.clone()).or_default().extend(taken);
+        if !messages.is_empty() {
+            state.held.insert(id.clone(), taken);
+        }
         Ok(messages)
     }
 

@@ -568,7 +568,7 @@ impl RetalkServer {
         let wait = args.wait.unwrap_or(0.0);
         if !(0.0..=f64::MAX).contains(&wait) {
             return Err(ToolError::Invalid(format!(
-                "wait must be a number of seconds from 0 to {MAX_WAIT}"
+                "wait must be a number of seconds, 0 or more (more than {MAX_WAIT} is taken as {MAX_WAIT})"
             )));
         }
         let wait = wait.min(MAX_WAIT);
@@ -595,7 +595,7 @@ impl RetalkServer {
         // A relay that cannot be reached does not hide the mail already
         // here, nor stop the wait (the upkeep task keeps trying and wakes
         // it); it is reported when nothing came, else beside the messages.
-        let relay = self.fetch().await;
+        let mut relay = self.fetch().await;
         let mut got = self.take(call, &cancel, from.as_deref(), limit)?;
         let token = meta.get_progress_token();
         let started = tokio::time::Instant::now();
@@ -643,6 +643,13 @@ impl RetalkServer {
         }
         if cancelled {
             tracing::info!("a waiting receive was cancelled by the host");
+        }
+        // A wait that ends empty asks the relay once more: had it gone
+        // away meanwhile, the model must hear it rather than "no mail".
+        let waited_out = wait > 0.0 && !cancelled && !self.shared.closing.is_cancelled();
+        if got.is_empty() && relay.is_none() && waited_out {
+            relay = self.fetch().await;
+            got = self.take(call, &cancel, from.as_deref(), limit)?;
         }
         let relay = match relay {
             Some(e) if got.is_empty() => return Err(e),
@@ -859,9 +866,10 @@ impl RetalkServer {
             text.push_str(&format!(": {}", by.join(", ")));
         }
         if strangers > 0 {
-            text.push_str(&format!(
-                "; {strangers} from senders who are not contacts (read them only with receive include_strangers=true)"
-            ));
+            text.push_str(&format!("; {strangers} from senders who are not contacts"));
+            if !args.include_strangers.unwrap_or(false) {
+                text.push_str(" (read them only with receive include_strangers=true)");
+            }
         }
         let mut value = json!({"total": total, "from": from, "strangers": strangers});
         if let Some(e) = relay {

@@ -129,15 +129,16 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
     /// (another process either) gets the same messages.
     pub fn hand_out(&self, from: Option<&[UserId]>, limit: usize) -> Result<HandOut, ClientError> {
         let _taking = self.store.take_lock()?;
-        let records = self.store.inbox()?;
-        let messages = self.open_records(records.clone())?;
-        let wanted = |m: &Received| from.is_none_or(|f| f.contains(&m.from));
-        let (records, messages): (Vec<InboxRecord>, Vec<Received>) = records
+        // Picked by sender before anything is unsealed: a waiting reader
+        // asks every second, past mail it does not want.
+        let records: Vec<InboxRecord> = self
+            .store
+            .inbox()?
             .into_iter()
-            .zip(messages)
-            .filter(|(_, m)| wanted(m))
+            .filter(|r| from.is_none_or(|f| f.contains(&r.from)))
             .take(limit)
-            .unzip();
+            .collect();
+        let messages = self.open_records(records.clone())?;
         if !records.is_empty() {
             let mut tx = self.transaction()?;
             tx.changes.inbox_removed = records.iter().map(|r| r.hash.clone()).collect();
@@ -208,12 +209,4 @@ impl<S: Store, T: Transport, C: Clock> Client<S, T, C> {
 pub struct HandOut {
     pub messages: Vec<Received>,
     records: Vec<InboxRecord>,
-}
-
-impl HandOut {
-    /// Adds a later hand-out's messages (one reader's several takes).
-    pub fn extend(&mut self, other: HandOut) {
-        self.messages.extend(other.messages);
-        self.records.extend(other.records);
-    }
 }
