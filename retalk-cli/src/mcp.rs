@@ -69,7 +69,7 @@ pub async fn run(sel: &Selection, args: McpArgs) -> Result<(), CliError> {
     retalk_mcp::serve_stdio(agent, Glue { save }, options)
         .await
         .map_err(|e| match e {
-            retalk_mcp::ServeError::Peer(..)
+            retalk_mcp::ServeError::Peer { .. }
             | retalk_mcp::ServeError::Book(_)
             | retalk_mcp::ServeError::Closed(_) => CliError::Usage(e.to_string()),
             retalk_mcp::ServeError::Start(_) => CliError::Output(std::io::Error::other(e)),

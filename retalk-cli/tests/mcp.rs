@@ -348,8 +348,17 @@ fn a_wrong_passphrase_is_a_clear_startup_error() {
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
         assert!(out.stdout.is_empty(), "{}", describe(&out));
+        // It names the setting at fault, and only that one.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let other = if var == "RETALK_WATCH_PEER" {
+            "RETALK_RECEIVE_FROM"
+        } else {
+            "RETALK_WATCH_PEER"
+        };
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains(&format!("'{value}'")),
+            stderr.contains(&format!("'{value}'"))
+                && stderr.contains(var)
+                && !stderr.contains(other),
             "{}",
             describe(&out)
         );

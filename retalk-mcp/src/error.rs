@@ -8,8 +8,12 @@ use retalk_proto::ClientError;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// `RETALK_WATCH_PEER` or `RETALK_RECEIVE_FROM` names nobody.
-    #[error("--watch-peer/RETALK_WATCH_PEER or --receive-from/RETALK_RECEIVE_FROM: '{0}' is neither a saved contact nor a 32-hex fingerprint; save the contact first (`retalk add FINGERPRINT --peer NAME`) or give its fingerprint")]
-    Peer(String),
+    #[error("{setting}: '{name}' is neither a saved contact nor a 32-hex fingerprint; save the contact first (`retalk add FINGERPRINT --peer NAME`) or give its fingerprint")]
+    Peer {
+        /// The option and variable, as the user may have set either.
+        setting: &'static str,
+        name: String,
+    },
     /// The address book could not be read.
     #[error("contacts: {0}")]
     Book(String),

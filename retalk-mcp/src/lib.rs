@@ -91,16 +91,23 @@ where
     let contacts = cli
         .contacts(&agent)
         .map_err(|e| ServeError::Book(e.to_string()))?;
-    let resolve = |p: &str| {
+    let resolve = |setting: &'static str, p: &str| {
         cli.resolve(&contacts, p.trim())
-            .ok_or_else(|| ServeError::Peer(p.to_owned()))
+            .ok_or_else(|| ServeError::Peer {
+                setting,
+                name: p.to_owned(),
+            })
     };
-    let watch: Option<UserId> = options.watch_peer.as_deref().map(resolve).transpose()?;
+    let watch: Option<UserId> = options
+        .watch_peer
+        .as_deref()
+        .map(|p| resolve("--watch-peer/RETALK_WATCH_PEER", p))
+        .transpose()?;
     let receive_from = options
         .receive_from
         .iter()
         .filter(|p| !p.trim().is_empty())
-        .map(|p| resolve(p))
+        .map(|p| resolve("--receive-from/RETALK_RECEIVE_FROM", p))
         .collect::<Result<Vec<_>, _>>()?;
     let (shared, notes) = server::Shared::new(agent, Box::new(cli), receive_from, watch);
     let shared = Arc::new(shared);
